@@ -1,0 +1,50 @@
+"""nested-diffusion: anytime image generation with pretrained diffusion models.
+
+Implements *Nested Diffusion Processes for Anytime Image Generation* (Elata et al., WACV 2024):
+``nested_sample`` yields a sample-quality image after every outer step, and its final image
+matches a vanilla sampler with the same number of network evaluations; ``vanilla_sample`` is
+the baseline whose frames are the usual one-step x̂0 previews.
+
+Names are imported lazily (PEP 562) so that the command line starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "nested_sample": "nested",
+    "NestedSession": "nested",
+    "vanilla_sample": "vanilla",
+    "VanillaSession": "vanilla",
+    "Session": "session",
+    "Frame": "session",
+    "plan_steps": "planner",
+    "NestedPipeline": "pipelines",
+    "PipelineSession": "pipelines",
+    "PipelineFrame": "pipelines",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .nested import NestedSession, nested_sample
+    from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
+    from .planner import plan_steps
+    from .session import Frame, Session
+    from .vanilla import VanillaSession, vanilla_sample
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

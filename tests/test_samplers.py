@@ -1,0 +1,108 @@
+"""Parity of our samplers with diffusers' schedulers on identical timesteps and noise."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from nested_diffusion.samplers import iterate, make_sampler, sample
+from nested_diffusion.schedules import spaced_timesteps, to_denoised
+
+
+def diffusers_run(scheduler, model, x, timesteps, seed, eta=None):
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    for t in timesteps:
+        out = model(x, torch.full((len(x),), t))
+        kw = {"eta": eta} if eta is not None else {}
+        x = scheduler.step(out, t, x, generator=g, **kw).prev_sample
+        xs.append(x)
+    return xs
+
+
+def ours(model, x, timesteps, ac, pred, sampler, seed):
+    g = torch.Generator().manual_seed(seed)
+    a = ac.double().tolist()
+    denoise = lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], pred)  # noqa: E731
+    return [xn for _, _, xn in iterate(denoise, x, timesteps, a, sampler, g)]
+
+
+def assert_trajectories_close(a, b):
+    assert len(a) == len(b)
+    for i, (u, v) in enumerate(zip(a, b)):
+        torch.testing.assert_close(u, v, rtol=1e-4, atol=1e-4, msg=f"step {i}")
+
+
+@pytest.fixture
+def x_start():
+    return torch.randn(16, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 0.85])
+@pytest.mark.parametrize("steps", [1, 10, 25])
+def test_ddim_matches_diffusers_ddim(gmm, x_start, eta, steps):
+    s = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", timestep_spacing="trailing",
+                      clip_sample=False, set_alpha_to_one=True)
+    s.set_timesteps(steps)
+    grid = spaced_timesteps(999, steps)
+    assert grid == s.timesteps.tolist()
+    model = gmm.model(s.alphas_cumprod, "epsilon")
+    ref = diffusers_run(s, model, x_start, grid, 3, eta=eta)
+    got = ours(model, x_start, grid, s.alphas_cumprod, "epsilon", make_sampler("ddim", eta), 3)
+    assert_trajectories_close(got, ref)
+
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("start,steps", [(999, 10), (537, 7), (120, 4)])
+def test_ddpm_is_ddim_eta_one(gmm, x_start, pred, start, steps):
+    """DDPM ancestral sampling on custom (inner) timesteps equals DDIM with η = 1."""
+    s = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                      beta_end=0.012, clip_sample=False, prediction_type=pred)
+    grid = spaced_timesteps(start, steps)
+    s.set_timesteps(timesteps=grid)
+    model = gmm.model(s.alphas_cumprod, pred)
+    ref = diffusers_run(s, model, x_start, grid, 5)
+    for name in ("ddpm", "ddim"):
+        got = ours(model, x_start, grid, s.alphas_cumprod, pred, make_sampler(name, 1.0), 5)
+        assert_trajectories_close(got, ref)
+
+
+@pytest.mark.parametrize("sde", [False, True])
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("start,steps", [(999, 10), (999, 30), (400, 6)])
+def test_dpmpp_2m_matches_diffusers(gmm, x_start, sde, pred, start, steps):
+    s = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", solver_order=2,
+                                    algorithm_type="sde-dpmsolver++" if sde else "dpmsolver++",
+                                    final_sigmas_type="zero", prediction_type=pred)
+    grid = spaced_timesteps(start, steps)
+    s.set_timesteps(timesteps=grid)
+    model = gmm.model(s.alphas_cumprod, pred)
+    ref = diffusers_run(s, model, x_start, grid, 7)
+    sampler = make_sampler("dpmpp-2m-sde" if sde else "dpmpp-2m")
+    assert sampler.eta == (1.0 if sde else 0.0)
+    got = ours(model, x_start, grid, s.alphas_cumprod, pred, sampler, 7)
+    assert_trajectories_close(got, ref)
+
+
+def test_sample_returns_last_denoised(gmm, linear, x_start):
+    """Every sampler ends on ᾱ = 1, so the sample is the last x̂0 (no residual noise)."""
+    model = gmm.model(linear, "epsilon")
+    a = linear.tolist()
+    grid = spaced_timesteps(999, 5)
+    for name in ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde"):
+        steps = list(iterate(lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], "epsilon"),
+                             x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0)))
+        assert torch.equal(steps[-1][1], steps[-1][2])
+        x = sample(lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], "epsilon"),
+                   x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0))
+        assert torch.equal(x, steps[-1][2])
+
+
+def test_make_sampler_errors():
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        make_sampler("euler")
+    with pytest.raises(ValueError, match=r"eta must lie in \[0, 1\]"):
+        make_sampler("ddim", 1.5)
+    with pytest.raises(ValueError, match="fixes eta"):
+        make_sampler("ddpm", 0.3)
+    with pytest.raises(TypeError, match="eta"):
+        make_sampler("ddim", "0.5")
