@@ -10,51 +10,30 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
 DTYPES = ("float32", "float16", "bfloat16")
 MARKER = "run.json"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(kind: type, accepted: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse type: parse ``kind`` and accept it when ``ok(value)``; else say ``accepted``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text}")
+        return value
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
-def _eta(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
-
-
-def _guidance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+_positive_int = _number(int, "a positive integer", lambda v: v > 0)
+_positive_float = _number(float, "a positive number", lambda v: v > 0 and math.isfinite(v))
+_eta = _number(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+_guidance = _number(float, "a number >= 0", lambda v: v >= 0 and math.isfinite(v))
 
 
 def _classes(text: str) -> list[int]:
@@ -90,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="class indices, e.g. '3', '0,4,7' or '0-9' (default: every class of a class-conditional model)")
     p.add_argument("--prompt", default=None, help="text prompt (text-to-image models)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt (text-to-image models)")
+    p.add_argument("--height", type=_positive_int, default=None, help="image height in pixels (default: the model's)")
+    p.add_argument("--width", type=_positive_int, default=None, help="image width in pixels (default: the model's)")
     p.add_argument("--num-images", type=_positive_int, default=None,
                    help="number of images; classes are cycled (default: one per class, or 1)")
     p.add_argument("--outer", type=_positive_int, default=None,
@@ -169,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     if classes is not None and num_classes is None:
         raise ValueError("--class needs a class-conditional model; this model has no classes")
     if classes is None and num_classes is not None and args.prompt is None:
+        if num_classes > 16:
+            raise ValueError(f"this model has {num_classes} classes: choose some with --class")
         classes = list(range(num_classes))
     if classes is not None and any(c >= num_classes for c in classes):
         raise ValueError(f"--class indices must lie in [0, {num_classes - 1}] for this model, got {classes}")
@@ -184,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     outer, inner = outer or 10, inner or 10
 
     condition = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, class_labels=labels,
-                     guidance_scale=args.guidance, num_images=num_images)
+                     guidance_scale=args.guidance, num_images=num_images, height=args.height, width=args.width)
     nested = pipe.anytime(outer_steps=outer, inner_steps=inner, inner_sampler=args.inner_sampler,
                           inner_eta=args.inner_eta, outer_eta=args.outer_eta,
                           generator=torch.Generator().manual_seed(args.seed), **condition)

@@ -1,0 +1,154 @@
+"""NestedPipeline on UNet2D pipelines (tiny random weights, class-conditional and unconditional)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from nested_diffusion import NestedPipeline, nested_sample
+
+
+def tiny_unet(num_class_embeds=None):
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       layers_per_block=1, norm_num_groups=4, num_class_embeds=num_class_embeds)
+
+
+@pytest.fixture(scope="module")
+def class_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-class-unet")
+    DDPMPipeline(unet=tiny_unet(4), scheduler=DDPMScheduler(num_train_timesteps=100, clip_sample=False)) \
+        .save_pretrained(folder)
+    (folder / "nested_diffusion.json").write_text(json.dumps({"class_names": list("abc"), "default_guidance": 3.0}))
+    return folder
+
+
+class CallLog:
+    def __init__(self, unet):
+        self.batches = []
+        self.handle = unet.register_forward_hook(lambda m, args, kwargs, out: self.batches.append(args[0].shape[0]),
+                                                 with_kwargs=True)
+
+
+def test_class_conditional_nested(class_folder):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    a = pipe.adapter
+    assert a.num_classes == 3 and a.null_class == 3 and a.default_guidance == 3.0 and a.family == "unet2d"
+    log = CallLog(a.unet)
+    session = pipe.anytime(class_labels=[0, 2], outer_steps=4, inner_steps=3, generator=torch.Generator().manual_seed(0))
+    frames = list(session)
+    assert [f.nfe for f in frames] == [3, 6, 9, 12]
+    assert log.batches == [4] * 12  # guidance: one doubled batch per NFE
+    assert len(frames[-1].images) == 2 and frames[-1].images[0].size == (8, 8) and frames[-1].images[0].mode == "L"
+    assert frames[-1].latents.shape == (2, 1, 8, 8)
+    # guidance 1 runs a single batch
+    log.batches.clear()
+    pipe.anytime(class_labels=1, num_images=3, guidance_scale=1.0, outer_steps=2, inner_steps=2).run()
+    assert log.batches == [3] * 4
+
+
+def test_matches_core_with_the_scheduler_schedule(class_folder):
+    """The adapter is only a model: the pipeline's frames equal the core sampler's on its callable."""
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    a = pipe.adapter
+    g = torch.Generator().manual_seed(5)
+    frames = list(pipe.anytime(class_labels=[1], outer_steps=3, inner_steps=2, output_type="latent", generator=g))
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(1, 1, 8, 8, generator=g)
+    ac = DDPMScheduler.from_pretrained(class_folder / "scheduler").alphas_cumprod
+    with torch.inference_mode():
+        core = list(nested_sample(a, ac, noise, outer_steps=3, inner_steps=2, generator=g,
+                                  model_kwargs={"class_labels": torch.tensor([1]), "guidance_scale": 3.0}))
+    for f, c in zip(frames, core):
+        torch.testing.assert_close(f.images, c.image)
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np", "pt", "latent"])
+def test_output_types(class_folder, output_type):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    frame = pipe(class_labels=[0, 1], outer_steps=2, inner_steps=1, output_type=output_type)
+    images = frame.images
+    if output_type == "pil":
+        assert len(images) == 2
+    elif output_type == "np":
+        assert isinstance(images, np.ndarray) and images.shape == (2, 8, 8, 1) and 0 <= images.min() <= images.max() <= 1
+    elif output_type == "pt":
+        assert images.shape == (2, 1, 8, 8) and images.dtype == torch.float32
+    else:
+        assert torch.equal(images, frame.latents)
+
+
+def test_decode_every_and_vanilla(class_folder):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    frames = list(pipe.vanilla(class_labels=[2], num_inference_steps=7, decode_every=3))
+    assert [f.nfe for f in frames] == list(range(1, 8))
+    assert [f.images is not None for f in frames] == [False, False, True, False, False, True, True]
+
+
+def test_condition_change_and_fork(class_folder):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    s = pipe.anytime(class_labels=[0], outer_steps=4, inner_steps=2, generator=torch.Generator().manual_seed(1),
+                     output_type="latent")
+    s.step()
+    same, other = s.fork(), s.fork()
+    other.set_condition(class_labels=[2], guidance_scale=5.0)
+    assert other.core.model_kwargs["guidance_scale"] == 5.0 and s.core.model_kwargs["guidance_scale"] == 3.0
+    a, b, c = list(s), list(same), list(other)
+    assert all(torch.equal(x.latents, y.latents) for x, y in zip(a, b))
+    assert not torch.allclose(a[0].latents, c[0].latents)
+    with pytest.raises(TypeError, match="set_condition"):
+        s.set_condition(colour="red")
+
+
+def test_budget_and_deadline(class_folder):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    s = pipe.anytime(class_labels=[0], outer_steps=5, inner_steps=4)
+    frame = s.run(max_nfe=10)
+    assert frame.nfe == 8 and frame.images is not None and not s.done
+    assert s.run().nfe == 20
+
+
+def test_unconditional_ddpm(tmp_path):
+    DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler(num_train_timesteps=50, prediction_type="v_prediction")) \
+        .save_pretrained(tmp_path)
+    pipe = NestedPipeline.from_pretrained(tmp_path)
+    assert pipe.adapter.num_classes is None and pipe.adapter.prediction_type == "v_prediction"
+    frames = list(pipe.anytime(num_images=2, outer_steps=5, inner_steps=5, output_type="pt",
+                               generator=torch.Generator().manual_seed(0)))
+    assert frames[-1].nfe == sum(min(5, t + 1) for t in [49, 39, 29, 19, 9]) and frames[-1].images.shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match="unconditional"):
+        pipe.anytime(class_labels=[1])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(class_labels=[5]), r"class_labels must lie in \[0, 2\]"),
+    (dict(class_labels=[0, 1], num_images=3), "class_labels"),
+    (dict(prompt="a cat"), "not text-conditional"),
+    (dict(guidance_scale=-1.0), "guidance_scale"),
+    (dict(output_type="jpeg"), "output_type"),
+    (dict(decode_every=0), "decode_every"),
+    (dict(num_images=0), "num_images"),
+])
+def test_bad_arguments(class_folder, kwargs, match):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    with pytest.raises(ValueError, match=match):
+        pipe.anytime(**kwargs)
+
+
+def test_loading_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        NestedPipeline.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="model_index.json"):
+        NestedPipeline.from_pretrained(tmp_path / "empty")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model_index.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot load"):
+        NestedPipeline.from_pretrained(corrupt)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        NestedPipeline.from_pretrained(tmp_path / "file")
