@@ -191,9 +191,11 @@ class NestedPipeline:
 
     @staticmethod
     def adapters() -> list[type]:
+        from .dit import DiTAdapter
+        from .stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
         from .unet2d import UNet2DAdapter
 
-        return [UNet2DAdapter]
+        return [UNet2DAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, DiTAdapter]
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "NestedPipeline":
@@ -247,11 +249,20 @@ class NestedPipeline:
                 inner_eta: float | None = None, outer_eta: float | None = None,
                 num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
                 generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
-                output_type: str = "pil", decode_every: int = 1) -> PipelineSession:
+                output_type: str = "pil", decode_every: int = 1,
+                latents: torch.Tensor | None = None) -> PipelineSession:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
-        (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler)."""
+        (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
+
+        ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
+        is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
         if method not in ("nested", "vanilla"):
             raise ValueError(f"method must be 'nested' or 'vanilla', got {method!r}")
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.ndim < 2:
+                raise ValueError("latents must be a floating-point tensor [num_images, channels, ...]")
+            if num_images is None:
+                num_images = latents.shape[0]
         if num_images is None:
             num_images = _batch_size(prompt, class_labels)
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
@@ -261,7 +272,17 @@ class NestedPipeline:
                          guidance_scale=guidance_scale)
         with torch.inference_mode():
             model_kwargs = a.condition(num_images, **condition)
-            noise = a.initial_noise(num_images, generator, height=height, width=width)
+            if latents is None:
+                noise = a.initial_noise(num_images, generator, height=height, width=width)
+            else:
+                shape = getattr(a, "latent_shape", None)
+                expected = tuple(shape(num_images, height, width)) if shape is not None else None
+                if expected is not None and tuple(latents.shape) != expected:
+                    raise ValueError(f"latents must have shape {expected}, got {tuple(latents.shape)}")
+                if latents.shape[0] != num_images:
+                    raise ValueError(f"latents must hold {num_images} images (first dimension), "
+                                     f"got shape {tuple(latents.shape)}")
+                noise = latents.to(device=a.device, dtype=a.dtype)
         common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         if method == "nested":
             core = NestedSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
