@@ -93,9 +93,10 @@ def main() -> None:
     data = torch.from_numpy(images).float().div(127.5).sub(1.0).unsqueeze(1)  # [-1, 1]
     targets = torch.from_numpy(labels)
 
+    # clip_sample: samplers clip x̂0 to the pixel range [-1, 1] (diffusers' convention for pixel models)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear",
                               beta_start=1e-4, beta_end=0.02, prediction_type="epsilon",
-                              clip_sample=False)
+                              clip_sample=True)
     alphas_cumprod = scheduler.alphas_cumprod.to(args.device)
     model = UNet2DModel(**UNET_CONFIG).to(args.device)
     ema = UNet2DModel(**UNET_CONFIG).to(args.device)

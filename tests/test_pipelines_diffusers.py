@@ -128,12 +128,12 @@ def build_dit(model_class: type = DiTTransformer2DModel) -> DiTPipeline:
     return pipe
 
 
-def build_ddpm() -> DDPMPipeline:
+def build_ddpm(clip_sample: bool = False) -> DDPMPipeline:
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
                        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, layers_per_block=1,
                        norm_num_groups=4).eval()
-    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100, clip_sample=False,
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100, clip_sample=clip_sample,
                                                            timestep_spacing="trailing"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -306,6 +306,24 @@ def test_vanilla_ddpm_equals_diffusers_ddpm(ddpm):
                                                  generator=gen(4), output_type="np").run().images
     assert out.shape == ref.shape == (2, 8, 8, 3)
     np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
+def test_clip_sample_follows_the_scheduler_config():
+    """Pixel models with ``clip_sample=True`` (DDPMScheduler's default) clip x̂0 at every step, as diffusers does."""
+    ddpm = build_ddpm(clip_sample=True)
+    with torch.no_grad():
+        for p in ddpm.unet.parameters():
+            p.mul_(3.0)  # push x̂0 far outside [-1, 1] so that clipping matters
+    ref = ddpm(batch_size=2, num_inference_steps=5, generator=gen(4), output_type="np").images
+    nested = NestedPipeline.from_pipe(ddpm)
+    assert nested.adapter.clip_sample == 1.0
+    out = nested.vanilla(num_images=2, num_inference_steps=5, sampler="ddpm", generator=gen(4), output_type="np")
+    np.testing.assert_allclose(out.run().images, ref, atol=1e-4)
+    frames = list(nested.anytime(num_images=2, outer_steps=3, inner_steps=2, output_type="latent", generator=gen(1)))
+    assert all(f.latents.abs().max() <= 1.0 + 1e-5 for f in frames)
+    nested.adapter.clip_sample = None
+    unclipped = list(nested.anytime(num_images=2, outer_steps=3, inner_steps=2, output_type="latent", generator=gen(1)))
+    assert unclipped[0].latents.abs().max() > 1.5
 
 
 def test_explicit_latents_on_a_pixel_model(ddpm):

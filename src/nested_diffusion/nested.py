@@ -16,7 +16,7 @@ __all__ = ["NestedSession", "nested_sample", "DEFAULT_INNER_ETA", "DEFAULT_OUTER
 #: Defaults chosen by measurement on the Gaussian-mixture oracle over linear, scaled-linear and
 #: cosine schedules with epsilon, v and sample prediction (benchmarks/gmm_quality.py, BENCHMARKS.md).
 DEFAULT_INNER_ETA = 0.85
-DEFAULT_OUTER_ETA = 0.0
+DEFAULT_OUTER_ETA = 1.0
 
 
 def _check_steps(value: Any, name: str, T: int) -> int:

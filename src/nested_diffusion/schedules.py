@@ -91,26 +91,31 @@ def make_alphas_cumprod(schedule: str = "linear", num_train_timesteps: int = 100
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-def to_denoised(output: torch.Tensor, x: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
-    """x̂0 from a network output (epsilon: x̂0 = (x - √(1-ᾱ) ε̂)/√ᾱ; v: x̂0 = √ᾱ x - √(1-ᾱ) v̂)."""
+def to_denoised(output: torch.Tensor, x: torch.Tensor, alpha_bar: float | torch.Tensor,
+                prediction_type: str) -> torch.Tensor:
+    """x̂0 from a network output (epsilon: x̂0 = (x - √(1-ᾱ) ε̂)/√ᾱ; v: x̂0 = √ᾱ x - √(1-ᾱ) v̂).
+
+    ``alpha_bar`` is a float or a tensor broadcastable against ``x`` (one ᾱ per sample).
+    """
     if prediction_type == "epsilon":
-        return (x - math.sqrt(1.0 - alpha_bar) * output) / math.sqrt(alpha_bar)
+        return (x - (1.0 - alpha_bar) ** 0.5 * output) / alpha_bar**0.5
     if prediction_type == "v_prediction":
-        return math.sqrt(alpha_bar) * x - math.sqrt(1.0 - alpha_bar) * output
+        return alpha_bar**0.5 * x - (1.0 - alpha_bar) ** 0.5 * output
     if prediction_type == "sample":
         return output
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
-def from_denoised(denoised: torch.Tensor, x: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
+def from_denoised(denoised: torch.Tensor, x: torch.Tensor, alpha_bar: float | torch.Tensor,
+                  prediction_type: str) -> torch.Tensor:
     """Inverse of :func:`to_denoised`: the network output that yields ``denoised`` at ``x``."""
     if prediction_type == "sample":
         return denoised
-    eps = (x - math.sqrt(alpha_bar) * denoised) / math.sqrt(1.0 - alpha_bar)
+    eps = (x - alpha_bar**0.5 * denoised) / (1.0 - alpha_bar) ** 0.5
     if prediction_type == "epsilon":
         return eps
     if prediction_type == "v_prediction":
-        return math.sqrt(alpha_bar) * eps - math.sqrt(1.0 - alpha_bar) * denoised
+        return alpha_bar**0.5 * eps - (1.0 - alpha_bar) ** 0.5 * denoised
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 

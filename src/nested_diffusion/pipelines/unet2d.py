@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..schedules import from_denoised, to_denoised
 from .base import Adapter, UnsupportedPipelineError
 
 
@@ -30,6 +31,9 @@ class UNet2DAdapter(Adapter):
         self.sample_size = (size, size) if isinstance(size, int) else tuple(size)
         self.channels = unet.config.in_channels
         self.learned_variance = unet.config.out_channels == 2 * unet.config.in_channels
+        # pixel models: diffusers' DDPM/DDIM `clip_sample` clips x̂0 to the data range at every step
+        self.clip_sample = float(scheduler.config.get("clip_sample_range", 1.0)) \
+            if scheduler.config.get("clip_sample", False) else None
 
     @classmethod
     def from_pipe(cls, pipe) -> "UNet2DAdapter":
@@ -103,6 +107,10 @@ class UNet2DAdapter(Adapter):
             out = uncond + guidance_scale * (cond - uncond)
         if self.learned_variance:
             out = out[:, : self.channels]
+        if self.clip_sample is not None:  # clip x̂0, then express it again as the model's prediction
+            a = self.alphas_cumprod[t.cpu()].to(out.device, torch.float32).view(-1, *[1] * (out.ndim - 1))
+            denoised = to_denoised(out, x, a, self.prediction_type).clamp(-self.clip_sample, self.clip_sample)
+            out = from_denoised(denoised, x, a, self.prediction_type).to(out.dtype)
         return out
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:

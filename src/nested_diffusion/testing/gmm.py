@@ -150,13 +150,7 @@ class GaussianMixture:
             if class_labels is not None and guidance_scale != 1.0:
                 uncond = self.denoise(x_t, a, None)
                 denoised = uncond + guidance_scale * (denoised - uncond)
-            return _from_denoised_batched(denoised, x_t, a.reshape(shape).to(x_t.dtype), prediction_type)
+            return from_denoised(denoised, x_t, a.reshape(shape).to(x_t.dtype), prediction_type)
 
         return model
 
-
-def _from_denoised_batched(denoised: torch.Tensor, x: torch.Tensor, a: torch.Tensor, prediction_type: str) -> torch.Tensor:
-    if prediction_type == "sample":
-        return denoised
-    eps = (x - a.sqrt() * denoised) / (1 - a).sqrt()
-    return eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * denoised
