@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import string
 import sys
 import tempfile
@@ -170,7 +171,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench(pipe, nested: NestedPipeline, device: torch.device, batch: int, size: tuple[int, int], outer: int,
-          inner: int, guidance: float, prompt: str) -> list[dict[str, Any]]:
+          inner: int, guidance: float, prompt: str, repeats: int = 3) -> list[dict[str, Any]]:
     """One batch size: four rows (diffusers, nested latents, nested decoded, our vanilla)."""
     meter = Meter(device)
     h, w = size
@@ -191,13 +192,13 @@ def bench(pipe, nested: NestedPipeline, device: torch.device, batch: int, size: 
     session = nested.anytime(**common, outer_steps=1, inner_steps=1, output_type="latent")
     decode_s, _, _ = meter(lambda: session.decode(latents, "pt"))
 
-    seconds, peak, _ = meter(lambda: pipe(prompt, num_images_per_prompt=batch, num_inference_steps=nfe,
-                                          guidance_scale=guidance, height=h, width=w, generator=gen(),
-                                          output_type="pt"))
-    rows.append(dict(method=f"diffusers SD, {nfe} DDIM steps", nfe=nfe, batch=batch, total=seconds,
-                     per_nfe=(seconds - decode_s) / nfe, first=seconds, peak=peak))
+    def run_diffusers() -> tuple[float, float, float]:
+        seconds, peak, _ = meter(lambda: pipe(prompt, num_images_per_prompt=batch, num_inference_steps=nfe,
+                                              guidance_scale=guidance, height=h, width=w, generator=gen(),
+                                              output_type="pt"))
+        return seconds, seconds, peak
 
-    def run_nested(output_type: str) -> tuple[float, float]:
+    def run_nested(output_type: str) -> tuple[float, float, float]:
         first = [None]
         start = time.perf_counter()
 
@@ -214,19 +215,35 @@ def bench(pipe, nested: NestedPipeline, device: torch.device, batch: int, size: 
         seconds, peak, _ = meter(go)
         return seconds, first[0], peak
 
-    seconds, first, peak = run_nested("latent")
+    def run_vanilla() -> tuple[float, float, float]:
+        seconds, peak, _ = meter(lambda: nested.vanilla(**common, num_inference_steps=nfe, sampler="ddim", eta=0.0,
+                                                        generator=gen(), output_type="pt").run())
+        return seconds, seconds, peak
+
+    # repeated, interleaved runs (machine load hits every method alike); medians are reported
+    runs: dict[str, list[tuple[float, float, float]]] = {"diffusers": [], "latent": [], "pt": [], "vanilla": []}
+    for _ in range(repeats):
+        runs["diffusers"].append(run_diffusers())
+        runs["latent"].append(run_nested("latent"))
+        runs["pt"].append(run_nested("pt"))
+        runs["vanilla"].append(run_vanilla())
+    med = {k: tuple(statistics.median(r[i] for r in v) for i in range(3)) for k, v in runs.items()}
+
+    seconds, first, peak = med["diffusers"]
+    rows.append(dict(method=f"diffusers SD, {nfe} DDIM steps", nfe=nfe, batch=batch, total=seconds,
+                     per_nfe=(seconds - decode_s) / nfe, first=first, peak=peak))
+    seconds, first, peak = med["latent"]
     latent_total = seconds
     rows.append(dict(method=f"nested {outer}×{inner}, latents only", nfe=nfe, batch=batch, total=seconds,
                      per_nfe=seconds / nfe, first=first, peak=peak))
-    seconds, first, peak = run_nested("pt")
+    seconds, first, peak = med["pt"]
     rows.append(dict(method=f"nested {outer}×{inner}, decode every frame", nfe=nfe, batch=batch, total=seconds,
                      per_nfe=(seconds - outer * decode_s) / nfe, first=first, peak=peak,
                      decode_per_frame=(seconds - latent_total) / outer,
                      decode_share=(seconds - latent_total) / seconds))
-    seconds, peak, _ = meter(lambda: nested.vanilla(**common, num_inference_steps=nfe, sampler="ddim", eta=0.0,
-                                                    generator=gen(), output_type="pt").run())
+    seconds, first, peak = med["vanilla"]
     rows.append(dict(method=f"vanilla {nfe} DDIM steps (ours)", nfe=nfe, batch=batch, total=seconds,
-                     per_nfe=(seconds - decode_s) / nfe, first=seconds, peak=peak))
+                     per_nfe=(seconds - decode_s) / nfe, first=first, peak=peak))
     for row in rows:
         row["decode_one"] = decode_s
     return rows
@@ -261,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
     p.add_argument("--text-layers", type=int, default=12, help="CLIP text encoder layers (12 = CLIP-L)")
     p.add_argument("--attention-slicing", action="store_true", help="pipe.enable_attention_slicing()")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per method; medians are reported")
     args = p.parse_args(argv)
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
@@ -292,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with torch.inference_mode():
         for batch in batches:
-            rows += bench(pipe, nested, device, batch, (size, size), outer, inner, args.guidance, "a photo of a cat")
+            rows += bench(pipe, nested, device, batch, (size, size), outer, inner, args.guidance, "a photo of a cat",
+                          args.repeats)
     print()
     print(markdown(rows, device))
     return 0

@@ -7,16 +7,13 @@ from typing import Any, Sequence
 
 import torch
 
+from .defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
 from .samplers import ddim_step, iterate, make_sampler
 from .schedules import spaced_timesteps
 from .session import Model, Session
 
 __all__ = ["NestedSession", "nested_sample", "DEFAULT_INNER_ETA", "DEFAULT_OUTER_ETA"]
 
-#: Defaults chosen by measurement on the Gaussian-mixture oracle over linear, scaled-linear and
-#: cosine schedules with epsilon, v and sample prediction (benchmarks/gmm_quality.py, BENCHMARKS.md).
-DEFAULT_INNER_ETA = 0.85
-DEFAULT_OUTER_ETA = 1.0
 
 
 def _check_steps(value: Any, name: str, T: int) -> int:

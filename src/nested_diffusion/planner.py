@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from .defaults import DEFAULT_INNER_EXPONENT
+
 __all__ = ["Plan", "plan_steps", "DEFAULT_INNER_EXPONENT"]
 
-#: M ≈ budget ** exponent. Chosen by measurement on the Gaussian-mixture oracle
-#: (benchmarks/gmm_quality.py --planner; BENCHMARKS.md).
-DEFAULT_INNER_EXPONENT = 0.5
 
 
 class Plan(NamedTuple):

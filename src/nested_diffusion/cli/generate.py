@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
+
 SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
 DTYPES = ("float32", "float16", "bfloat16")
 MARKER = "run.json"
@@ -56,13 +58,22 @@ def _classes(text: str) -> list[int]:
     return out
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except ``None`` ones (their help text says what ``None`` means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate", help="generate images, saving every anytime frame",
         description="Run nested diffusion and write every anytime frame as a PNG named by its NFE count, "
                     "a contact sheet (rows = samples, columns = frames) and an animated GIF. With no "
                     "arguments: the embedded MNIST digit model, one sample per digit, on the CPU.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_Formatter)
     p.add_argument("--model", default=None,
                    help="hub id or local diffusers folder (default: the embedded MNIST digit model)")
     p.add_argument("--class", dest="classes", type=_classes, default=None,
@@ -78,8 +89,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner", type=_positive_int, default=None,
                    help="inner steps M per outer step (default: 10, or planned from --budget)")
     p.add_argument("--inner-sampler", choices=SAMPLERS, default="ddim", help="inner sampler")
-    p.add_argument("--inner-eta", type=_eta, default=None, help="inner sampler η (default: the measured default)")
-    p.add_argument("--outer-eta", type=_eta, default=None, help="outer DDIM η (default: the measured default)")
+    p.add_argument("--inner-eta", type=_eta, default=None, help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
+    p.add_argument("--outer-eta", type=_eta, default=None, help=f"outer DDIM η (default: {DEFAULT_OUTER_ETA}, measured)")
     p.add_argument("--guidance", type=_guidance, default=None,
                    help="classifier-free guidance scale (default: the model's; 1 = no guidance)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
