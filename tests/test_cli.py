@@ -104,10 +104,10 @@ def test_cli_start_is_lazy_and_module_runs():
 
 def test_embedded_model_loads_offline():
     code = ("from nested_diffusion import NestedPipeline; p = NestedPipeline.from_pretrained(); a = p.adapter; "
-            "print(a.num_classes, a.null_class, a.sample_size, a.prediction_type)")
+            "print(a.num_classes, a.null_class, a.sample_size, a.prediction_type, a.default_guidance, a.clip_sample)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-hf-home"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["10", "10", "(28,", "28)", "epsilon"]
+    assert out.split() == ["10", "10", "(28,", "28)", "epsilon", "1.5", "1.0"]
     from nested_diffusion.models import embedded_model_path
 
     files = [p for p in embedded_model_path().rglob("*") if p.is_file()]
