@@ -267,8 +267,8 @@ def test_explicit_latents_match_diffusers_latents(sd):
     latents = torch.randn(2, 4, 8, 8, generator=gen(21))
     ref = sd(PROMPT, num_images_per_prompt=2, num_inference_steps=5, guidance_scale=2.0, latents=latents,
              output_type="latent").images
-    out = NestedPipeline.from_pipe(sd)(prompt=PROMPT, latents=latents, outer_steps=5, inner_steps=1,
-                                       guidance_scale=2.0, output_type="latent").images
+    out = NestedPipeline.from_pipe(sd)(prompt=PROMPT, latents=latents, outer_steps=5, inner_steps=1, outer_eta=0.0,
+                                       guidance_scale=2.0, output_type="latent").images  # diffusers' DDIM: η = 0
     assert out.shape == (2, 4, 8, 8)
     torch.testing.assert_close(out, ref, **TOL)
     with pytest.raises(ValueError, match=r"latents must have shape \(2, 4, 8, 8\)"):
