@@ -52,13 +52,19 @@ class StableDiffusionAdapter(LatentAdapter):
         return self.pipe.get_guidance_scale_embedding(w, embedding_dim=self.time_cond_proj_dim) \
             .to(device=self.device, dtype=self.dtype)
 
-    def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
-                  negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]:
-        """Encode the prompt(s) with the pipeline's ``encode_prompt``; ``prompt=None`` is the empty prompt."""
+    def _text_condition(self, num_images: int, class_labels: Any, prompt: Any, negative_prompt: Any,
+                        guidance_scale: float | None) -> tuple[float, bool, list[str], list[str] | None, int]:
+        """Validated ``(guidance, use_cfg, prompts, negative prompts, images per prompt)``."""
         if class_labels is not None:
             raise ValueError(f"this {self.family} model is text-conditional: pass prompt, not class_labels")
         guidance, cfg = self._guidance(guidance_scale)
-        prompts, negatives, per_prompt = prompt_batch(prompt, negative_prompt, num_images)
+        return (guidance, cfg, *prompt_batch(prompt, negative_prompt, num_images))
+
+    def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
+                  negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]:
+        """Encode the prompt(s) with the pipeline's ``encode_prompt``; ``prompt=None`` is the empty prompt."""
+        guidance, cfg, prompts, negatives, per_prompt = self._text_condition(
+            num_images, class_labels, prompt, negative_prompt, guidance_scale)
         positive, negative = self.pipe.encode_prompt(prompts, self.device, per_prompt, cfg, negatives)
         return {"encoder_hidden_states": torch.cat([negative, positive]) if cfg else positive,
                 "guidance_scale": guidance, "timestep_cond": self._timestep_cond(guidance, num_images)}
@@ -112,10 +118,8 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
     def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
                   negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]:
         """Encode with both text encoders (the same prompt for each, as the pipeline does by default)."""
-        if class_labels is not None:
-            raise ValueError(f"this {self.family} model is text-conditional: pass prompt, not class_labels")
-        guidance, cfg = self._guidance(guidance_scale)
-        prompts, negatives, per_prompt = prompt_batch(prompt, negative_prompt, num_images)
+        guidance, cfg, prompts, negatives, per_prompt = self._text_condition(
+            num_images, class_labels, prompt, negative_prompt, guidance_scale)
         positive, negative, pooled, negative_pooled = self.pipe.encode_prompt(
             prompt=prompts, device=self.device, num_images_per_prompt=per_prompt, do_classifier_free_guidance=cfg,
             negative_prompt=negatives)
