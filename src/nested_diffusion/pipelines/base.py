@@ -47,6 +47,24 @@ class Adapter:
         return float(guidance_scale)
 
 
+def check_labels(class_labels: Any, num_images: int, num_classes: int) -> torch.Tensor:
+    """Class labels as a long tensor of ``num_images`` entries in ``[0, num_classes)``."""
+    try:
+        labels = torch.as_tensor(class_labels).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"class_labels must be integers, got {class_labels!r}") from e
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"class_labels must be integers, got {class_labels!r}")
+    labels = labels.long()
+    if labels.numel() == 1:
+        labels = labels.expand(num_images)
+    if labels.numel() != num_images:
+        raise ValueError(f"class_labels must be one label or {num_images} labels, got {labels.numel()}")
+    if ((labels < 0) | (labels >= num_classes)).any():
+        raise ValueError(f"class_labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
+    return labels
+
+
 @dataclass(frozen=True)
 class PipelineFrame:
     """A decoded anytime frame: ``images`` by ``output_type`` (``None`` for frames skipped by

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from .base import UnsupportedPipelineError
-from .latent import LatentAdapter, call_default, check_labels
+from .base import check_labels
+from .latent import LatentAdapter, call_default
 
 __all__ = ["DiTAdapter"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..schedules import from_denoised, to_denoised
-from .base import Adapter, UnsupportedPipelineError
+from .base import Adapter, UnsupportedPipelineError, check_labels
 
 
 class UNet2DAdapter(Adapter):
@@ -76,13 +76,7 @@ class UNet2DAdapter(Adapter):
         if class_labels is None:
             labels = torch.full((num_images,), self.null_class, dtype=torch.long)
         else:
-            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-            if labels.numel() == 1:
-                labels = labels.expand(num_images)
-            if labels.numel() != num_images:
-                raise ValueError(f"class_labels must be one label or {num_images} labels, got {labels.numel()}")
-            if ((labels < 0) | (labels >= self.num_classes)).any():
-                raise ValueError(f"class_labels must lie in [0, {self.num_classes - 1}], got {labels.tolist()}")
+            labels = check_labels(class_labels, num_images, self.num_classes)
         return {"class_labels": labels.to(self.device), "guidance_scale": guidance}
 
     def initial_noise(self, num_images: int, generator: torch.Generator | None, height=None, width=None) -> torch.Tensor:
