@@ -1,4 +1,4 @@
-"""Command-line interface: ``nested-diffusion generate`` (and ``python -m nested_diffusion``).
+"""Command-line interface: ``nested-diffusion generate`` and ``evaluate`` (also ``python -m nested_diffusion``).
 
 Start-up stays lazy: argparse only; torch and diffusers are imported when a command runs.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import generate
+from . import evaluate, generate
 
 __all__ = ["main", "build_parser"]
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 

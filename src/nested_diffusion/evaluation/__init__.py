@@ -1,0 +1,25 @@
+"""Anytime evaluation: quality against NFEs for nested configurations, vanilla x̂0 previews and
+the envelope (separate exact-N runs), on any model, with FID, digit-FD, accuracy, CLIP score or the
+exact Gaussian-mixture Fréchet distance. ``nested-diffusion evaluate`` is its command line.
+
+>>> from nested_diffusion.evaluation import EvalConfig, evaluate, load_target, make_metric, parse_method
+>>> target = load_target("gmm")                                          # doctest: +SKIP
+>>> methods = [parse_method("nested", "10x10"), parse_method("vanilla", "ddim:1", budget=100)]
+>>> result = evaluate(target, methods, [make_metric("gmm-fd")],          # doctest: +SKIP
+...                   EvalConfig(2000, (10, 20, 50, 100)), "eval-out")
+"""
+
+from .backends import METRICS, MetricBackend, make_metric
+from .methods import Method, frame_at, parse_method
+from .report import markdown_table, plot_curves, write_results
+from .runner import DistributedContext, EvalConfig, Result, batch_seed, evaluate
+from .targets import GMMTarget, PipelineTarget, load_target
+
+__all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table",
+           "plot_curves", "write_results", "DistributedContext", "EvalConfig", "Result", "batch_seed", "evaluate",
+           "GMMTarget", "PipelineTarget", "load_target", "default_checkpoints"]
+
+
+def default_checkpoints(budget: int) -> tuple[int, ...]:
+    """10, 20, 30, 50, 75 and 100 % of ``budget`` (rounded, deduplicated)."""
+    return tuple(sorted({max(1, round(budget * f)) for f in (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)}))

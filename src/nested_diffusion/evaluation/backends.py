@@ -1,0 +1,267 @@
+"""Metric backends: per-sample features computed where the samples are made (any process),
+scores computed once on the main process from the gathered features.
+
+======== =========================================================== ================
+name     what                                                        better
+======== =========================================================== ================
+fid      Fréchet distance, InceptionV3 pool3 (Heusel et al. 2017)     lower
+digit-fd Fréchet distance, the shipped digit classifier's 128-d      lower
+         features, to the held-out MNIST-5k test digits
+accuracy fraction the digit classifier labels as the requested class higher
+clip     CLIP score, 100·max(cos(image, prompt), 0) (Hessel et al.)   higher
+gmm-fd   exact Fréchet distance to the Gaussian-mixture oracle       lower
+======== =========================================================== ================
+
+Reference statistics of real data (FID, digit-FD) are computed once and cached as ``.npz``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..metrics import frechet_distance, gaussian_stats
+
+__all__ = ["MetricBackend", "METRICS", "make_metric", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """``$NESTED_DIFFUSION_CACHE`` or ``~/.cache/nested-diffusion``: reference statistics."""
+    return Path(os.environ.get("NESTED_DIFFUSION_CACHE", Path.home() / ".cache" / "nested-diffusion"))
+
+
+class MetricBackend:
+    """``setup`` (check the target, load networks, reference statistics), ``features`` (per
+    sample, ``[B, D]`` float32 numpy) and ``score`` (one number from all samples' features)."""
+
+    name: str
+    lower_is_better: bool = True
+
+    def setup(self, target: Any, device: torch.device, cache_dir: Path) -> None:  # pragma: no cover - interface
+        pass
+
+    def features(self, pixels: torch.Tensor, raw: torch.Tensor, labels: torch.Tensor | None,
+                 prompts: Sequence[str] | None) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def score(self, features: np.ndarray) -> float:
+        return float(np.mean(features))
+
+
+class _Frechet(MetricBackend):
+    reference: tuple[np.ndarray, np.ndarray]
+
+    def score(self, features: np.ndarray) -> float:
+        return frechet_distance(*gaussian_stats(features), *self.reference)
+
+
+def _cached_stats(path: Path, compute) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (μ, Σ) from ``path`` or computed by ``compute()`` and written there atomically."""
+    if path.is_file():
+        with np.load(path) as f:
+            return f["mu"], f["sigma"]
+    mu, sigma = gaussian_stats(compute())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, mu=mu, sigma=sigma)
+    os.replace(tmp, path)
+    return mu, sigma
+
+
+def _require_digits(target: Any, metric: str) -> None:
+    if getattr(target, "image_shape", None) != (1, 28, 28):
+        raise ValueError(f"--metric {metric} needs a 28×28 grayscale digit model (like the embedded one); "
+                         f"this model makes {getattr(target, 'image_shape', 'non-image')} samples")
+
+
+class FID(_Frechet):
+    """FID against ``reference``: a folder of images, an ``.npz`` with ``mu``/``sigma``, or — for
+    the embedded digit model, by default — the 5,000 MNIST-5k digits."""
+
+    name = "fid"
+
+    def __init__(self, reference: str | os.PathLike | None = None, inception: str | os.PathLike | None = None,
+                 batch_size: int = 64) -> None:
+        self.reference_source, self.inception_path, self.batch_size = reference, inception, batch_size
+
+    def setup(self, target, device, cache_dir) -> None:
+        from .inception import inception_features, load_inception
+
+        if getattr(target, "image_shape", None) is None:
+            raise ValueError("--metric fid needs an image model; use gmm-fd for the Gaussian-mixture oracle")
+        self.model = load_inception(device, self.inception_path)
+        self._features = lambda pixels: inception_features(self.model, pixels, self.batch_size)
+        source = self.reference_source
+        if source is None:
+            if getattr(target, "image_shape", None) != (1, 28, 28):
+                raise ValueError("--metric fid needs --fid-reference (a folder of real images or an .npz with "
+                                 "mu and sigma) for models other than 28×28 digit models")
+            from ..data import load_mnist5k
+
+            def real() -> torch.Tensor:
+                x = np.concatenate([load_mnist5k("train")[0], load_mnist5k("test")[0]])
+                return self._features(torch.from_numpy(x).float().div(255).unsqueeze(1))
+            self.reference = _cached_stats(cache_dir / "fid-mnist5k-inception.npz", real)
+            return
+        path = Path(source)
+        if path.suffix == ".npz" and path.is_file():
+            with np.load(path) as f:
+                if "mu" not in f or "sigma" not in f:
+                    raise ValueError(f"--fid-reference {str(path)!r} must hold arrays 'mu' and 'sigma'")
+                self.reference = f["mu"], f["sigma"]
+            return
+        if not path.is_dir():
+            raise ValueError(f"--fid-reference {str(path)!r} must be a folder of images or an .npz file")
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        if len(files) < 2:
+            raise ValueError(f"--fid-reference {str(path)!r} holds {len(files)} images; need at least 2")
+        key = hashlib.sha1("\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode())
+        self.reference = _cached_stats(cache_dir / f"fid-{key.hexdigest()[:16]}.npz",
+                                       lambda: self._folder_features(files))
+
+    def _folder_features(self, files: list[Path]) -> torch.Tensor:
+        from PIL import Image
+
+        out = []
+        for lo in range(0, len(files), self.batch_size):
+            batch = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((299, 299), Image.BICUBIC)))
+                     for p in files[lo:lo + self.batch_size]]
+            out.append(self._features(torch.stack(batch).permute(0, 3, 1, 2).float().div(255)))
+        return torch.cat(out)
+
+    def features(self, pixels, raw, labels, prompts) -> np.ndarray:
+        return self._features(pixels).numpy()
+
+
+class DigitFD(_Frechet):
+    """Fréchet distance in the digit classifier's feature space to the 500 held-out test digits
+    (never seen by the classifier or the embedded model)."""
+
+    name = "digit-fd"
+
+    def setup(self, target, device, cache_dir) -> None:
+        from ..data import load_mnist5k
+        from ..models import load_classifier
+
+        _require_digits(target, self.name)
+        self.classifier = load_classifier().to(device)
+        self.device = device
+        x, _ = load_mnist5k("test")
+        self.reference = gaussian_stats(self._features(torch.from_numpy(x).float().div(255).unsqueeze(1)))
+
+    @torch.inference_mode()
+    def _features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(pixels.to(self.device).float() * 2 - 1).float().cpu()
+
+    def features(self, pixels, raw, labels, prompts) -> np.ndarray:
+        return self._features(pixels).numpy()
+
+
+class Accuracy(MetricBackend):
+    """Fraction of samples the digit classifier assigns to the requested class."""
+
+    name = "accuracy"
+    lower_is_better = False
+
+    def setup(self, target, device, cache_dir) -> None:
+        from ..models import load_classifier
+
+        _require_digits(target, self.name)
+        if getattr(target, "num_classes", None) != 10:
+            raise ValueError("--metric accuracy needs a class-conditional model with 10 classes")
+        self.classifier = load_classifier().to(device)
+        self.device = device
+
+    @torch.inference_mode()
+    def features(self, pixels, raw, labels, prompts) -> np.ndarray:
+        predicted = self.classifier(pixels.to(self.device).float() * 2 - 1).argmax(1).cpu()
+        return (predicted == labels.cpu()).float().numpy()[:, None]
+
+
+class CLIPScore(MetricBackend):
+    """CLIP score (Hessel et al. 2021): 100 · max(cos(image embedding, text embedding), 0), mean
+    over samples, with a local CLIP model folder (transformers ``CLIPModel``). Prompts are the
+    evaluation's prompts, or ``"a photo of the digit {name}"``-style class prompts."""
+
+    name = "clip"
+    lower_is_better = False
+
+    def __init__(self, model_path: str | os.PathLike | None = None) -> None:
+        self.model_path = model_path
+
+    def setup(self, target, device, cache_dir) -> None:
+        if self.model_path is None:
+            raise ValueError("--metric clip needs --clip-model FOLDER (a local transformers CLIP model)")
+        if not Path(self.model_path).is_dir():
+            raise ValueError(f"--clip-model {str(self.model_path)!r} is not a folder")
+        if getattr(target, "image_shape", None) is None:
+            raise ValueError("--metric clip needs an image model")
+        from transformers import CLIPModel, CLIPTokenizer
+
+        try:
+            self.model = CLIPModel.from_pretrained(self.model_path).eval().to(device)
+            self.tokenizer = CLIPTokenizer.from_pretrained(self.model_path)
+        except Exception as e:  # transformers raises OSError/ValueError/… for broken folders
+            raise ValueError(f"--clip-model {str(self.model_path)!r}: cannot load a CLIP model: {e}") from e
+        cfg = self.model.config.vision_config
+        self.size = cfg.image_size
+        # OpenAI CLIP normalisation (what CLIPImageProcessor applies)
+        self.mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=device).view(1, 3, 1, 1)
+        self.device = device
+
+    @torch.inference_mode()
+    def features(self, pixels, raw, labels, prompts) -> np.ndarray:
+        if prompts is None:
+            raise ValueError("--metric clip needs prompts: a text-to-image model with --prompts, or a "
+                             "class-conditional model with class names")
+        x = pixels.to(self.device).float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+        x = (x.clamp(0, 1) - self.mean) / self.std
+        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True,
+                                max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+        image = self.model.get_image_features(pixel_values=x)
+        text = self.model.get_text_features(**tokens)
+        image = getattr(image, "pooler_output", image)
+        text = getattr(text, "pooler_output", text)
+        cos = torch.nn.functional.cosine_similarity(image.float(), text.float(), dim=-1)
+        return (100 * cos.clamp(min=0)).cpu().numpy()[:, None]
+
+
+class GMMFD(MetricBackend):
+    """Exact Fréchet distance between the samples and the Gaussian-mixture oracle's distribution."""
+
+    name = "gmm-fd"
+
+    def setup(self, target, device, cache_dir) -> None:
+        gmm = getattr(target, "gmm", None)
+        if gmm is None:
+            raise ValueError("--metric gmm-fd needs the Gaussian-mixture oracle: --model gmm")
+        self.reference = gmm.mean().numpy(), gmm.covariance().numpy()
+
+    def features(self, pixels, raw, labels, prompts) -> np.ndarray:
+        return raw.reshape(len(raw), -1).double().cpu().numpy()
+
+    def score(self, features: np.ndarray) -> float:
+        return frechet_distance(*gaussian_stats(features), *self.reference)
+
+
+METRICS: dict[str, type[MetricBackend]] = {m.name: m for m in (FID, DigitFD, Accuracy, CLIPScore, GMMFD)}
+
+
+def make_metric(name: str, *, fid_reference=None, inception=None, clip_model=None) -> MetricBackend:
+    """A metric backend by name (one of :data:`METRICS`)."""
+    if name not in METRICS:
+        raise ValueError(f"--metric must be one of {sorted(METRICS)}, got {name!r}")
+    if name == "fid":
+        return FID(fid_reference, inception)
+    if name == "clip":
+        return CLIPScore(clip_model)
+    return METRICS[name]()

@@ -1,0 +1,117 @@
+"""Writing an evaluation: ``results.csv``, ``results.json``, ``quality_vs_nfe.png`` and sample
+grids ``grids/<method>/nfe<N>.png`` (one column per class for class-conditional models)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .runner import Result
+
+__all__ = ["write_results", "plot_curves", "markdown_table", "COLUMNS"]
+
+COLUMNS = ("method", "kind", "nfe", "metric", "value", "num_samples")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(result: Result, out_dir: str | os.PathLike, config: dict[str, Any],
+                  lower_is_better: dict[str, bool], columns: int = 10) -> list[Path]:
+    """Write every output of ``result`` into ``out_dir``; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(COLUMNS)]
+    for row in result.rows:
+        lines.append(",".join(f"{row[c]!r}" if c == "value" else str(row[c]) for c in COLUMNS))
+    written = [out / "results.csv", out / "results.json"]
+    _atomic_text(written[0], "\n".join(lines) + "\n")
+    _atomic_text(written[1], json.dumps({"config": config, "seconds": result.seconds, "rows": result.rows},
+                                        indent=1) + "\n")
+    plot = plot_curves(result, out / "quality_vs_nfe.png", lower_is_better, title=str(config.get("model", "")))
+    if plot is not None:
+        written.append(plot)
+    for method, grids in result.grids.items():
+        for nfe, images in grids.items():
+            written.append(_save_grid(images, out / "grids" / method / f"nfe{nfe:04d}.png", columns))
+    return written
+
+
+def _save_grid(images: np.ndarray, path: Path, columns: int) -> Path:
+    from PIL import Image
+
+    n, c, h, w = images.shape
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    canvas = np.zeros((rows * h, cols * w, c), np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = im.transpose(1, 2, 0)
+    image = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
+    scale = max(1, 128 // max(h, w))
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    image.save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def plot_curves(result: Result, path: Path, lower_is_better: dict[str, bool], title: str = "") -> Path | None:
+    """One panel per metric, one line per method: quality against cumulative NFEs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency; keep the CSV even without it
+        return None
+    metrics = list(dict.fromkeys(r["metric"] for r in result.rows))
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2), squeeze=False)
+    style = {"nested": dict(linestyle="-", marker="o"), "vanilla": dict(linestyle="--", marker="x"),
+             "envelope": dict(linestyle=":", marker="s")}
+    for ax, metric in zip(axes[0], metrics):
+        for method in dict.fromkeys(r["method"] for r in result.rows):
+            points = sorted((r["nfe"], r["value"]) for r in result.rows if r["method"] == method and r["metric"] == metric)
+            if not points:
+                continue
+            kind = next(r["kind"] for r in result.rows if r["method"] == method)
+            extra = dict(color="black", linewidth=2) if method == "envelope-best" else {}
+            ax.plot(*zip(*points), label=method, markersize=4, **style[kind], **extra)
+        values = [r["value"] for r in result.rows if r["metric"] == metric]
+        if lower_is_better.get(metric, True) and values and min(values) > 0:
+            ax.set_yscale("log")
+        ax.set_xlabel("NFEs (network evaluations)")
+        ax.set_ylabel(f"{metric} ({'lower' if lower_is_better.get(metric, True) else 'higher'} is better)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"anytime quality: {title}" if title else "anytime quality")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def markdown_table(result: Result, metric: str, fmt: str = "{:.3g}") -> str:
+    """A Markdown table (methods × checkpoints) of one metric, for BENCHMARKS.md."""
+    nfes = sorted({r["nfe"] for r in result.rows if r["metric"] == metric})
+    lines = ["| method | " + " | ".join(f"{n} NFE" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+    for method in dict.fromkeys(r["method"] for r in result.rows if r["metric"] == metric):
+        cells = {r["nfe"]: r["value"] for r in result.rows if r["method"] == method and r["metric"] == metric}
+        lines.append(f"| {method} | " + " | ".join(fmt.format(cells[n]) if n in cells else "–" for n in nfes) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,284 @@
+"""The evaluation loop: (method × batch) work units, cached as shards, optionally spread over
+processes, scored on the main process.
+
+Samples are cut into fixed batches ``[b·B, (b+1)·B)``. Batch ``b`` draws its initial noise from a
+CPU generator seeded with ``seed·1_000_003 + b`` — the same noise for every method (and for each
+of the envelope's runs), whatever the number of processes. A unit's per-sample features at every
+checkpoint are written to ``OUT/shards/<method>/<b>.safetensors`` as soon as it finishes, so a
+killed run resumes where it stopped; units are dealt round-robin to the processes of an
+``accelerate launch`` (or ``torchrun``) job and their features gathered on the main process, so
+the merged result equals a one-process run bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .backends import MetricBackend, default_cache_dir
+from .methods import Method, frame_at
+
+__all__ = ["EvalConfig", "Result", "evaluate", "batch_seed", "DistributedContext"]
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """Seed of batch ``batch``'s generator (shared by every method)."""
+    return seed * 1_000_003 + batch
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_samples: int
+    checkpoints: tuple[int, ...]
+    batch_size: int = 100
+    seed: int = 0
+    grid_samples: int = 40
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 (Fréchet distances need a covariance), got {self.num_samples}")
+        if not self.checkpoints or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in self.checkpoints):
+            raise ValueError(f"checkpoints must be positive NFE counts, got {list(self.checkpoints)}")
+        if list(self.checkpoints) != sorted(set(self.checkpoints)):
+            raise ValueError(f"checkpoints must be strictly increasing, got {list(self.checkpoints)}")
+        if self.grid_samples < 0:
+            raise ValueError(f"grid_samples must be >= 0, got {self.grid_samples}")
+
+    def batches(self) -> list[range]:
+        return [range(lo, min(lo + self.batch_size, self.num_samples))
+                for lo in range(0, self.num_samples, self.batch_size)]
+
+
+@dataclass
+class Result:
+    """Every point of an evaluation: ``rows`` of dicts with ``method, kind, nfe, metric, value,
+    num_samples``; ``grids[method][nfe]`` uint8 ``[n, C, H, W]`` sample images; ``seconds`` of
+    sampling per method (summed over processes and resumed runs)."""
+
+    rows: list[dict[str, Any]]
+    grids: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def value(self, method: str, nfe: int, metric: str) -> float:
+        for row in self.rows:
+            if row["method"] == method and row["nfe"] == nfe and row["metric"] == metric:
+                return row["value"]
+        raise KeyError((method, nfe, metric))
+
+
+class DistributedContext:
+    """Rank/world of an ``accelerate launch``/``torchrun`` job (one process when not launched)."""
+
+    def __init__(self, cpu: bool = False) -> None:
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=cpu or not torch.cuda.is_available())
+        self.rank = self.state.process_index if self.state else 0
+        self.world = self.state.num_processes if self.state else 1
+        self.device = self.state.device if self.state else None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def gather(self, items: list[Any]) -> list[Any]:
+        if self.state is None:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+
+def _unit_key(target, method: Method, config: EvalConfig, batch: int, rows: range) -> str:
+    payload = {"target": target.describe(), "method": method.to_dict(), "seed": config.seed,
+               "batch": batch, "start": rows.start, "stop": rows.stop, "version": 1}
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _load_shard(path: Path, key: str, needed: set[str]) -> tuple[dict[str, np.ndarray], float] | None:
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+            if meta.get("key") != key or not needed <= set(f.keys()):
+                return None
+            return {k: f.get_tensor(k) for k in f.keys()}, float(meta.get("seconds", 0.0))
+    except Exception:  # a truncated or foreign file: recompute it
+        return None
+
+
+def _save_shard(path: Path, tensors: dict[str, np.ndarray], key: str, seconds: float) -> None:
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+              metadata={"key": key, "seconds": repr(seconds)})
+    os.replace(tmp, path)
+
+
+def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], batch: int,
+                  rows: range, grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
+    """Run one method on one batch and return its features (``"nfe|metric"``) and grid images."""
+    labels, prompts = target.condition(rows)
+    n, out = len(rows), {}
+
+    def record(checkpoint: int, raw: torch.Tensor) -> None:
+        pixels = target.decode(raw)
+        for metric in metrics:
+            out[f"{checkpoint}|{metric.name}"] = np.asarray(metric.features(pixels, raw, labels, prompts))
+        if grid_count:
+            out[f"{checkpoint}|grid"] = (pixels[:grid_count] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    generator = lambda: torch.Generator().manual_seed(batch_seed(config.seed, batch))  # noqa: E731
+    with torch.inference_mode():
+        if method.kind == "envelope":
+            for c in config.checkpoints:
+                last = None
+                for nfe, raw in target.frames(method, n, labels, prompts, generator(), steps=c):
+                    on_nfe(1)
+                    last = raw
+                record(c, last)
+            return out
+        nfes = method.frame_nfes(target.num_train_timesteps)
+        wanted: dict[int, list[int]] = {}
+        for c in config.checkpoints:
+            index = frame_at(nfes, c)
+            if index is not None:
+                wanted.setdefault(index, []).append(c)
+        if not wanted:
+            return out
+        spent = 0
+        for index, (nfe, raw) in enumerate(target.frames(method, n, labels, prompts, generator())):
+            on_nfe(nfe - spent)
+            spent = nfe
+            for c in wanted.get(index, []):
+                record(c, raw)
+            if index >= max(wanted):
+                break
+    return out
+
+
+def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig,
+             out_dir: str | os.PathLike, *, device: torch.device | str | None = None,
+             cache_dir: str | os.PathLike | None = None, progress: bool = False,
+             context: DistributedContext | None = None, on_ready: Callable[[], None] | None = None) -> Result | None:
+    """Anytime curves of ``methods`` on ``target`` at ``config.checkpoints``, scored by ``metrics``.
+
+    The value at checkpoint N is the metric of the image a user holds after N NFEs: the last
+    frame with nfe <= N (no row if a method has no frame yet), or for an envelope the final image
+    of a separate N-step run. ``on_ready`` is called once the metrics are set up, before any shard
+    is written. Returns the :class:`Result` on the main process, ``None`` elsewhere.
+    """
+    context = context or DistributedContext()
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must be distinct, got {names}")
+    if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > target.num_train_timesteps:
+        raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= "
+                         f"{target.num_train_timesteps} (the training timesteps), got {config.checkpoints[-1]}")
+    device = torch.device(device) if device is not None else (context.device or torch.device("cpu"))
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    # reference statistics: the main process computes (and caches) them first
+    for turn in ("main", "others"):
+        if (turn == "main") == context.is_main:
+            for metric in metrics:
+                metric.setup(target, device, cache_dir)
+        context.barrier()
+    if on_ready is not None:
+        on_ready()
+
+    out_dir = Path(out_dir)
+    batches = config.batches()
+    units = [(method, b) for b in range(len(batches)) for method in methods]
+    mine = units[context.rank::context.world]
+    T = target.num_train_timesteps
+    total = sum(m.cost(config.checkpoints, T) * len(batches[b]) for m, b in mine)
+    bar = None
+    if progress and context.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="img·NFE", unit_scale=True, desc="evaluate", dynamic_ncols=True)
+    results = []
+    try:
+        for method, b in mine:
+            rows = batches[b]
+            grid_count = min(config.grid_samples - rows.start, len(rows)) if rows.start < config.grid_samples else 0
+            key = _unit_key(target, method, config, b, rows)
+            path = out_dir / "shards" / method.name / f"{b:05d}.safetensors"
+            needed = {f"{c}|{m.name}" for c in config.checkpoints for m in metrics
+                      if method.kind == "envelope" or frame_at(method.frame_nfes(T), c) is not None}
+            cached = _load_shard(path, key, needed)
+            if bar is not None:
+                bar.set_postfix_str(f"{method.name} batch {b + 1}/{len(batches)}")
+            if cached is not None:
+                tensors, seconds = cached
+                if bar is not None:
+                    bar.update(method.cost(config.checkpoints, T) * len(rows))
+            else:
+                start = time.perf_counter()
+                tensors = _compute_unit(target, method, config, metrics, b, rows, grid_count,
+                                        (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
+                seconds = time.perf_counter() - start
+                _save_shard(path, tensors, key, seconds)
+            results.append((method.name, b, tensors, seconds))
+    finally:
+        if bar is not None:
+            bar.close()
+    gathered = context.gather(results)
+    if not context.is_main:
+        return None
+    return _merge(gathered, methods, metrics, config)
+
+
+def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig) -> Result:
+    by_unit = {(name, b): (tensors, seconds) for name, b, tensors, seconds in units}
+    n_batches = len(config.batches())
+    result = Result(rows=[])
+    for method in methods:
+        shards = [by_unit[(method.name, b)] for b in range(n_batches)]
+        result.seconds[method.name] = float(sum(s for _, s in shards))
+        for c in config.checkpoints:
+            grid_parts = [t[f"{c}|grid"] for t, _ in shards if f"{c}|grid" in t]
+            if grid_parts:
+                result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)
+            for metric in metrics:
+                k = f"{c}|{metric.name}"
+                if k not in shards[0][0]:
+                    continue
+                features = np.concatenate([t[k] for t, _ in shards])
+                result.rows.append({"method": method.name, "kind": method.kind, "nfe": c, "metric": metric.name,
+                                    "value": float(metric.score(features)), "num_samples": len(features)})
+    # the envelope over several exact-N samplers: the best of them at each checkpoint
+    envelopes = [m for m in methods if m.kind == "envelope"]
+    if len(envelopes) > 1:
+        for c in config.checkpoints:
+            for metric in metrics:
+                values = [r["value"] for r in result.rows if r["kind"] == "envelope" and r["nfe"] == c
+                          and r["metric"] == metric.name]
+                if values:
+                    best = min(values) if metric.lower_is_better else max(values)
+                    result.rows.append({"method": "envelope-best", "kind": "envelope", "nfe": c,
+                                        "metric": metric.name, "value": best, "num_samples": config.num_samples})
+    return result

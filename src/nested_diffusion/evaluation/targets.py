@@ -1,0 +1,147 @@
+"""What is evaluated: a model behind one interface, whatever its kind.
+
+A target runs a method's sessions on a batch and turns raw samples (model space: pixels in
+[-1, 1], VAE latents, or mixture vectors) into pixels in [0, 1]. Two kinds:
+
+* :class:`PipelineTarget` — any :class:`~nested_diffusion.pipelines.NestedPipeline` (the embedded
+  digit model, DDPM, SD/SDXL, DiT);
+* :class:`GMMTarget` — the exact Gaussian-mixture oracle (``--model gmm[:SCHEDULE]``), whose
+  samples are 8×8 "digits".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from .methods import Method
+
+__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES"]
+
+GMM_SCHEDULES = ("linear", "scaled_linear", "cosine")
+
+
+class PipelineTarget:
+    def __init__(self, pipe: Any, name: str, guidance_scale: float | None = None,
+                 prompts: Sequence[str] | None = None, height: int | None = None, width: int | None = None) -> None:
+        self.pipe, self.name = pipe, name
+        adapter = pipe.adapter
+        self.num_train_timesteps = len(adapter.alphas_cumprod)
+        self.num_classes = getattr(adapter, "num_classes", None)
+        self.guidance_scale = adapter.default_guidance if guidance_scale is None else guidance_scale
+        self.prompts = list(prompts) if prompts else None
+        self.height, self.width = height, width
+        text_model = str(getattr(adapter, "family", "")).startswith("stable-diffusion")
+        if text_model and not self.prompts:
+            raise ValueError("this is a text-to-image model: give prompts (--prompts FILE, one per line)")
+        if self.prompts and not text_model:
+            raise ValueError("--prompts needs a text-to-image model; this model is not text-conditional")
+        names = getattr(adapter, "class_names", None)
+        self.class_names = list(names) if names else (
+            [str(c) for c in range(self.num_classes)] if self.num_classes else None)
+        self.image_shape = self._image_shape()
+
+    def _image_shape(self) -> tuple[int, ...] | None:
+        adapter = self.pipe.adapter
+        if getattr(adapter, "family", None) == "unet2d":
+            h = self.height or adapter.sample_size[0]
+            w = self.width or adapter.sample_size[1]
+            return (adapter.channels, h, w)
+        return (3, self.height or 0, self.width or 0)  # latent models decode to RGB
+
+    def condition(self, indices: range) -> tuple[torch.Tensor | None, list[str] | None]:
+        """Labels cycle through the classes (balanced); prompts cycle through the prompt list."""
+        labels = torch.tensor([i % self.num_classes for i in indices]) if self.num_classes else None
+        if self.prompts:
+            return labels, [self.prompts[i % len(self.prompts)] for i in indices]
+        if labels is not None and self.class_names:
+            return labels, [f"a handwritten digit {self.class_names[c]}" if self.image_shape == (1, 28, 28)
+                            else f"a photo of a {self.class_names[c]}" for c in labels.tolist()]
+        return labels, None
+
+    def frames(self, method: Method, n: int, labels, prompts, generator: torch.Generator,
+               steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(nfe, raw x̂0)`` per frame of ``n`` samples; ``steps`` overrides a vanilla/envelope
+        step count."""
+        common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=n,
+                      guidance_scale=self.guidance_scale, generator=generator, output_type="latent",
+                      height=self.height, width=self.width)
+        if method.kind == "nested":
+            session = self.pipe.anytime(outer_steps=method.outer_steps, inner_steps=list(method.inner_steps),
+                                        inner_sampler=method.sampler, inner_eta=method.eta,
+                                        outer_eta=method.outer_eta, **common)
+        else:
+            session = self.pipe.vanilla(num_inference_steps=steps or method.steps, sampler=method.sampler,
+                                        eta=method.eta, **common)
+        for frame in session:
+            yield frame.nfe, frame.latents
+
+    @torch.inference_mode()
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.pipe.adapter.decode(raw).float().cpu()
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "guidance_scale": self.guidance_scale, "prompts": self.prompts,
+                "height": self.height, "width": self.width}
+
+
+class GMMTarget:
+    """The exact oracle: a Gaussian mixture fitted to scikit-learn's 8×8 digits, ε-prediction."""
+
+    def __init__(self, schedule: str = "linear", num_train_timesteps: int = 1000) -> None:
+        from ..schedules import make_alphas_cumprod
+        from ..testing import GaussianMixture
+
+        self.gmm = GaussianMixture.from_digits()
+        self.schedule = schedule
+        self.alphas_cumprod = make_alphas_cumprod(schedule, num_train_timesteps)
+        self.model = self.gmm.model(self.alphas_cumprod, "epsilon")
+        self.num_train_timesteps = num_train_timesteps
+        self.num_classes, self.class_names, self.prompts = None, None, None
+        self.image_shape = None  # vectors, not images: FID/CLIP/classifier metrics do not apply
+        self.name = f"gmm:{schedule}"
+
+    def condition(self, indices: range) -> tuple[None, None]:
+        return None, None
+
+    def frames(self, method: Method, n: int, labels, prompts, generator: torch.Generator,
+               steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        from ..nested import nested_sample
+        from ..vanilla import vanilla_sample
+
+        noise = torch.randn(n, self.gmm.dim, generator=generator, dtype=torch.float64)
+        if method.kind == "nested":
+            session = nested_sample(self.model, self.alphas_cumprod, noise, outer_steps=method.outer_steps,
+                                    inner_steps=list(method.inner_steps), inner_sampler=method.sampler,
+                                    inner_eta=method.eta, outer_eta=method.outer_eta, generator=generator)
+        else:
+            session = vanilla_sample(self.model, self.alphas_cumprod, noise, steps=steps or method.steps,
+                                     sampler=method.sampler, eta=method.eta, generator=generator)
+        for frame in session:
+            yield frame.nfe, frame.image
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        return ((raw.reshape(len(raw), 1, 8, 8).float() + 1) / 2).clamp(0, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name}
+
+
+def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+                guidance_scale: float | None = None, prompts: Sequence[str] | None = None,
+                height: int | None = None, width: int | None = None):
+    """``None``: the embedded digit model; ``"gmm"``/``"gmm:cosine"``…: the oracle; otherwise a
+    diffusers folder or hub id."""
+    if model is not None and (model == "gmm" or model.startswith("gmm:")):
+        schedule = model.split(":", 1)[1] if ":" in model else "linear"
+        if schedule not in GMM_SCHEDULES:
+            raise ValueError(f"--model gmm:SCHEDULE: schedule must be one of {list(GMM_SCHEDULES)}, got {schedule!r}")
+        if prompts or guidance_scale is not None:
+            raise ValueError("the Gaussian-mixture oracle is unconditional: no --prompts or --guidance")
+        return GMMTarget(schedule)
+    from ..pipelines import NestedPipeline
+
+    pipe = NestedPipeline.from_pretrained(model, torch_dtype=dtype, device=device)
+    return PipelineTarget(pipe, "embedded-digits" if model is None else str(model), guidance_scale, prompts,
+                          height, width)
