@@ -51,7 +51,8 @@ def test_class_conditional_nested(class_folder):
 
 
 def test_matches_core_with_the_scheduler_schedule(class_folder):
-    """The adapter is only a model: the pipeline's frames equal the core sampler's on its callable."""
+    """The adapter is only a model: the pipeline's frames equal the core sampler's on its callable
+    (the pipeline's default inner sampler is the project default, DPM-Solver++(2M))."""
     pipe = NestedPipeline.from_pretrained(class_folder)
     a = pipe.adapter
     g = torch.Generator().manual_seed(5)
@@ -60,7 +61,7 @@ def test_matches_core_with_the_scheduler_schedule(class_folder):
     noise = torch.randn(1, 1, 8, 8, generator=g)
     ac = DDPMScheduler.from_pretrained(class_folder / "scheduler").alphas_cumprod
     with torch.inference_mode():
-        core = list(nested_sample(a, ac, noise, outer_steps=3, inner_steps=2, generator=g,
+        core = list(nested_sample(a, ac, noise, outer_steps=3, inner_steps=2, generator=g, inner_sampler="dpmpp-2m",
                                   model_kwargs={"class_labels": torch.tensor([1]), "guidance_scale": 3.0}))
     for f, c in zip(frames, core):
         torch.testing.assert_close(f.images, c.image)

@@ -10,3 +10,11 @@ DEFAULT_INNER_ETA = 0.85
 DEFAULT_OUTER_ETA = 1.0
 #: plan_steps: inner steps ≈ budget ** DEFAULT_INNER_EXPONENT (the square layout, 100 → 10 × 10).
 DEFAULT_INNER_EXPONENT = 0.5
+#: The project default layout (measured in BENCHMARKS.md §5, `benchmarks/envelope_search.py`):
+#: a DPM-Solver++(2M) inner sampler (η = DEFAULT_INNER_ETA) …
+DEFAULT_INNER_SAMPLER = "dpmpp-2m"
+#: … with inner runs that grow so frames land at these fractions of the NFE budget
+#: (plan_schedule(100) = 10, 10, 10, 20, 25, 25 inner steps: frames at 10, 20, 30, 50, 75, 100 NFEs).
+DEFAULT_FRAME_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+#: NFE budget when none is given.
+DEFAULT_BUDGET = 100

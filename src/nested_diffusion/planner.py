@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .defaults import DEFAULT_INNER_EXPONENT
+from typing import Sequence
 
-__all__ = ["Plan", "plan_steps", "DEFAULT_INNER_EXPONENT"]
+from .defaults import DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_EXPONENT
+
+__all__ = ["Plan", "plan_steps", "plan_schedule", "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS"]
 
 
 
@@ -36,3 +38,27 @@ def plan_steps(budget: int, inner_exponent: float = DEFAULT_INNER_EXPONENT, *, m
     inner = min(max(1, round(budget ** inner_exponent)), budget, max_steps)
     outer = min(budget // inner, max_steps)
     return Plan(outer, inner)
+
+
+def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS, *,
+                  max_steps: int = 1000) -> list[int]:
+    """Inner step counts, one per outer step, so that frames arrive at ``fractions`` of ``budget``.
+
+    The project default (BENCHMARKS.md §5): inner runs grow with the outer step, so the first
+    frames come early and the last inner runs are long, accurate solves — 100 NFEs → 10, 10, 10,
+    20, 25, 25 (frames at 10, 20, 30, 50, 75 and 100 NFEs). Fractions that round to an already
+    reached NFE count are dropped, so small budgets give fewer outer steps; the counts sum to
+    ``budget`` (each capped at ``max_steps``).
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    fractions = list(fractions)
+    if not fractions or any(not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions) or fractions[-1] != 1:
+        raise ValueError(f"fractions must increase within (0, 1] and end at 1, got {fractions}")
+    inner, reached = [], 0
+    for f in fractions:
+        target = max(1, round(budget * f))
+        if target > reached:
+            inner.append(min(target - reached, max_steps))
+            reached = target
+    return inner

@@ -57,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "accuracy for digit models, gmm-fd for the oracle, fid otherwise)")
     p.add_argument("--nested", action="append", default=None, metavar="SPEC",
                    help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER_ETA]]], repeatable, e.g. 10x10, "
-                        "20x5:dpmpp-2m, 4x40/30/20/10 (default: the planner's layout for the budget)")
+                        "20x5:dpmpp-2m, 4x40/30/20/10 (default: the project layout for the budget, "
+                        "100 → 6x10/10/10/20/25/25:dpmpp-2m)")
     p.add_argument("--vanilla", action="append", default=None, metavar="SPEC",
                    help="vanilla sampler SAMPLER[:ETA] with --budget steps, repeatable (default: ddim:1)")
     p.add_argument("--envelope", action="append", default=None, metavar="SPEC",
@@ -111,14 +112,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation import (DistributedContext, EvalConfig, default_checkpoints, evaluate, load_target,
                               make_metric, markdown_table, parse_method, write_results)
-    from ..planner import plan_steps
+    from ..defaults import DEFAULT_INNER_SAMPLER
+    from ..planner import plan_schedule
 
     checkpoints = args.checkpoints or default_checkpoints(args.budget)
     config = EvalConfig(args.num_samples, checkpoints, args.batch_size, args.seed, args.grid_samples)
     methods = [parse_method("nested", s) for s in args.nested or []]
-    if args.nested is None:
-        plan = plan_steps(args.budget)
-        methods.append(parse_method("nested", f"{plan.outer_steps}x{plan.inner_steps}"))
+    if args.nested is None:  # the project default layout for this budget
+        inner = plan_schedule(args.budget)
+        methods.append(parse_method("nested", f"{len(inner)}x{'/'.join(map(str, inner))}:{DEFAULT_INNER_SAMPLER}"))
     if not args.no_vanilla:
         methods += [parse_method("vanilla", s, budget=args.budget) for s in args.vanilla or ["ddim:1"]]
     if not args.no_envelope:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
+from ..defaults import DEFAULT_BUDGET, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA
 
 SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -85,10 +85,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-images", type=_positive_int, default=None,
                    help="number of images; classes are cycled (default: one per class, or 1)")
     p.add_argument("--outer", type=_positive_int, default=None,
-                   help="outer steps K (default: 10, or planned from --budget)")
+                   help="outer steps K (default: planned from --budget; 10 with --inner)")
     p.add_argument("--inner", type=_positive_int, default=None,
-                   help="inner steps M per outer step (default: 10, or planned from --budget)")
-    p.add_argument("--inner-sampler", choices=SAMPLERS, default="ddim", help="inner sampler")
+                   help="inner steps M per outer step (default: planned from --budget, growing: 100 NFEs → "
+                        "10,10,10,20,25,25; 10 with --outer)")
+    p.add_argument("--inner-sampler", choices=SAMPLERS, default=DEFAULT_INNER_SAMPLER, help="inner sampler")
     p.add_argument("--inner-eta", type=_eta, default=None, help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
     p.add_argument("--outer-eta", type=_eta, default=None, help=f"outer DDIM η (default: {DEFAULT_OUTER_ETA}, measured)")
     p.add_argument("--guidance", type=_guidance, default=None,
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..pipelines import NestedPipeline
-    from ..planner import plan_steps
+    from ..planner import plan_schedule
 
     device = _device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -171,10 +172,12 @@ def run(args: argparse.Namespace) -> int:
 
     # steps
     outer, inner = args.outer, args.inner
-    if args.budget is not None and (outer is None or inner is None):
-        plan = plan_steps(args.budget) if outer is None and inner is None else None
-        outer = outer or (plan.outer_steps if plan else max(1, args.budget // inner))
-        inner = inner or (plan.inner_steps if plan else max(1, args.budget // outer))
+    if outer is None and inner is None:  # the measured default layout: inner runs growing over the budget
+        inner = plan_schedule(args.budget or DEFAULT_BUDGET)
+        outer = len(inner)
+    elif args.budget is not None and (outer is None or inner is None):
+        outer = outer or max(1, args.budget // inner)
+        inner = inner or max(1, args.budget // outer)
     outer, inner = outer or 10, inner or 10
 
     condition = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, class_labels=labels,

@@ -13,11 +13,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
+from ..defaults import DEFAULT_BUDGET, DEFAULT_INNER_SAMPLER
 from ..nested import NestedSession
+from ..planner import plan_schedule
 from ..session import Session
 from ..vanilla import VanillaSession
 
@@ -263,7 +265,8 @@ class NestedPipeline:
     # -- sessions ---------------------------------------------------------------------------------
     def session(self, method: str = "nested", *, prompt: Any = None, negative_prompt: Any = None,
                 class_labels: Any = None, num_images: int | None = None, guidance_scale: float | None = None,
-                outer_steps: int = 10, inner_steps: int = 10, inner_sampler: str = "ddim",
+                outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                inner_sampler: str | None = None,
                 inner_eta: float | None = None, outer_eta: float | None = None,
                 num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
                 generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
@@ -271,6 +274,12 @@ class NestedPipeline:
                 latents: torch.Tensor | None = None) -> PipelineSession:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
         (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
+
+        Nested defaults are the project's measured layout: with neither ``outer_steps`` nor
+        ``inner_steps``, inner runs of :func:`~nested_diffusion.planner.plan_schedule` (100 NFEs:
+        10, 10, 10, 20, 25, 25) with the DPM-Solver++(2M) inner sampler; give ``outer_steps=10,
+        inner_steps=10, inner_sampler="ddim"`` for the paper's layout. One of the two alone keeps
+        the other at 10 (``inner_steps`` may be one count per outer step).
 
         ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
         is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
@@ -303,6 +312,8 @@ class NestedPipeline:
                 noise = latents.to(device=a.device, dtype=a.dtype)
         common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         if method == "nested":
+            outer_steps, inner_steps = _layout(outer_steps, inner_steps)
+            inner_sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
             core = NestedSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
                                  inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta, **common)
         else:
@@ -321,6 +332,15 @@ class NestedPipeline:
     def __call__(self, **kwargs: Any) -> PipelineFrame:
         """Run nested sampling to the end and return the final frame (``.images``)."""
         return self.anytime(**kwargs).run()
+
+
+def _layout(outer_steps: int | None, inner_steps: Any) -> tuple[int, Any]:
+    """Resolve the nested layout defaults (see :meth:`NestedPipeline.session`)."""
+    if outer_steps is None and inner_steps is None:
+        inner_steps = plan_schedule(DEFAULT_BUDGET)
+    if isinstance(inner_steps, (list, tuple)):
+        return (len(inner_steps) if outer_steps is None else outer_steps), list(inner_steps)
+    return (10 if outer_steps is None else outer_steps), (10 if inner_steps is None else inner_steps)
 
 
 def _batch_size(prompt: Any, class_labels: Any) -> int:
