@@ -306,3 +306,21 @@ def test_clip_score_matches_transformers(tmp_path):
         logits = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask, pixel_values=x).logits_per_image
     expected = (100 * logits.diag() / model.logit_scale.exp()).clamp(min=0)
     np.testing.assert_allclose(scores, expected.detach().numpy(), atol=1e-4)
+
+
+def test_metric_added_later_comes_from_kept_images(tmp_path, monkeypatch):
+    """Small images are kept (8-bit) in the shards: a new metric needs no sampling, and equals a
+    fresh run's value because every image metric sees the same 8-bit images."""
+    target = load_target(None)
+    methods = methods_of(["nested:2x2:dpmpp-2m", "vanilla:ddim:1"], budget=4)
+    config = EvalConfig(12, (2, 4), batch_size=6, grid_samples=8)
+    evaluate(target, methods, [make_metric("accuracy")], config, tmp_path / "a")
+    calls = []
+    original = runner_module._compute_unit
+    monkeypatch.setattr(runner_module, "_compute_unit", lambda *a, **k: calls.append(1) or original(*a, **k))
+    later = evaluate(target, methods, [make_metric("accuracy"), make_metric("digit-fd")], config, tmp_path / "a")
+    assert calls == []
+    fresh = evaluate(target, methods, [make_metric("accuracy"), make_metric("digit-fd")], config, tmp_path / "b")
+    assert len(calls) == 4 and later.rows == fresh.rows
+    assert later.grids["vanilla-ddim-eta1-4"][4].shape == (8, 1, 28, 28)
+    np.testing.assert_array_equal(later.grids["vanilla-ddim-eta1-4"][4], fresh.grids["vanilla-ddim-eta1-4"][4])

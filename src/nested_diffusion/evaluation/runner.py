@@ -5,7 +5,9 @@ Samples are cut into fixed batches ``[b·B, (b+1)·B)``. Batch ``b`` draws its i
 CPU generator seeded with ``seed·1_000_003 + b`` — the same noise for every method (and for each
 of the envelope's runs), whatever the number of processes. A unit's per-sample features at every
 checkpoint are written to ``OUT/shards/<method>/<b>.safetensors`` as soon as it finishes, so a
-killed run resumes where it stopped; units are dealt round-robin to the processes of an
+killed run resumes where it stopped. Image metrics see the 8-bit images a user would save; for
+small images (≤ 64×64×3) those are kept in the shard, so a metric added later is computed from
+them without sampling again. Units are dealt round-robin to the processes of an
 ``accelerate launch`` (or ``torchrun``) job and their features gathered on the main process, so
 the merged result equals a one-process run bit for bit.
 """
@@ -27,6 +29,9 @@ from .backends import MetricBackend, default_cache_dir
 from .methods import Method, frame_at
 
 __all__ = ["EvalConfig", "Result", "evaluate", "batch_seed", "DistributedContext"]
+
+#: images up to this many values are kept in the shards (digits, CIFAR-size, the GMM's 8×8)
+KEEP_PIXELS = 64 * 64 * 3
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -109,11 +114,11 @@ class DistributedContext:
 
 def _unit_key(target, method: Method, config: EvalConfig, batch: int, rows: range) -> str:
     payload = {"target": target.describe(), "method": method.to_dict(), "seed": config.seed,
-               "batch": batch, "start": rows.start, "stop": rows.stop, "version": 1}
+               "batch": batch, "start": rows.start, "stop": rows.stop, "version": 2}
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _load_shard(path: Path, key: str, needed: set[str]) -> tuple[dict[str, np.ndarray], float] | None:
+def _load_shard(path: Path, key: str) -> tuple[dict[str, np.ndarray], float] | None:
     if not path.is_file():
         return None
     from safetensors import safe_open
@@ -121,12 +126,29 @@ def _load_shard(path: Path, key: str, needed: set[str]) -> tuple[dict[str, np.nd
     try:
         with safe_open(str(path), "np") as f:
             meta = f.metadata() or {}
-            if meta.get("key") != key or not needed <= set(f.keys()):
+            if meta.get("key") != key:
                 return None
             return {k: f.get_tensor(k) for k in f.keys()}, float(meta.get("seconds", 0.0))
     except Exception:  # a truncated or foreign file: recompute it
         return None
 
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range, tensors: dict[str, np.ndarray],
+                          missing: set[str]) -> bool:
+    """Add missing image-metric features from the 8-bit images kept in a shard; False if impossible."""
+    by_metric = {m.name: m for m in metrics}
+    if any(k.split("|")[1] == "gmm-fd" or f"{k.split('|')[0]}|pixels" not in tensors for k in missing):
+        return False  # gmm-fd needs the raw samples; large images are not kept
+    labels, prompts = target.condition(rows)
+    for k in sorted(missing):
+        c, name = k.split("|")
+        pixels = torch.from_numpy(tensors[f"{c}|pixels"]).float() / 255
+        tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts))
+    return True
 
 def _save_shard(path: Path, tensors: dict[str, np.ndarray], key: str, seconds: float) -> None:
     from safetensors.numpy import save_file
@@ -145,11 +167,14 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
     n, out = len(rows), {}
 
     def record(checkpoint: int, raw: torch.Tensor) -> None:
-        pixels = target.decode(raw)
+        images = _to_uint8(target.decode(raw))  # what a user would save
+        pixels = images.float() / 255
         for metric in metrics:
             out[f"{checkpoint}|{metric.name}"] = np.asarray(metric.features(pixels, raw, labels, prompts))
-        if grid_count:
-            out[f"{checkpoint}|grid"] = (pixels[:grid_count] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        if images[0].numel() <= KEEP_PIXELS:
+            out[f"{checkpoint}|pixels"] = images.numpy()
+        elif grid_count:
+            out[f"{checkpoint}|grid"] = images[:grid_count].numpy()
 
     generator = lambda: torch.Generator().manual_seed(batch_seed(config.seed, batch))  # noqa: E731
     with torch.inference_mode():
@@ -229,7 +254,12 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
             path = out_dir / "shards" / method.name / f"{b:05d}.safetensors"
             needed = {f"{c}|{m.name}" for c in config.checkpoints for m in metrics
                       if method.kind == "envelope" or frame_at(method.frame_nfes(T), c) is not None}
-            cached = _load_shard(path, key, needed)
+            cached = _load_shard(path, key)
+            if cached is not None and not needed <= set(cached[0]):
+                if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
+                    _save_shard(path, cached[0], key, cached[1])  # new metrics, same samples
+                else:
+                    cached = None
             if bar is not None:
                 bar.set_postfix_str(f"{method.name} batch {b + 1}/{len(batches)}")
             if cached is not None:
@@ -242,6 +272,9 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
                                         (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
                 seconds = time.perf_counter() - start
                 _save_shard(path, tensors, key, seconds)
+            # only what the merge needs travels to the main process
+            tensors = {k: v for k, v in tensors.items()
+                       if k in needed or (k.endswith(("|grid", "|pixels")) and grid_count)}
             results.append((method.name, b, tensors, seconds))
     finally:
         if bar is not None:
@@ -260,9 +293,10 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
         shards = [by_unit[(method.name, b)] for b in range(n_batches)]
         result.seconds[method.name] = float(sum(s for _, s in shards))
         for c in config.checkpoints:
-            grid_parts = [t[f"{c}|grid"] for t, _ in shards if f"{c}|grid" in t]
-            if grid_parts:
-                result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)
+            grid_parts = [t[f"{c}|grid"] if f"{c}|grid" in t else t[f"{c}|pixels"]
+                          for t, _ in shards if f"{c}|grid" in t or f"{c}|pixels" in t]
+            if grid_parts and config.grid_samples:
+                result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)[:config.grid_samples]
             for metric in metrics:
                 k = f"{c}|{metric.name}"
                 if k not in shards[0][0]:
