@@ -190,6 +190,24 @@ def test_planner():
         plan_steps(10, 2.0)
 
 
+def test_plan_schedule_puts_frames_at_the_budget_fractions(gmm, linear):
+    from nested_diffusion.planner import plan_schedule
+
+    assert plan_schedule(100) == [10, 10, 10, 20, 25, 25]
+    assert plan_schedule(1) == [1] and plan_schedule(3) == [1, 1, 1]
+    for budget in (1, 2, 7, 20, 33, 100, 250, 999):
+        inner = plan_schedule(budget)
+        assert sum(inner) == budget and min(inner) >= 1
+    assert plan_schedule(50, (0.5, 1.0)) == [25, 25]
+    # frames land exactly on 10, 20, 30, 50, 75, 100 NFEs (the inner-run cap never bites here)
+    session = nested_sample(gmm.model(linear), linear, torch.randn(4, 64, dtype=torch.float64),
+                            outer_steps=6, inner_steps=plan_schedule(100), inner_sampler="dpmpp-2m")
+    assert session.checkpoints() == [10, 20, 30, 50, 75, 100]
+    for bad in (dict(budget=0), dict(budget=10, fractions=(0.5, 0.4, 1.0)), dict(budget=10, fractions=(0.5,))):
+        with pytest.raises(ValueError):
+            plan_schedule(**bad)
+
+
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,match", [
     (dict(outer_steps=0), "outer_steps"),

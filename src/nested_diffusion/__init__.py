@@ -23,6 +23,7 @@ _EXPORTS = {
     "Session": "session",
     "Frame": "session",
     "plan_steps": "planner",
+    "plan_schedule": "planner",
     "NestedPipeline": "pipelines",
     "PipelineSession": "pipelines",
     "PipelineFrame": "pipelines",
@@ -33,7 +34,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from .nested import NestedSession, nested_sample
     from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
-    from .planner import plan_steps
+    from .planner import plan_schedule, plan_steps
     from .session import Frame, Session
     from .vanilla import VanillaSession, vanilla_sample
 
