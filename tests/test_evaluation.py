@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import types
@@ -173,6 +172,7 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     (["--model", "gmm:warped"], "schedule must be one of"),
     (["--model", "gmm", "--checkpoints", "10,2000", "--nested", "2x2"], "checkpoints must be <= 1000"),
     (["--nested", "2x2000"], "step counts must be <= 1000"),
+    (["--budget", "1001", "--nested", "2x2", "--no-envelope"], "step counts must be <= 1000"),
 ])
 def test_cli_bad_input_leaves_nothing(tmp_path, capsys, args, words):
     out = tmp_path / "eval"

@@ -139,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)
                for n in names]
     for method in methods:  # validate step counts against the model before any work
-        if method.kind == "nested" and max(method.inner_steps + (method.outer_steps,)) > target.num_train_timesteps:
-            raise ValueError(f"{method.name}: step counts must be <= {target.num_train_timesteps}")
+        steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
+        if max(steps) > target.num_train_timesteps:
+            raise ValueError(f"{method.name}: step counts must be <= {target.num_train_timesteps} "
+                             "(the model's training timesteps)")
     record = {"model": target.name, **target.describe(), "num_samples": config.num_samples,
               "checkpoints": list(config.checkpoints), "batch_size": config.batch_size, "seed": config.seed,
               "budget": args.budget, "metrics": names, "methods": [m.to_dict() for m in methods],

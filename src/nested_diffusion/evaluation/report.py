@@ -3,7 +3,6 @@ grids ``grids/<method>/nfe<N>.png`` (one column per class for class-conditional 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
