@@ -156,6 +156,10 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     data = json.loads((out / "results.json").read_text())
     assert len(data["rows"]) == len(rows) and data["config"]["num_samples"] == 10
     assert set(data["seconds"]) == methods
+    from nested_diffusion.evaluation import load_results, markdown_table
+
+    table = markdown_table(load_results(out), "accuracy")
+    assert table.splitlines()[0] == "| method | 2 NFE | 4 NFE |" and "| nested-1x4-dpmpp-2m-eta0.85 | – |" in table
     assert (out / "quality_vs_nfe.png").stat().st_size > 10_000
     from PIL import Image
 

@@ -11,12 +11,12 @@ exact Gaussian-mixture Fréchet distance. ``nested-diffusion evaluate`` is its c
 
 from .backends import METRICS, MetricBackend, make_metric
 from .methods import Method, frame_at, parse_method
-from .report import markdown_table, plot_curves, write_results
+from .report import load_results, markdown_table, plot_curves, write_results
 from .runner import DistributedContext, EvalConfig, Result, batch_seed, evaluate
 from .targets import GMMTarget, PipelineTarget, load_target
 
 __all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table",
-           "plot_curves", "write_results", "DistributedContext", "EvalConfig", "Result", "batch_seed", "evaluate",
+           "load_results", "plot_curves", "write_results", "DistributedContext", "EvalConfig", "Result", "batch_seed", "evaluate",
            "GMMTarget", "PipelineTarget", "load_target", "default_checkpoints"]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .runner import Result
 
-__all__ = ["write_results", "plot_curves", "markdown_table", "COLUMNS"]
+__all__ = ["write_results", "load_results", "plot_curves", "markdown_table", "COLUMNS"]
 
 COLUMNS = ("method", "kind", "nfe", "metric", "value", "num_samples")
 
@@ -43,6 +43,13 @@ def write_results(result: Result, out_dir: str | os.PathLike, config: dict[str, 
         for nfe, images in grids.items():
             written.append(_save_grid(images, out / "grids" / method / f"nfe{nfe:04d}.png", columns))
     return written
+
+
+def load_results(path: str | os.PathLike) -> Result:
+    """A :class:`Result` (rows and seconds, no grids) from a ``results.json`` or its folder."""
+    path = Path(path)
+    data = json.loads((path / "results.json" if path.is_dir() else path).read_text())
+    return Result(rows=data["rows"], seconds=data.get("seconds", {}))
 
 
 def _save_grid(images: np.ndarray, path: Path, columns: int) -> Path:
