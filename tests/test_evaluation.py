@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -202,10 +203,13 @@ def test_two_processes_merge_to_the_one_process_result(tmp_path):
             "--nested", "5x2", "--nested", "2x5:dpmpp-2m", "--envelope", "dpmpp-2m:0", "--quiet", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:  # a free port for the gloo rendezvous (never the shared default 29500)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "nested_diffusion", *args, "--out", str(tmp_path / "two")]
-    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+              "--main_process_port", str(port), "-m", "nested_diffusion", *args, "--out", str(tmp_path / "two")]
+    done = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "evaluation.json").read_text())["processes"] == 2
     assert read_csv(tmp_path / "two" / "results.csv") == read_csv(tmp_path / "one" / "results.csv")
