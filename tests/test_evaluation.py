@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -332,3 +333,23 @@ def test_metric_added_later_comes_from_kept_images(tmp_path, monkeypatch):
     assert len(calls) == 4 and later.rows == fresh.rows
     assert later.grids["vanilla-ddim-eta1-4"][4].shape == (8, 1, 28, 28)
     np.testing.assert_array_equal(later.grids["vanilla-ddim-eta1-4"][4], fresh.grids["vanilla-ddim-eta1-4"][4])
+
+
+def test_cached_shards_follow_the_model_files(tmp_path, monkeypatch):
+    """A retrained or edited local model must not reuse the shards of the old one."""
+    from nested_diffusion.models import embedded_model_path
+
+    folder = tmp_path / "model"
+    shutil.copytree(embedded_model_path(), folder)
+    methods, metrics = methods_of(["vanilla:ddim:1"], budget=2), [make_metric("accuracy")]
+    config = EvalConfig(4, (2,), batch_size=4)
+    evaluate(load_target(str(folder)), methods, metrics, config, tmp_path / "out")
+    calls = []
+    original = runner_module._compute_unit
+    monkeypatch.setattr(runner_module, "_compute_unit", lambda *a, **k: calls.append(1) or original(*a, **k))
+    evaluate(load_target(str(folder)), methods, metrics, config, tmp_path / "out")
+    assert calls == []
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config_file.write_text(config_file.read_text() + "\n")
+    evaluate(load_target(str(folder)), methods, metrics, config, tmp_path / "out")
+    assert calls == [1]

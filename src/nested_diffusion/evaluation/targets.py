@@ -24,8 +24,9 @@ GMM_SCHEDULES = ("linear", "scaled_linear", "cosine")
 
 class PipelineTarget:
     def __init__(self, pipe: Any, name: str, guidance_scale: float | None = None,
-                 prompts: Sequence[str] | None = None, height: int | None = None, width: int | None = None) -> None:
-        self.pipe, self.name = pipe, name
+                 prompts: Sequence[str] | None = None, height: int | None = None, width: int | None = None,
+                 fingerprint: str | None = None) -> None:
+        self.pipe, self.name, self.fingerprint = pipe, name, fingerprint
         adapter = pipe.adapter
         self.num_train_timesteps = len(adapter.alphas_cumprod)
         self.num_classes = getattr(adapter, "num_classes", None)
@@ -82,8 +83,10 @@ class PipelineTarget:
         return self.pipe.adapter.decode(raw).float().cpu()
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.name, "guidance_scale": self.guidance_scale, "prompts": self.prompts,
-                "height": self.height, "width": self.width}
+        """Everything that changes the samples (part of every shard's cache key)."""
+        return {"model": self.name, "fingerprint": self.fingerprint, "dtype": str(self.pipe.adapter.dtype),
+                "guidance_scale": self.guidance_scale, "prompts": self.prompts, "height": self.height,
+                "width": self.width}
 
 
 class GMMTarget:
@@ -128,6 +131,25 @@ class GMMTarget:
         return {"model": self.name}
 
 
+def _fingerprint(model: str | None) -> str | None:
+    """A local pipeline folder's identity (SHA-1 of its files' contents; sizes for files over 64 MB),
+    so cached shards of a retrained or edited model are not reused."""
+    import hashlib
+    from pathlib import Path
+
+    from ..models import embedded_model_path
+
+    folder = embedded_model_path() if model is None else Path(model)
+    if not folder.is_dir():
+        return None  # a hub id: the hub cache pins its revision
+    digest = hashlib.sha1()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        digest.update(str(p.relative_to(folder)).encode())
+        size = p.stat().st_size
+        digest.update(p.read_bytes() if size <= 64 << 20 else str(size).encode())
+    return digest.hexdigest()[:16]
+
+
 def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                 guidance_scale: float | None = None, prompts: Sequence[str] | None = None,
                 height: int | None = None, width: int | None = None):
@@ -144,4 +166,4 @@ def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype:
 
     pipe = NestedPipeline.from_pretrained(model, torch_dtype=dtype, device=device)
     return PipelineTarget(pipe, "embedded-digits" if model is None else str(model), guidance_scale, prompts,
-                          height, width)
+                          height, width, fingerprint=_fingerprint(model))
