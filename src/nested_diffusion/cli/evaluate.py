@@ -152,13 +152,17 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(target, methods, metrics, config, args.out, device=device, cache_dir=args.cache_dir,
                       progress=not args.quiet, context=context,
                       on_ready=(lambda: _mark(args.out, record)) if context.is_main else None)
+    if context.is_main:
+        record["wall_seconds"] = time.perf_counter() - start
+        written = write_results(result, args.out, record, {m.name: m.lower_is_better for m in metrics})
+        _mark(args.out, record)
+    # on success every process waits here for the main one, then the process group is torn down
+    # (on failure the launcher stops the others)
+    context.close()
     if not context.is_main:
         return 0
-    record["wall_seconds"] = time.perf_counter() - start
-    written = write_results(result, args.out, record, {m.name: m.lower_is_better for m in metrics})
-    _mark(args.out, record)
-    for name in names:
-        print(f"\n{name} ({'lower' if metrics[names.index(name)].lower_is_better else 'higher'} is better), "
+    for name, metric in zip(names, metrics):
+        print(f"\n{name} ({'lower' if metric.lower_is_better else 'higher'} is better), "
               f"{config.num_samples} samples:\n" + markdown_table(result, name))
     print(f"\nwrote {len(written)} files to {args.out}/ (results.csv, results.json, quality_vs_nfe.png, grids/) "
           f"in {record['wall_seconds']:.1f} s", file=sys.stderr)

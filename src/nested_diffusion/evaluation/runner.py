@@ -104,6 +104,18 @@ class DistributedContext:
         if self.state is not None:
             self.state.wait_for_everyone()
 
+    def close(self) -> None:
+        """Wait for every process, then tear the process group down explicitly (a process that
+        exits with a live gloo group can abort in its C++ destructors)."""
+        if self.state is None:
+            return
+        self.state.wait_for_everyone()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        self.state = None
+
     def gather(self, items: list[Any]) -> list[Any]:
         if self.state is None:
             return items
