@@ -16,3 +16,6 @@ for f in results.csv results.json quality_vs_nfe.png; do cp "$OUT/$f" "$OUT/all-
 nested-diffusion evaluate --num-samples "$N" --batch-size 100 --budget 100 --checkpoints 10,20,50,100 \
   --nested 10x10 --nested 6x10/10/10/20/25/25:dpmpp-2m \
   --vanilla ddim:1 --envelope dpmpp-2m:0 --metric fid,digit-fd,accuracy --out "$OUT"
+# a stochastic exact-N envelope (DDIM η = 1 with N steps), same seeds, separate folder
+nested-diffusion evaluate --num-samples "$N" --batch-size 100 --budget 100 --checkpoints 10,20,50,100 \
+  --no-nested --no-vanilla --envelope ddim:1 --metric fid,digit-fd,accuracy --out "$OUT-envelope-ddim"

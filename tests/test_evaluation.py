@@ -179,6 +179,7 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     (["--model", "gmm", "--checkpoints", "10,2000", "--nested", "2x2"], "checkpoints must be <= 1000"),
     (["--nested", "2x2000"], "step counts must be <= 1000"),
     (["--budget", "1001", "--nested", "2x2", "--no-envelope"], "step counts must be <= 1000"),
+    (["--no-nested", "--no-vanilla", "--no-envelope"], "nothing to evaluate"),
 ])
 def test_cli_bad_input_leaves_nothing(tmp_path, capsys, args, words):
     out = tmp_path / "eval"

@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="vanilla sampler SAMPLER[:ETA] with --budget steps, repeatable (default: ddim:1)")
     p.add_argument("--envelope", action="append", default=None, metavar="SPEC",
                    help="envelope sampler SAMPLER[:ETA], repeatable (default: ddim:1 and dpmpp-2m:0)")
+    p.add_argument("--no-nested", action="store_true", help="skip the default nested configuration")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla previews")
     p.add_argument("--no-envelope", action="store_true", help="skip the envelope")
     p.add_argument("--guidance", type=_guidance, default=None, help="guidance scale (default: the model's)")
@@ -118,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = args.checkpoints or default_checkpoints(args.budget)
     config = EvalConfig(args.num_samples, checkpoints, args.batch_size, args.seed, args.grid_samples)
     methods = [parse_method("nested", s) for s in args.nested or []]
-    if args.nested is None:  # the project default layout for this budget
+    if args.nested is None and not args.no_nested:  # the project default layout for this budget
         inner = plan_schedule(args.budget)
         methods.append(parse_method("nested", f"{len(inner)}x{'/'.join(map(str, inner))}:{DEFAULT_INNER_SAMPLER}"))
     if not args.no_vanilla:
         methods += [parse_method("vanilla", s, budget=args.budget) for s in args.vanilla or ["ddim:1"]]
     if not args.no_envelope:
         methods += [parse_method("envelope", s) for s in args.envelope or ["ddim:1", "dpmpp-2m:0"]]
+    if not methods:
+        raise ValueError("nothing to evaluate: --no-nested, --no-vanilla and --no-envelope leave no method")
 
     context = DistributedContext(cpu=args.device == "cpu")
     device = context.device if context.state is not None else _device(args.device)
