@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..metrics import frechet_distance, gaussian_stats
