@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Anytime quality of the embedded MNIST model (BENCHMARKS.md §5). Every method sees the same noise
 # and labels; shards are cached in $OUT, so rerunning with more --num-samples or methods only adds work.
-#   bash benchmarks/mnist_anytime.sh [NUM_SAMPLES]        # 200 samples: ~70 min on 2 CPU cores
+#   bash benchmarks/mnist_anytime.sh [NUM_SAMPLES]        # 200 samples: ~95 min on 2 CPU cores
 set -euo pipefail
 N=${1:-200}
 OUT=${OUT:-benchmarks/results/mnist-eval}
