@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .generate import DTYPES, _Formatter, _device, _guidance, _positive_int
+from .generate import DTYPES, _Formatter, _device, _guidance, _positive_int, check_out
 
 MARKER = "evaluation.json"
 METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd")
@@ -87,18 +87,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ValueError(f"--out {str(out)!r} is a non-empty folder not written by nested-diffusion evaluate; "
-                         "choose a new or empty folder")
-    if not out.resolve().parent.is_dir():
-        raise ValueError(f"--out {str(out)!r}: parent folder does not exist")
-
-
 def run(args: argparse.Namespace) -> int:
-    _check_out(args.out)
+    check_out(args.out, MARKER, "nested-diffusion evaluate")
     prompts = None
     if args.prompts is not None:
         if not args.prompts.is_file():

@@ -109,18 +109,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _prepare_out(out: Path) -> Path:
-    """Refuse output paths we must not touch; return the temporary folder to build in."""
+def check_out(out: Path, marker: str, writer: str) -> Path:
+    """Refuse output paths a command must not touch: files, non-empty folders without its
+    ``marker`` (written by ``writer``), missing or read-only parents. Returns the parent."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a file; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ValueError(f"--out {str(out)!r} is a non-empty folder not written by nested-diffusion; "
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
+        raise ValueError(f"--out {str(out)!r} is a non-empty folder not written by {writer}; "
                          "choose a new or empty folder")
     parent = out.resolve().parent
     if not parent.is_dir():
         raise ValueError(f"--out {str(out)!r}: parent folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise ValueError(f"--out {str(out)!r}: parent folder {str(parent)!r} is not writable")
+    return parent
+
+
+def _prepare_out(out: Path) -> Path:
+    """Refuse output paths we must not touch; return the temporary folder to build in."""
+    parent = check_out(out, MARKER, "nested-diffusion")
     return parent / f".{out.name}.partial-{os.getpid()}"
 
 
