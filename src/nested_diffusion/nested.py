@@ -12,8 +12,14 @@ from .samplers import ddim_step, iterate, make_sampler
 from .schedules import spaced_timesteps
 from .session import Model, Session
 
-__all__ = ["NestedSession", "nested_sample", "DEFAULT_INNER_ETA", "DEFAULT_OUTER_ETA"]
+__all__ = ["NestedSession", "nested_sample", "nested_grids", "DEFAULT_INNER_ETA", "DEFAULT_OUTER_ETA"]
 
+
+def nested_grids(num_train_timesteps: int, outer_steps: int, inner_steps: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+    """Outer timesteps ``spaced_timesteps(T-1, K)`` and, per outer step, the inner grid
+    ``spaced_timesteps(τ, M)`` — an inner run from τ costs ``len(grid) = min(M, τ+1)`` NFEs."""
+    outer = spaced_timesteps(num_train_timesteps - 1, outer_steps)
+    return outer, [spaced_timesteps(tau, m) for tau, m in zip(outer, inner_steps)]
 
 
 def _check_steps(value: Any, name: str, T: int) -> int:
@@ -61,8 +67,7 @@ class NestedSession(Session):
             else inner_eta, argument="inner_sampler")
         self.outer_eta = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
                                       argument="outer").eta
-        self.outer_timesteps = spaced_timesteps(T - 1, outer_steps)
-        self._inner_grids = [spaced_timesteps(tau, m) for tau, m in zip(self.outer_timesteps, self.inner_steps)]
+        self.outer_timesteps, self._inner_grids = nested_grids(T, outer_steps, self.inner_steps)
 
     def timestep_at(self, k: int) -> int:
         return self.outer_timesteps[k]

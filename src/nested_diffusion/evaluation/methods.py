@@ -13,12 +13,13 @@ Spec strings, as the command line takes them::
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from ..defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
 from ..samplers import SAMPLERS, make_sampler
-from ..schedules import spaced_timesteps
+from ..nested import nested_grids
 
 __all__ = ["Method", "parse_method", "KINDS", "frame_at"]
 
@@ -79,11 +80,8 @@ class Method:
     def frame_nfes(self, num_train_timesteps: int) -> list[int]:
         """Cumulative NFEs after each frame (nested: an inner run from τ costs min(M, τ+1))."""
         if self.kind == "nested":
-            total, out = 0, []
-            for tau, m in zip(spaced_timesteps(num_train_timesteps - 1, self.outer_steps), self.inner_steps):
-                total += len(spaced_timesteps(tau, m))
-                out.append(total)
-            return out
+            _, grids = nested_grids(num_train_timesteps, self.outer_steps, self.inner_steps)
+            return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
         raise ValueError("an envelope has no frames: it runs once per checkpoint")
