@@ -164,9 +164,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _mark(out: Path, record: dict) -> None:
     import json
-    import os
 
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out / MARKER)
+    from ..evaluation._files import replacing
+
+    with replacing(out / MARKER) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")

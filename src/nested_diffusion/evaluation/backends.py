@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..metrics import frechet_distance, gaussian_stats
+from ._files import replacing
 
 __all__ = ["MetricBackend", "METRICS", "make_metric", "default_cache_dir"]
 
@@ -66,10 +67,8 @@ def _cached_stats(path: Path, compute) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path) as f:
             return f["mu"], f["sigma"]
     mu, sigma = gaussian_stats(compute())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    with replacing(path, ".npz") as tmp:
+        np.savez(tmp, mu=mu, sigma=sigma)
     return mu, sigma
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import replacing
 from .runner import Result
 
 __all__ = ["write_results", "load_results", "plot_curves", "markdown_table", "COLUMNS"]
@@ -19,9 +20,8 @@ COLUMNS = ("method", "kind", "nfe", "metric", "value", "num_samples")
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_results(result: Result, out_dir: str | os.PathLike, config: dict[str, Any],
@@ -66,10 +66,8 @@ def _save_grid(images: np.ndarray, path: Path, columns: int) -> Path:
     scale = max(1, 128 // max(h, w))
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    image.save(tmp)
-    os.replace(tmp, path)
+    with replacing(path, ".png") as tmp:
+        image.save(tmp)
     return path
 
 
@@ -105,11 +103,11 @@ def plot_curves(result: Result, path: Path, lower_is_better: dict[str, bool], ti
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(f"anytime quality: {title}" if title else "anytime quality")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with replacing(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

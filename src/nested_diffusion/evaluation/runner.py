@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ._files import replacing
 from .backends import MetricBackend, default_cache_dir
 from .methods import Method, frame_at
 
@@ -162,14 +163,13 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
         tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts))
     return True
 
+
 def _save_shard(path: Path, tensors: dict[str, np.ndarray], key: str, seconds: float) -> None:
     from safetensors.numpy import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-              metadata={"key": key, "seconds": repr(seconds)})
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+                  metadata={"key": key, "seconds": repr(seconds)})
 
 
 def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], batch: int,
@@ -251,7 +251,10 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     units = [(method, b) for b in range(len(batches)) for method in methods]
     mine = units[context.rank::context.world]
     T = target.num_train_timesteps
-    total = sum(m.cost(config.checkpoints, T) * len(batches[b]) for m, b in mine)
+    cost = {m.name: m.cost(config.checkpoints, T) for m in methods}  # NFEs per sample
+    covered = {m.name: [c for c in config.checkpoints  # the checkpoints where a method has an image
+                        if m.kind == "envelope" or frame_at(m.frame_nfes(T), c) is not None] for m in methods}
+    total = sum(cost[m.name] * len(batches[b]) for m, b in mine)
     bar = None
     if progress and context.is_main:
         from tqdm import tqdm
@@ -264,8 +267,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
             grid_count = min(config.grid_samples - rows.start, len(rows)) if rows.start < config.grid_samples else 0
             key = _unit_key(target, method, config, b, rows)
             path = out_dir / "shards" / method.name / f"{b:05d}.safetensors"
-            needed = {f"{c}|{m.name}" for c in config.checkpoints for m in metrics
-                      if method.kind == "envelope" or frame_at(method.frame_nfes(T), c) is not None}
+            needed = {f"{c}|{m.name}" for c in covered[method.name] for m in metrics}
             cached = _load_shard(path, key)
             if cached is not None and not needed <= set(cached[0]):
                 if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
@@ -277,17 +279,20 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
             if cached is not None:
                 tensors, seconds = cached
                 if bar is not None:
-                    bar.update(method.cost(config.checkpoints, T) * len(rows))
+                    bar.update(cost[method.name] * len(rows))
             else:
                 start = time.perf_counter()
                 tensors = _compute_unit(target, method, config, metrics, b, rows, grid_count,
                                         (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
                 seconds = time.perf_counter() - start
                 _save_shard(path, tensors, key, seconds)
-            # only what the merge needs travels to the main process
-            tensors = {k: v for k, v in tensors.items()
-                       if k in needed or (k.endswith(("|grid", "|pixels")) and grid_count)}
-            results.append((method.name, b, tensors, seconds))
+            # only what the merge needs travels to the main process: the features and the grid's images
+            sent = {k: tensors[k] for k in needed}
+            for c in covered[method.name] if grid_count else ():
+                images = tensors.get(f"{c}|grid", tensors.get(f"{c}|pixels"))
+                if images is not None:
+                    sent[f"{c}|grid"] = images[:grid_count]
+            results.append((method.name, b, sent, seconds))
     finally:
         if bar is not None:
             bar.close()
@@ -305,10 +310,9 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
         shards = [by_unit[(method.name, b)] for b in range(n_batches)]
         result.seconds[method.name] = float(sum(s for _, s in shards))
         for c in config.checkpoints:
-            grid_parts = [t[f"{c}|grid"] if f"{c}|grid" in t else t[f"{c}|pixels"]
-                          for t, _ in shards if f"{c}|grid" in t or f"{c}|pixels" in t]
-            if grid_parts and config.grid_samples:
-                result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)[:config.grid_samples]
+            grid_parts = [t[f"{c}|grid"] for t, _ in shards if f"{c}|grid" in t]
+            if grid_parts:
+                result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)
             for metric in metrics:
                 k = f"{c}|{metric.name}"
                 if k not in shards[0][0]:
