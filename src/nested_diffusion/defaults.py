@@ -18,3 +18,12 @@ DEFAULT_INNER_SAMPLER = "dpmpp-2m"
 DEFAULT_FRAME_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 #: NFE budget when none is given.
 DEFAULT_BUDGET = 100
+
+# -- restoration (issue 11): measured in BENCHMARKS.md §6, `benchmarks/restore_oracle.py` --------
+#: DDRM's η and η_b (Kawar et al. 2022): the inner DDRM runs and the vanilla baseline.
+DEFAULT_DDRM_ETA = 0.85
+DEFAULT_DDRM_ETA_B = 1.0
+#: η of nested_restore's outer DDRM step.
+DEFAULT_RESTORE_OUTER_ETA = 1.0
+#: Frames of nested_restore at these fractions of the budget (plan_schedule).
+DEFAULT_RESTORE_FRACTIONS = DEFAULT_FRAME_FRACTIONS

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from .defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
-from .samplers import ddim_step, iterate, make_sampler
+from .samplers import iterate, make_sampler
 from .schedules import spaced_timesteps
 from .session import Model, Session
 
@@ -65,8 +65,9 @@ class NestedSession(Session):
         self.inner_sampler = make_sampler(
             inner_sampler, DEFAULT_INNER_ETA if inner_eta is None and inner_sampler in ("ddim", "dpmpp-2m")
             else inner_eta, argument="inner_sampler")
-        self.outer_eta = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
-                                      argument="outer").eta
+        self.outer_sampler = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
+                                          argument="outer")
+        self.outer_eta = self.outer_sampler.eta
         self.outer_timesteps, self._inner_grids = nested_grids(T, outer_steps, self.inner_steps)
 
     def timestep_at(self, k: int) -> int:
@@ -83,8 +84,8 @@ class NestedSession(Session):
         denoised = inner_x
         # 2. outer DDIM step with the inner sample in place of the network's x̂0
         if k + 1 < self.num_steps:
-            x = ddim_step(x, denoised, a[self.outer_timesteps[k]], a[self.outer_timesteps[k + 1]],
-                          self.outer_eta, self.generator)
+            x, _ = self.outer_sampler.step(x, denoised, a[self.outer_timesteps[k]], a[self.outer_timesteps[k + 1]],
+                                           None, self.generator)
         else:
             x = denoised
         return denoised, {"x": x}

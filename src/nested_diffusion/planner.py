@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
-from typing import Sequence
+from .defaults import DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_EXPONENT
 
-from .defaults import DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_EXPONENT
-
-__all__ = ["Plan", "plan_steps", "plan_schedule", "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS"]
-
+__all__ = ["Plan", "plan_steps", "plan_schedule", "resolve_layout", "DEFAULT_INNER_EXPONENT",
+           "DEFAULT_FRAME_FRACTIONS"]
 
 
 class Plan(NamedTuple):
@@ -61,3 +59,15 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
             inner.append(min(target - reached, max_steps))
             reached = target
     return inner
+
+
+def resolve_layout(outer_steps: int | None, inner_steps: Any, *, budget: int = DEFAULT_BUDGET,
+                   fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS) -> tuple[Any, Any]:
+    """Fill in a nested layout: neither count → ``plan_schedule(budget, fractions)``; a list of inner
+    counts alone → one outer step per entry; one int alone keeps the other at 10 (the paper's
+    10 × 10). Values are validated by the session, not here."""
+    if outer_steps is None and inner_steps is None:
+        inner_steps = plan_schedule(budget, fractions)
+    if isinstance(inner_steps, (list, tuple)):
+        return (len(inner_steps) if outer_steps is None else outer_steps), list(inner_steps)
+    return (10 if outer_steps is None else outer_steps), (10 if inner_steps is None else inner_steps)

@@ -1,0 +1,77 @@
+"""Anytime restoration: nested diffusion whose outer step is the DDRM update (PAPER.md, "Inverse
+problems") and whose inner runs are DDRM restorations started from the outer state."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B, DEFAULT_INNER_SAMPLER, DEFAULT_RESTORE_FRACTIONS,
+                        DEFAULT_RESTORE_OUTER_ETA)
+from ..nested import NestedSession
+from ..planner import resolve_layout
+from ..session import Model
+from .ddrm import DDRM, InverseProblem, check_eta
+from .operators import LinearOperator
+
+__all__ = ["NestedRestoreSession", "nested_restore", "INNER_KINDS"]
+
+#: ``inner=``: "ddrm" (the default: inner runs restore too) or "unconditional" (the author's later PSC
+#: design: an unconditional inner sampler, the measurement enters only through the outer step).
+INNER_KINDS = ("ddrm", "unconditional")
+
+
+class NestedRestoreSession(NestedSession):
+    """Nested DDRM as a resumable iterator of frames, one per outer step.
+
+    Starts from DDRM's x_T' given y at the first outer timestep. Outer step k at τ: (1) the inner
+    run from x_τ down to t = 0 on ``spaced_timesteps(τ, M)`` (``min(M, τ+1)`` NFEs) — DDRM with
+    η = ``eta`` (or, ``inner="unconditional"``, the project's unconditional inner sampler
+    DPM-Solver++(2M) with η = ``eta``); its output x̂0' is the frame's image; (2) the DDRM update from
+    τ to τ' with x̂0' as x̂0 and η = ``outer_eta`` (no NFE). The last frame is the last inner output.
+
+    With ``inner_steps=1`` and σ_y > 0 this is exactly :class:`DDRMSession` with ``outer_steps``
+    steps and η = ``outer_eta`` (the inner run's x̂0' is the network's x̂0).
+    """
+
+    def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
+                 operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,
+                 prediction_type: str = "epsilon", outer_steps: int | None = None,
+                 inner_steps: int | Sequence[int] | None = None, inner: str = "ddrm",
+                 eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B, outer_eta: float | None = None,
+                 generator: torch.Generator | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+        if inner not in INNER_KINDS:
+            raise ValueError(f"inner must be one of {INNER_KINDS}, got {inner!r}")
+        eta, eta_b = check_eta(eta, "eta"), check_eta(eta_b, "eta_b")
+        outer_eta = check_eta(DEFAULT_RESTORE_OUTER_ETA if outer_eta is None else outer_eta, "outer_eta")
+        outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, fractions=DEFAULT_RESTORE_FRACTIONS)
+        super().__init__(model, alphas_cumprod, noise, prediction_type=prediction_type, outer_steps=outer_steps,
+                         inner_steps=inner_steps, inner_sampler=DEFAULT_INNER_SAMPLER, inner_eta=eta,
+                         outer_eta=outer_eta, generator=generator, model_kwargs=model_kwargs)
+        self.inner = inner
+        self.problem = InverseProblem(operator, measurement, sigma_y, self.x)
+        self.outer_sampler = DDRM(self.problem, outer_eta, eta_b)
+        if inner == "ddrm":
+            self.inner_sampler = DDRM(self.problem, eta, eta_b)
+        self.x = self.problem.initial_state(self.x, self.alphas_cumprod[self.outer_timesteps[0]])
+
+
+def nested_restore(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *, operator: LinearOperator,
+                   measurement: torch.Tensor, sigma_y: float, prediction_type: str = "epsilon",
+                   outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                   inner: str = "ddrm", eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
+                   outer_eta: float | None = None, generator: torch.Generator | None = None,
+                   model_kwargs: dict[str, Any] | None = None) -> NestedRestoreSession:
+    """Anytime restoration of ``measurement`` = H x + σ_y n (one per item of ``noise``); iterate for
+    one :class:`~nested_diffusion.Frame` per outer step, each a measurement-consistent restoration.
+
+    With neither ``outer_steps`` nor ``inner_steps``: the measured default layout,
+    ``plan_schedule(100, DEFAULT_RESTORE_FRACTIONS)`` (10, 10, 10, 20, 25, 25 inner steps), outer η
+    :data:`~nested_diffusion.defaults.DEFAULT_RESTORE_OUTER_ETA`. See :class:`NestedRestoreSession`.
+    Everything is validated here, before any network call.
+    """
+    return NestedRestoreSession(model, alphas_cumprod, noise, operator=operator, measurement=measurement,
+                                sigma_y=sigma_y, prediction_type=prediction_type, outer_steps=outer_steps,
+                                inner_steps=inner_steps, inner=inner, eta=eta, eta_b=eta_b, outer_eta=outer_eta,
+                                generator=generator, model_kwargs=model_kwargs)
