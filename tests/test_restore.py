@@ -83,6 +83,19 @@ def test_ddrm_sample_one_frame_per_call(gmm, linear, counting, truth):
     assert frames[-1].is_final and frames[-1].timestep == model.timesteps[-1]
 
 
+def test_grid_power_bends_the_inner_grids(gmm, linear, counting, truth):
+    model = counting(gmm.model(linear))
+    session = nested_restore(model, linear, noise(2), **problem("sr2", truth[:2]), inner_grid_power=2.0)
+    outer = spaced_timesteps(999, 6)
+    assert session.checkpoints() == [10, 20, 30, 50, 75, 100]
+    session.run()
+    assert model.timesteps[:10] == spaced_timesteps(999, 10, 2.0) == [999, 809, 639, 489, 359, 249, 159, 89, 39, 9]
+    assert model.timesteps[75:] == spaced_timesteps(outer[5], 25, 2.0)
+    model.timesteps.clear()
+    ddrm_sample(model, linear, noise(2), **problem("sr2", truth[:2]), steps=30, grid_power=1.5).run()
+    assert model.timesteps == spaced_timesteps(999, 30, 1.5)
+
+
 @pytest.mark.parametrize("kind", ["ddrm", "unconditional"])
 def test_layouts(gmm, linear, counting, truth, kind):
     model = counting(gmm.model(linear))
@@ -111,13 +124,14 @@ def test_one_inner_step_is_ddrm(gmm, linear, truth, name, eta):
         torch.testing.assert_close(a.image, b.image, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("eta", [0.5, 1.0])
-def test_one_outer_step_is_a_ddrm_run(gmm, linear, truth, eta):
+@pytest.mark.parametrize("eta,power", [(0.5, 1.0), (1.0, 1.0), (0.85, 2.0)])
+def test_one_outer_step_is_a_ddrm_run(gmm, linear, truth, eta, power):
     """nested(1 outer, M inner) starts from DDRM's x_T' and runs DDRM with M steps: ddrm_sample(M)."""
     model = gmm.model(linear)
     p = problem("sr2", truth)
-    nested = nested_restore(model, linear, noise(), **p, outer_steps=1, inner_steps=15, eta=eta, generator=gen()).run()
-    ddrm = ddrm_sample(model, linear, noise(), **p, steps=15, eta=eta, generator=gen()).run()
+    nested = nested_restore(model, linear, noise(), **p, outer_steps=1, inner_steps=15, eta=eta,
+                            inner_grid_power=power, generator=gen()).run()
+    ddrm = ddrm_sample(model, linear, noise(), **p, steps=15, eta=eta, grid_power=power, generator=gen()).run()
     assert nested.nfe == ddrm.nfe == 15
     torch.testing.assert_close(nested.image, ddrm.image, rtol=1e-10, atol=1e-10)
 
@@ -254,6 +268,7 @@ class Forbidden:
     (dict(outer_eta=2.0), ValueError, "outer_eta"),
     (dict(inner="dps"), ValueError, "inner"),
     (dict(inner_steps=0), ValueError, "inner_steps"),
+    (dict(inner_grid_power=0.5), ValueError, "inner_grid_power"),
     (dict(outer_steps=3, inner_steps=[1, 2]), ValueError, "inner_steps"),
 ])
 def test_bad_input_before_any_network_call(linear, edit, error, match):
@@ -262,7 +277,7 @@ def test_bad_input_before_any_network_call(linear, edit, error, match):
     kwargs.update(edit)
     with pytest.raises(error, match=match):
         nested_restore(Forbidden(), linear, noise(), **kwargs)
-    if not {"inner", "inner_steps", "outer_steps", "outer_eta"} & set(edit):
+    if not {"inner", "inner_steps", "outer_steps", "outer_eta", "inner_grid_power"} & set(edit):
         with pytest.raises(error, match=match):
             ddrm_sample(Forbidden(), linear, noise(), **kwargs)
 
@@ -272,3 +287,10 @@ def test_operator_that_measures_nothing_is_an_error(linear):
         Inpainting(torch.zeros(SHAPE, dtype=torch.bool))
     with pytest.raises(ValueError, match="measures nothing"):
         Dense(torch.zeros(3, 64))
+
+
+def test_ddrm_bad_grid_power(linear):
+    op = Inpainting(torch.arange(64).reshape(SHAPE) % 2 == 0)
+    with pytest.raises(ValueError, match="grid_power"):
+        ddrm_sample(Forbidden(), linear, noise(), operator=op, measurement=torch.zeros(16, 32, dtype=torch.float64),
+                    sigma_y=0.05, grid_power=0.9)

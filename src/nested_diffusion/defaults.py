@@ -23,7 +23,12 @@ DEFAULT_BUDGET = 100
 #: DDRM's η and η_b (Kawar et al. 2022): the inner DDRM runs and the vanilla baseline.
 DEFAULT_DDRM_ETA = 0.85
 DEFAULT_DDRM_ETA_B = 1.0
-#: η of nested_restore's outer DDRM step.
+#: Timestep grid of ddrm_sample: spaced_timesteps(T-1, steps, power) (1: evenly spaced, as the core).
+DEFAULT_DDRM_GRID_POWER = 1.0
+#: η of nested_restore's inner DDRM runs and of its outer DDRM step.
+DEFAULT_RESTORE_INNER_ETA = 0.85
 DEFAULT_RESTORE_OUTER_ETA = 1.0
+#: Inner grids of nested_restore: spaced_timesteps(τ, M, power).
+DEFAULT_RESTORE_INNER_GRID_POWER = 1.0
 #: Frames of nested_restore at these fractions of the budget (plan_schedule).
 DEFAULT_RESTORE_FRACTIONS = DEFAULT_FRAME_FRACTIONS

@@ -15,11 +15,12 @@ from .session import Model, Session
 __all__ = ["NestedSession", "nested_sample", "nested_grids", "DEFAULT_INNER_ETA", "DEFAULT_OUTER_ETA"]
 
 
-def nested_grids(num_train_timesteps: int, outer_steps: int, inner_steps: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+def nested_grids(num_train_timesteps: int, outer_steps: int, inner_steps: Sequence[int],
+                 inner_power: float = 1.0) -> tuple[list[int], list[list[int]]]:
     """Outer timesteps ``spaced_timesteps(T-1, K)`` and, per outer step, the inner grid
-    ``spaced_timesteps(τ, M)`` — an inner run from τ costs ``len(grid) = min(M, τ+1)`` NFEs."""
+    ``spaced_timesteps(τ, M, inner_power)`` — an inner run from τ costs ``len(grid) = min(M, τ+1)`` NFEs."""
     outer = spaced_timesteps(num_train_timesteps - 1, outer_steps)
-    return outer, [spaced_timesteps(tau, m) for tau, m in zip(outer, inner_steps)]
+    return outer, [spaced_timesteps(tau, m, inner_power) for tau, m in zip(outer, inner_steps)]
 
 
 def _check_steps(value: Any, name: str, T: int) -> int:

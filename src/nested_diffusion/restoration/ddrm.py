@@ -14,13 +14,15 @@ from typing import Any
 
 import torch
 
-from ..defaults import DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B
+from ..defaults import DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B, DEFAULT_DDRM_GRID_POWER
 from ..samplers.noise import randn_like
+from ..schedules import spaced_timesteps
 from ..session import Model
 from ..vanilla import VanillaSession
 from .operators import LinearOperator, check_sigma_y
 
-__all__ = ["ddrm_initial", "ddrm_step", "InverseProblem", "DDRM", "DDRMSession", "ddrm_sample", "check_eta"]
+__all__ = ["ddrm_initial", "ddrm_step", "InverseProblem", "DDRM", "DDRMSession", "ddrm_sample", "check_eta",
+           "check_grid_power"]
 
 
 def check_eta(value: Any, name: str) -> float:
@@ -28,6 +30,14 @@ def check_eta(value: Any, name: str) -> float:
         raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def check_grid_power(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number >= 1, got {type(value).__name__}")
+    if not 1.0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 1 (1: evenly spaced timesteps), got {value}")
     return float(value)
 
 
@@ -134,18 +144,20 @@ class DDRM:
 
 
 class DDRMSession(VanillaSession):
-    """Vanilla DDRM as a session: ``steps`` network calls on ``spaced_timesteps(T-1, steps)``,
-    started from DDRM's x_T' given y (:meth:`InverseProblem.initial_state`). Frames are the x̂0
-    previews; the last frame is the restoration."""
+    """Vanilla DDRM as a session: ``steps`` network calls on ``spaced_timesteps(T-1, steps,
+    grid_power)``, started from DDRM's x_T' given y (:meth:`InverseProblem.initial_state`). Frames
+    are the x̂0 previews; the last frame is the restoration."""
 
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,
                  prediction_type: str = "epsilon", steps: int = 100, eta: float = DEFAULT_DDRM_ETA,
-                 eta_b: float = DEFAULT_DDRM_ETA_B, generator: torch.Generator | None = None,
-                 model_kwargs: dict[str, Any] | None = None) -> None:
+                 eta_b: float = DEFAULT_DDRM_ETA_B, grid_power: float = DEFAULT_DDRM_GRID_POWER,
+                 generator: torch.Generator | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
         eta, eta_b = check_eta(eta, "eta"), check_eta(eta_b, "eta_b")
+        grid_power = check_grid_power(grid_power, "grid_power")
         super().__init__(model, alphas_cumprod, noise, prediction_type=prediction_type, steps=steps,
                          sampler="ddim", eta=eta, generator=generator, model_kwargs=model_kwargs)
+        self.timesteps = spaced_timesteps(self.num_train_timesteps - 1, steps, grid_power)
         self.problem = InverseProblem(operator, measurement, sigma_y, self.x)
         self.sampler = DDRM(self.problem, eta, eta_b)
         self.x = self.problem.initial_state(self.x, self.alphas_cumprod[self.timesteps[0]])
@@ -154,14 +166,16 @@ class DDRMSession(VanillaSession):
 def ddrm_sample(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *, operator: LinearOperator,
                 measurement: torch.Tensor, sigma_y: float, prediction_type: str = "epsilon", steps: int = 100,
                 eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
-                generator: torch.Generator | None = None, model_kwargs: dict[str, Any] | None = None) -> DDRMSession:
+                grid_power: float = DEFAULT_DDRM_GRID_POWER, generator: torch.Generator | None = None,
+                model_kwargs: dict[str, Any] | None = None) -> DDRMSession:
     """DDRM restoration of ``measurement`` = H x + σ_y n (one per item of ``noise``); iterate for one
     :class:`~nested_diffusion.Frame` per network call (x̂0 previews; the last is the restoration).
 
     ``operator`` is a :mod:`nested_diffusion.restoration` operator, σ_y is on the model's data scale
-    ([-1, 1] for images), η / η_b follow Kawar et al. (defaults 0.85 / 1). Everything is validated
-    here, before any network call.
+    ([-1, 1] for images), η / η_b follow Kawar et al. (defaults 0.85 / 1). ``grid_power`` bends the
+    timestep grid towards t = 0 (:func:`~nested_diffusion.schedules.spaced_timesteps`; 1: evenly
+    spaced, 2: DDIM's quadratic). Everything is validated here, before any network call.
     """
     return DDRMSession(model, alphas_cumprod, noise, operator=operator, measurement=measurement, sigma_y=sigma_y,
-                       prediction_type=prediction_type, steps=steps, eta=eta, eta_b=eta_b, generator=generator,
-                       model_kwargs=model_kwargs)
+                       prediction_type=prediction_type, steps=steps, eta=eta, eta_b=eta_b, grid_power=grid_power,
+                       generator=generator, model_kwargs=model_kwargs)

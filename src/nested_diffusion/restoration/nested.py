@@ -8,11 +8,11 @@ from typing import Any, Sequence
 import torch
 
 from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B, DEFAULT_INNER_SAMPLER, DEFAULT_RESTORE_FRACTIONS,
-                        DEFAULT_RESTORE_OUTER_ETA)
-from ..nested import NestedSession
+                        DEFAULT_RESTORE_INNER_ETA, DEFAULT_RESTORE_INNER_GRID_POWER, DEFAULT_RESTORE_OUTER_ETA)
+from ..nested import NestedSession, nested_grids
 from ..planner import resolve_layout
 from ..session import Model
-from .ddrm import DDRM, InverseProblem, check_eta
+from .ddrm import DDRM, InverseProblem, check_eta, check_grid_power
 from .operators import LinearOperator
 
 __all__ = ["NestedRestoreSession", "nested_restore", "INNER_KINDS"]
@@ -39,17 +39,21 @@ class NestedRestoreSession(NestedSession):
                  operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,
                  prediction_type: str = "epsilon", outer_steps: int | None = None,
                  inner_steps: int | Sequence[int] | None = None, inner: str = "ddrm",
-                 eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B, outer_eta: float | None = None,
+                 eta: float = DEFAULT_RESTORE_INNER_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
+                 outer_eta: float | None = None, inner_grid_power: float = DEFAULT_RESTORE_INNER_GRID_POWER,
                  generator: torch.Generator | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
         if inner not in INNER_KINDS:
             raise ValueError(f"inner must be one of {INNER_KINDS}, got {inner!r}")
         eta, eta_b = check_eta(eta, "eta"), check_eta(eta_b, "eta_b")
         outer_eta = check_eta(DEFAULT_RESTORE_OUTER_ETA if outer_eta is None else outer_eta, "outer_eta")
+        inner_grid_power = check_grid_power(inner_grid_power, "inner_grid_power")
         outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, fractions=DEFAULT_RESTORE_FRACTIONS)
         super().__init__(model, alphas_cumprod, noise, prediction_type=prediction_type, outer_steps=outer_steps,
                          inner_steps=inner_steps, inner_sampler=DEFAULT_INNER_SAMPLER, inner_eta=eta,
                          outer_eta=outer_eta, generator=generator, model_kwargs=model_kwargs)
-        self.inner = inner
+        self.inner, self.inner_grid_power = inner, inner_grid_power
+        self.outer_timesteps, self._inner_grids = nested_grids(self.num_train_timesteps, self.num_steps,
+                                                               self.inner_steps, inner_grid_power)
         self.problem = InverseProblem(operator, measurement, sigma_y, self.x)
         self.outer_sampler = DDRM(self.problem, outer_eta, eta_b)
         if inner == "ddrm":
@@ -60,8 +64,9 @@ class NestedRestoreSession(NestedSession):
 def nested_restore(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *, operator: LinearOperator,
                    measurement: torch.Tensor, sigma_y: float, prediction_type: str = "epsilon",
                    outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
-                   inner: str = "ddrm", eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
-                   outer_eta: float | None = None, generator: torch.Generator | None = None,
+                   inner: str = "ddrm", eta: float = DEFAULT_RESTORE_INNER_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
+                   outer_eta: float | None = None, inner_grid_power: float = DEFAULT_RESTORE_INNER_GRID_POWER,
+                   generator: torch.Generator | None = None,
                    model_kwargs: dict[str, Any] | None = None) -> NestedRestoreSession:
     """Anytime restoration of ``measurement`` = H x + σ_y n (one per item of ``noise``); iterate for
     one :class:`~nested_diffusion.Frame` per outer step, each a measurement-consistent restoration.
@@ -74,4 +79,4 @@ def nested_restore(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tens
     return NestedRestoreSession(model, alphas_cumprod, noise, operator=operator, measurement=measurement,
                                 sigma_y=sigma_y, prediction_type=prediction_type, outer_steps=outer_steps,
                                 inner_steps=inner_steps, inner=inner, eta=eta, eta_b=eta_b, outer_eta=outer_eta,
-                                generator=generator, model_kwargs=model_kwargs)
+                                inner_grid_power=inner_grid_power, generator=generator, model_kwargs=model_kwargs)
