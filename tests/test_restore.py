@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from nested_diffusion import DDRMSession, Frame, NestedRestoreSession, ddrm_sample, nested_restore
+from nested_diffusion.defaults import (DEFAULT_RESTORE_INNER_ETA, DEFAULT_RESTORE_INNER_GRID_POWER,
+                                       DEFAULT_RESTORE_OUTER_ETA)
 from nested_diffusion.planner import plan_schedule
 from nested_diffusion.restoration import (Dense, Denoising, Inpainting, SuperResolution, ddrm_step,
                                           residual_ratio)
@@ -55,11 +57,13 @@ def test_nested_restore_default_layout_and_exact_nfe(gmm, linear, counting, trut
         assert isinstance(frame, Frame) and frame.nfe == model.calls == session.checkpoints()[k - 1]
         assert frame.image.shape == (16, *SHAPE) and frame.step == k and frame.num_steps == 6
     assert model.calls == session.total_nfe == 100
-    # each inner run starts at its outer timestep: DDRM from x_τ on spaced_timesteps(τ, M)
-    outer = spaced_timesteps(999, 6)
-    assert model.timesteps[:10] == spaced_timesteps(999, 10)
-    assert model.timesteps[30:50] == spaced_timesteps(outer[3], 20)
-    assert model.timesteps[75:] == spaced_timesteps(outer[5], 25)
+    # each inner run starts at its outer timestep: DDRM from x_τ on spaced_timesteps(τ, M, power)
+    outer, power = spaced_timesteps(999, 6), DEFAULT_RESTORE_INNER_GRID_POWER
+    assert session.outer_timesteps == outer and session.inner_grid_power == power
+    assert model.timesteps[:10] == spaced_timesteps(999, 10, power)
+    assert model.timesteps[30:50] == spaced_timesteps(outer[3], 20, power)
+    assert model.timesteps[75:] == spaced_timesteps(outer[5], 25, power)
+    assert session.outer_sampler.eta == DEFAULT_RESTORE_OUTER_ETA and session.inner_sampler.eta == DEFAULT_RESTORE_INNER_ETA
 
 
 def test_inner_runs_are_capped_by_the_outer_timestep(gmm, counting, truth):

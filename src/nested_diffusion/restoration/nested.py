@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B, DEFAULT_INNER_SAMPLER, DEFAULT_RESTORE_FRACTIONS,
+from ..defaults import (DEFAULT_DDRM_ETA_B, DEFAULT_INNER_SAMPLER, DEFAULT_RESTORE_FRACTIONS,
                         DEFAULT_RESTORE_INNER_ETA, DEFAULT_RESTORE_INNER_GRID_POWER, DEFAULT_RESTORE_OUTER_ETA)
 from ..nested import NestedSession, nested_grids
 from ..planner import resolve_layout
