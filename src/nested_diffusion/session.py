@@ -12,16 +12,14 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
-from .schedules import PREDICTION_TYPES, check_alphas_cumprod, to_denoised
+from .denoiser import Model, make_denoiser
+from .schedules import PREDICTION_TYPES, check_alphas_cumprod
 
-__all__ = ["Frame", "Session", "DeadlineExceeded"]
-
-Model = Callable[..., torch.Tensor]
-
+__all__ = ["Frame", "Session", "DeadlineExceeded", "Model"]
 
 @dataclass(frozen=True)
 class Frame:
@@ -49,24 +47,20 @@ class DeadlineExceeded(RuntimeError):
     """Raised inside a step when the wall-clock deadline passes; the step is discarded."""
 
 
-class _Denoiser:
-    """Model output → x̂0, counting every network call (one call = one NFE)."""
+class _CountingDenoiser:
+    """The session's :func:`~nested_diffusion.denoiser.make_denoiser`, counting every network call
+    (one call = one NFE) and raising :class:`DeadlineExceeded` once ``deadline`` has passed."""
 
     def __init__(self, session: "Session", deadline: float | None) -> None:
-        self.session, self.deadline, self.nfe = session, deadline, 0
+        self.denoise = make_denoiser(session.model, session.alphas_cumprod, session.prediction_type,
+                                     session.model_kwargs)
+        self.deadline, self.nfe = deadline, 0
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.deadline is not None and time.perf_counter() >= self.deadline:
             raise DeadlineExceeded
-        s = self.session
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        out = s.model(x, t_batch, **s.model_kwargs)
         self.nfe += 1
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"model must return a tensor, got {type(out).__name__}")
-        if out.shape != x.shape:
-            raise ValueError(f"model returned shape {tuple(out.shape)}, expected the input's shape {tuple(x.shape)}")
-        return to_denoised(out, x, s.alphas_cumprod[t], s.prediction_type)
+        return self.denoise(x, t)
 
 
 class Session:
@@ -116,7 +110,7 @@ class Session:
         """Network evaluations that step ``k`` (0-based) will spend."""
         raise NotImplementedError
 
-    def _advance(self, denoise: _Denoiser) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _advance(self, denoise: _CountingDenoiser) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
     # -- public API --------------------------------------------------------------------------
@@ -151,7 +145,7 @@ class Session:
         if self.done:
             raise StopIteration("session is complete")
         start = time.perf_counter()
-        denoise = _Denoiser(self, deadline)
+        denoise = _CountingDenoiser(self, deadline)
         timestep = self.timestep_at(self.k)
         rng_state = self.generator.get_state() if self.generator is not None else None
         try:
