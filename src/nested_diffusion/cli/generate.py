@@ -106,6 +106,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also run vanilla DDIM (η=1) with the same NFEs and show its x̂0 previews beside")
     p.add_argument("--check", action="store_true",
                    help="classify the final images with the shipped digit classifier (28×28 digit models)")
+    p.add_argument("--replay", type=Path, default=None, metavar="LOG",
+                   help="reproduce a studio session's frames bit-exactly from its log (GET /v1/sessions/ID/log); "
+                        "writes OUT/<branch>/step-KK-nfe-XXX-I.png (uses --out, --device, --model and --dtype if given)")
     p.set_defaults(run=run)
 
 
@@ -146,6 +149,10 @@ def _device(name: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.replay is not None:
+        from ..studio.replay import run_cli
+
+        return run_cli(args)
     tmp = _prepare_out(args.out)
     if args.budget is not None and args.outer is not None and args.inner is not None and args.budget < args.inner:
         raise ValueError(f"--budget {args.budget} is smaller than one outer step ({args.inner} NFEs)")

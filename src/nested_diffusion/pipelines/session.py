@@ -171,9 +171,12 @@ class PipelineSession:
 
 def _select_images(value: Any, rows: list[int], size: int) -> Any:
     """Rows ``rows`` of a per-image value (a list of prompts, labels or PIL images, an array or a
-    tensor of ``size`` rows); a single value shared by every image is kept as it is."""
-    if isinstance(value, (list, tuple)) and len(value) == size:
-        return [value[i] for i in rows]
+    tensor of ``size`` rows); a single value shared by every image is kept as it is. A list whose
+    length divides ``size`` (prompts with several images each, adjacent as in diffusers'
+    ``num_images_per_prompt``) is first repeated to one entry per image."""
+    if isinstance(value, (list, tuple)) and len(value) > 1 and size % len(value) == 0:
+        per = size // len(value)
+        return [value[i // per] for i in rows]
     if hasattr(value, "shape") and len(value.shape) > 0 and value.shape[0] == size:
         return value[rows] if not isinstance(value, torch.Tensor) else value[torch.tensor(rows, device=value.device)]
     return value
