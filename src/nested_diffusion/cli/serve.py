@@ -52,14 +52,22 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..studio.security import WILDCARD_HOSTS, is_local_host
+def resolve_token(host: str, token: str | None) -> str | None:
+    """The API token: the one given (at least 16 characters), else a generated one for any host
+    other than localhost, else none."""
+    from ..studio.security import is_local_host
 
-    token = args.token
     if token is not None and len(token) < 16:
         raise ValueError("--token must be at least 16 characters (or omit it to have one generated)")
-    if token is None and not is_local_host(args.host):
-        token = secrets.token_urlsafe(24)
+    if token is None and not is_local_host(host):
+        return secrets.token_urlsafe(24)
+    return token
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..studio.security import WILDCARD_HOSTS
+
+    token = resolve_token(args.host, args.token)
     sock = _bind(args.host, args.port)  # before loading the model: a busy port fails fast
 
     import torch

@@ -5,6 +5,7 @@ Model-specific checks (class range, text or class model) are the library's, at s
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -22,7 +23,7 @@ Prompt = str | list[str] | None
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as given: no "3" or true for 3
 
 
 class _Condition(_Body):
@@ -134,11 +135,14 @@ def apply_limits(body: BaseModel, limits: Limits) -> None:
         cap("count", body.count, limits.max_images if body.image is not None else limits.max_branches)
 
 
+_UNION_TAG = re.compile(r"^(int|str|float|bool|list\[.*\]|function-.*|literal\[.*\])$")
+
+
 def format_errors(errors: list[dict[str, Any]]) -> str:
     """Pydantic's errors as one line: ``field: message; …``."""
     parts = []
-    for e in errors:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
+    for e in errors:  # a location names fields and list indices, not the union member that was tried
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body" and not _UNION_TAG.match(str(p)))
         message = e.get("msg", "invalid").removeprefix("Value error, ")
         if e.get("type") == "extra_forbidden":
             message = "unknown field"

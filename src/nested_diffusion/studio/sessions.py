@@ -482,7 +482,8 @@ class Store:
                 children.append(child)
             s.record("fork", parent=b.id, at_step=at_step, branches=names, seeds=seeds, image=req.image,
                      count=req.count)
-            s.emit("fork", {"parent": b.id, "at_step": at_step, "branches": names, "seeds": seeds, "image": req.image})
+            s.emit("fork", {"parent": b.id, "at_step": at_step, "branches": names, "seeds": seeds, "image": req.image,
+                            "count": req.count})
             for child in children:
                 self._add_branch(s, child)
                 source = b.frames.get(at_step)
