@@ -69,10 +69,16 @@
   const seconds = (s) => (s == null ? "" : s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`);
 
   // -- the controls ---------------------------------------------------------------------------------
-  function setupControls(health) {
-    const names = health.class_names || [];
+  function showServer(health) {
     $("#server").textContent = `${health.model} · ${health.family} · ${health.device} · ` +
       `${health.sessions}/${health.max_sessions} sessions`;
+  }
+
+  const refreshServer = () => api("GET", "/v1/health").then(showServer, () => {});
+
+  function setupControls(health) {
+    const names = health.class_names || [];
+    showServer(health);
     $("#guidance").placeholder = `model default (${health.default_guidance})`;
     $("#budget").max = health.limits.max_nfe;
     $("#num-images").max = health.limits.max_images;
@@ -206,9 +212,9 @@
         img.alt = `${this.id} image ${i}`;
         img.addEventListener("click", () => this.select(i));
         img.addEventListener("load", () => {
-          if (!state.firstFramePainted) {
+          if (!state.firstFramePainted) {  // decoded; the next animation frame paints it
             state.firstFramePainted = true;
-            performance.mark("studio-first-frame");
+            requestAnimationFrame(() => performance.mark("studio-first-frame"));
           }
         });
         figure.append(img);
@@ -548,6 +554,7 @@
       openSession(created.session_id, created.checkpoints);
       for (const id of created.branches) view(id);
       follow();
+      refreshServer();
     } catch (e) {
       say(e.message, true);
     } finally {
@@ -589,6 +596,7 @@
     history.replaceState(null, "", location.pathname);
     sessionStorage.removeItem("studio-session");
     if (id) await api("DELETE", `/v1/sessions/${id}`).catch(() => {});
+    refreshServer();
   }
 
   // -- start-up -------------------------------------------------------------------------------------
