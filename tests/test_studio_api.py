@@ -451,3 +451,46 @@ def test_serve_token_rules():
     assert resolve_token("0.0.0.0", "s" * 16) == "s" * 16
     with pytest.raises(ValueError, match="at least 16"):
         resolve_token("127.0.0.1", "short")
+
+
+def test_a_text_model_session_equals_the_library(tmp_path):
+    """A (tiny, random) Stable Diffusion pipeline: prompt controls, a prompt edit and a Vary fork of a
+    two-prompt batch, frame for frame equal to the library."""
+    pytest.importorskip("transformers")
+    from test_pipelines_diffusers import build_sd
+
+    from nested_diffusion import NestedPipeline
+
+    nested = NestedPipeline.from_pipe(build_sd(tmp_path))
+    app = create_app(nested, model="tiny-sd", start_worker=False)
+    with client(app) as api:
+        health = api.get("/v1/health").json()
+        assert (health["conditioning"], health["num_classes"], health["model"]) == ("text", None, "tiny-sd")
+        assert "text-conditional" in api.post("/v1/sessions", json={"class_labels": [1]}).json()["error"]
+        bad = api.post("/v1/sessions", json={"prompt": ["a", "b", "c"], "num_images": 2})
+        assert bad.status_code == 422 and "multiple of the number of prompts" in bad.json()["error"]
+        sid = create(api, prompt=["a cat", "a dog"], num_images=2, budget=6, seed=1)["session_id"]
+        base = f"/v1/sessions/{sid}/branches"
+        app.state.worker.run_once()
+        assert api.patch(f"{base}/b0/condition", json={"prompt": "a cat", "class_labels": 3}).status_code == 422
+        assert api.patch(f"{base}/b0/condition", json={"negative_prompt": "a dog"}).json()["applies_from_step"] == 2
+        app.state.worker.run_once()
+        assert api.post(f"{base}/b0/fork", json={"count": 2, "image": 1, "seeds": [5]}).status_code == 201
+        drain(app)
+        snap = api.get(f"/v1/sessions/{sid}").json()
+        assert snap["branches"][1]["condition"]["prompt"] == ["a dog", "a dog"]
+
+    root = nested.anytime(prompt=["a cat", "a dog"], num_images=2, budget=6, generator=gen(1))
+    want = {"b0": [root.step()]}
+    root.set_condition(negative_prompt="a dog")
+    want["b0"].append(root.step())
+    child = root.fork(gen(5), indices=[1, 1])
+    want["b0"] += list(root)
+    want["b1"] = [child.last_frame, *child]
+    for name, frames in want.items():
+        got = frames_of(snap, name)
+        assert [f["nfe"] for f in got] == [f.nfe for f in frames]
+        for f, w in zip(got, frames):
+            for i, image in enumerate(w.images):
+                served = app.state.store.frame_png(sid, name, f["step"], i)[0]
+                assert np.array_equal(np.asarray(served), np.asarray(image))

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from .generate import _device
 
     device = _device(args.device)
-    pipe = NestedPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype), device=device)
+    pipe = NestedPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype), device=device,
+                                          use_safetensors=True)  # never unpickle weights in a server
     limits = Limits(max_sessions=args.max_sessions, idle_timeout=args.idle_timeout)
     app = create_app(pipe, model=args.model, dtype=args.dtype, limits=limits, host=args.host, token=token,
                      allowed_hosts=args.allow_host)

@@ -42,7 +42,7 @@ def replay(log: dict[str, Any] | str | os.PathLike, pipeline: Any = None, *, dev
         from ..pipelines import NestedPipeline
 
         pipeline = NestedPipeline.from_pretrained(log.get("model"), torch_dtype=getattr(torch, log.get("dtype", "float32")),
-                                                  device=device)
+                                                  device=device, use_safetensors=True)
     request = CreateSession(**log["request"])
     root = pipeline.anytime(**request.library_kwargs(), generator=torch.Generator().manual_seed(request.seed),
                             output_type="pil")
