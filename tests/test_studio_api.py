@@ -216,6 +216,11 @@ def test_vanilla_lane_and_replay_from_the_command_line(api, app, pipe, tmp_path)
             assert read_png_text(png.read_bytes())["condition_history"] == read_png_text(served)["condition_history"]
     assert json.loads((out / "replay.json").read_text())["branches"]["b0"] == checkpoints
     assert main(["generate", "--replay", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x")]) == 2
+    log = json.loads(log_file.read_text())
+    for bad, message in (({**log, "format": "x"}, "not a studio log"), ({**log, "ops": [{"op": "fork"}]}, "malformed"),
+                         ({**log, "checkpoints": [1, 2]}, "differ from this model's")):
+        with pytest.raises(ValueError, match=message):
+            replay(bad, pipe)
 
 
 def test_receipt_for_an_edit_during_a_step_and_last_edit_wins(api, app):

@@ -36,6 +36,11 @@ ROOT = "b0"
 VANILLA = "v0"
 
 
+_OP_FIELDS = {"condition": {"branch", "rev", "applies_from_step", "changes"},
+              "fork": {"parent", "at_step", "branches", "seeds", "image", "count"},
+              "stop": {"branch", "at_step"}, "pause": {"branch", "at_step"}, "resume": {"branch", "at_step"}}
+
+
 def fork_seed(session_seed: int, branch_number: int) -> int:
     """Default seed of the ``branch_number``-th branch of a session (the root uses the session seed)."""
     return (session_seed * 1_000_003 + branch_number) % 2**63
@@ -61,6 +66,13 @@ def load_log(log: dict[str, Any] | str | Path) -> dict[str, Any]:
     for key in ("request", "ops", "checkpoints"):
         if key not in log:
             raise ValueError(f"studio log has no {key!r}")
+    if log.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"studio log dtype must be float32, float16 or bfloat16, got {log.get('dtype')!r}")
+    for i, op in enumerate(log["ops"]):
+        need = _OP_FIELDS.get(op.get("op")) if isinstance(op, dict) else None
+        if need is None or not need <= set(op):
+            raise ValueError(f"studio log op {i} is malformed: {op!r} (ops: {sorted(_OP_FIELDS)}, "
+                             "each with its fields)")
     return log
 
 
