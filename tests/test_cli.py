@@ -115,3 +115,15 @@ def test_embedded_model_loads_offline():
     files = [p for p in embedded_model_path().rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 20e6
     assert any(p.suffix == ".safetensors" for p in files) and not any(p.suffix in (".bin", ".pt", ".pkl") for p in files)
+
+
+def test_first_run_prints_only_its_own_lines(tmp_path):
+    """No deprecation warning, no accelerate advice, no diffusers loading bar: stderr holds only the
+    command's progress bar (warnings shown as Python shows them by default, and more)."""
+    res = subprocess.run([sys.executable, "-W", "default", "-m", "nested_diffusion", "generate", "--class", "1",
+                          "--budget", "3", "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith("nested:") for line in lines), lines
+    assert res.stdout.startswith("nested 3x1/1/1: 3 frames × 1 images (3 NFEs")
