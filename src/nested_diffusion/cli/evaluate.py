@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .options import Formatter, add_model_arguments, check_out, guidance, positive_int, resolve_device
+from .options import Formatter, add_model_arguments, check_out, guidance, positive_int, quiet_loading, resolve_device
 
 MARKER = "evaluation.json"
 METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd")
@@ -113,8 +113,9 @@ def run(args: argparse.Namespace) -> int:
                               envelope=[] if args.no_envelope else args.envelope)
     context = DistributedContext(cpu=args.device == "cpu")
     device = context.device if context.state is not None else resolve_device(args.device)
-    target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype), guidance_scale=args.guidance,
-                         prompts=prompts, height=args.height, width=args.width)
+    with quiet_loading():
+        target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype),
+                             guidance_scale=args.guidance, prompts=prompts, height=args.height, width=args.width)
     check_methods(target, methods, config)  # before any output
     names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 __all__ = ["CLIError", "positive_int", "positive_float", "eta", "guidance", "classes", "Formatter",
-           "add_model_arguments", "resolve_device", "load_pipeline", "check_out", "staged_output", "flag_names",
+           "add_model_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
            "DTYPES", "SAMPLERS"]
 
 SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
@@ -97,22 +97,30 @@ def resolve_device(name: str):
     return device
 
 
-def load_pipeline(args: argparse.Namespace):
-    """The ``NestedPipeline`` of ``--model/--device/--dtype`` (diffusers' loading bar off: the
-    command prints its own progress)."""
-    import torch
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Diffusers' "Loading pipeline components" bar off while a command loads a model (the command
+    prints its own progress)."""
     from diffusers.utils import logging as diffusers_logging
+
+    was_enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            diffusers_logging.enable_progress_bar()
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The ``NestedPipeline`` of ``--model/--device/--dtype``, loaded quietly."""
+    import torch
 
     from ..pipelines import NestedPipeline
 
     device = resolve_device(args.device)
-    was_enabled = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    try:
+    with quiet_loading():
         return NestedPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device)
-    finally:
-        if was_enabled:
-            diffusers_logging.enable_progress_bar()
 
 
 def check_out(out: Path, marker: str, writer: str) -> Path:
