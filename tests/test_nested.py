@@ -323,3 +323,20 @@ def test_model_returning_wrong_shape(linear):
     with pytest.raises(ValueError, match="model returned shape"):
         next(session)
     assert session.nfe == 0 and session.last_frame is None
+
+
+def test_resolve_layout_is_the_one_rule():
+    from nested_diffusion import resolve_layout
+
+    assert resolve_layout() == (6, [10, 10, 10, 20, 25, 25])  # the project default for 100 NFEs
+    assert resolve_layout(budget=20) == (6, [2, 2, 2, 4, 5, 5])
+    assert resolve_layout(outer_steps=5) == (5, 10) and resolve_layout(inner_steps=4) == (10, 4)
+    assert resolve_layout(inner_steps=4, budget=40) == (10, 4) and resolve_layout(outer_steps=4, budget=41) == (4, 10)
+    assert resolve_layout(inner_steps=[3, 2, 1]) == (3, [3, 2, 1])
+    assert resolve_layout(3, 5, budget=20) == (3, 5)
+    with pytest.raises(ValueError, match="one inner count per outer step"):
+        resolve_layout(outer_steps=2, inner_steps=[3, 2, 1])
+    with pytest.raises(ValueError, match=r"budget 5 is smaller than one outer step \(inner_steps = 10 NFEs\)"):
+        resolve_layout(inner_steps=10, budget=5)
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        resolve_layout(budget=0)

@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any
 
-from .generate import DTYPES, _Formatter, _number, _positive_float, _positive_int
+from .options import Formatter, _number, add_model_arguments, positive_float, positive_int
 
 _port = _number(int, "a port in [0, 65535] (0: any free port)", lambda v: 0 <= v <= 65535)
 
@@ -20,16 +20,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "/openapi.json). With no arguments: the embedded digit model on the CPU, offline, on "
                     "http://127.0.0.1:7860/. Any --host other than localhost requires a token (generated and "
                     "printed when --token is not given). Ctrl-C stops it.",
-        formatter_class=_Formatter)
-    p.add_argument("--model", default=None,
-                   help="hub id or local diffusers folder (default: the embedded MNIST digit model)")
+        formatter_class=Formatter)
+    add_model_arguments(p, "hub id or local diffusers folder (default: the embedded MNIST digit model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost needs a token")
     p.add_argument("--port", type=_port, default=7860, help="port (0: any free port)")
-    p.add_argument("--max-sessions", type=_positive_int, default=8, help="live sessions at once (429 beyond)")
-    p.add_argument("--idle-timeout", type=_positive_float, default=600.0,
+    p.add_argument("--max-sessions", type=positive_int, default=8, help="live sessions at once (429 beyond)")
+    p.add_argument("--idle-timeout", type=positive_float, default=600.0,
                    help="seconds without a request or open event stream before a session expires")
-    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps …")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
     p.add_argument("--token", default=None,
                    help="API token required as 'Authorization: Bearer TOKEN' on /v1 (default: none on localhost, "
                         "generated for any other --host)")
@@ -70,17 +67,14 @@ def run(args: argparse.Namespace) -> int:
     token = resolve_token(args.host, args.token)
     sock = _bind(args.host, args.port)  # before loading the model: a busy port fails fast
 
-    import torch
     import uvicorn
 
-    from ..pipelines import NestedPipeline
     from ..studio.app import create_app
     from ..studio.limits import Limits
-    from .generate import _device
+    from .options import load_pipeline
 
-    device = _device(args.device)
-    pipe = NestedPipeline.from_pretrained(args.model, torch_dtype=getattr(torch, args.dtype), device=device,
-                                          use_safetensors=True)  # never unpickle weights in a server
+    pipe = load_pipeline(args, use_safetensors=True)  # a server never unpickles weights
+    device = pipe.adapter.device
     limits = Limits(max_sessions=args.max_sessions, idle_timeout=args.idle_timeout)
     app = create_app(pipe, model=args.model, dtype=args.dtype, limits=limits, host=args.host, token=token,
                      allowed_hosts=args.allow_host)

@@ -60,10 +60,12 @@ class NestedPipeline:
         raise ValueError(f"unsupported pipeline {type(pipe).__name__}: supported families are {names}")
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None = None, *, torch_dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, **kwargs: Any) -> "NestedPipeline":
+    def from_pretrained(cls, model: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
+                        **kwargs: Any) -> "NestedPipeline":
         """Load with diffusers' ``DiffusionPipeline.from_pretrained`` (hub id or local folder);
-        ``None`` loads the embedded MNIST digit model, offline."""
+        ``None`` loads the embedded MNIST digit model, offline. ``dtype`` (or its older diffusers
+        name ``torch_dtype``) is passed under the name the installed diffusers expects."""
         from ..models import embedded_model_path
 
         path = embedded_model_path() if model is None else model
@@ -76,11 +78,16 @@ class NestedPipeline:
                 raise ValueError(f"model folder {text!r} has no model_index.json: not a diffusers pipeline folder")
         elif text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
             raise ValueError(f"model folder {text!r} does not exist")
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype ({dtype}) and torch_dtype ({torch_dtype}) disagree: give one")
+        dtype = dtype if dtype is not None else torch_dtype
+        import diffusers
         from diffusers import DiffusionPipeline
 
+        if dtype is not None:  # diffusers 0.40 renamed torch_dtype to dtype (the old name warns)
+            kwargs[_dtype_keyword(diffusers.__version__)] = dtype
         try:
-            pipe = DiffusionPipeline.from_pretrained(str(local) if local.exists() else text,
-                                                     torch_dtype=torch_dtype, **kwargs)
+            pipe = DiffusionPipeline.from_pretrained(str(local) if local.exists() else text, **kwargs)
         except Exception as e:  # diffusers raises many types (OSError, ValueError, EnvironmentError…)
             where = "folder" if local.exists() else "hub id"
             raise ValueError(f"cannot load the pipeline from {where} {text!r}: {e}") from e
@@ -164,6 +171,12 @@ class NestedPipeline:
     def __call__(self, **kwargs: Any) -> PipelineFrame:
         """Run nested sampling to the end and return the final frame (``.images``)."""
         return self.anytime(**kwargs).run()
+
+
+def _dtype_keyword(diffusers_version: str) -> str:
+    """``"dtype"`` for diffusers >= 0.40, else ``"torch_dtype"``."""
+    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in diffusers_version.split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 40) else "torch_dtype"
 
 
 def _batch_size(prompt: Any, class_labels: Any) -> int:

@@ -14,8 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +39,7 @@ def replay(log: dict[str, Any] | str | os.PathLike, pipeline: Any = None, *, dev
     if pipeline is None:
         from ..pipelines import NestedPipeline
 
-        pipeline = NestedPipeline.from_pretrained(log.get("model"), torch_dtype=getattr(torch, log.get("dtype", "float32")),
+        pipeline = NestedPipeline.from_pretrained(log.get("model"), dtype=getattr(torch, log.get("dtype", "float32")),
                                                   device=device, use_safetensors=True)
     request = CreateSession(**log["request"])
     root = pipeline.anytime(**request.library_kwargs(), generator=torch.Generator().manual_seed(request.seed),
@@ -98,43 +96,34 @@ def run_cli(args: Any) -> int:
     """``nested-diffusion generate --replay LOG --out DIR``: the frames of every branch as PNGs
     (``DIR/<branch>/step-KK-nfe-XXX-I.png``, provenance in text chunks), built in a temporary folder
     and moved into place when complete."""
-    from ..cli.generate import _device, check_out
+    from ..cli.options import check_out, quiet_loading, resolve_device, staged_output
     from .frames import frame_text, png_bytes
 
     log = load_log(args.replay)
-    parent = check_out(args.out, MARKER, "nested-diffusion generate --replay")
-    tmp = parent / f".{args.out.name}.partial-{os.getpid()}"
+    check_out(args.out, MARKER, "nested-diffusion generate --replay")
     if args.model is not None:
         log = {**log, "model": args.model}
-    if args.dtype != "float32" and args.dtype != log.get("dtype"):
+    if args.dtype != "float32":
         log = {**log, "dtype": args.dtype}
-    frames = replay(log, device=_device(args.device))
+    with quiet_loading():
+        frames = replay(log, device=resolve_device(args.device))
     initial = {k: log["request"][k] for k in CONDITION_FIELDS}
     model = log.get("model") or "embedded:digits"
-    try:
-        tmp.mkdir()
+    with staged_output(args.out, MARKER, "nested-diffusion generate --replay") as tmp:
         for branch, branch_frames in frames.items():
-            folder = tmp / branch
-            folder.mkdir()
-            kind = "vanilla" if branch == VANILLA else "nested"
+            (tmp / branch).mkdir()
             for f in branch_frames:
-                history = condition_history(initial, log["ops"], branch, f.step)
                 step = sum(c <= f.nfe for c in log["checkpoints"])
+                history = condition_history(initial, log["ops"], branch, step)
                 for i, image in enumerate(f.images):
-                    text = frame_text(model=model, session=log.get("session_id", ""), branch=branch, kind=kind,
-                                      seed=_branch_seed(log, branch), session_seed=log["request"]["seed"], step=step,
-                                      num_steps=len(log["checkpoints"]), nfe=f.nfe, timestep=f.timestep, image=i,
-                                      history=history)
-                    (folder / f"step-{step:02d}-nfe-{f.nfe:03d}-{i}.png").write_bytes(png_bytes(image, text))
+                    text = frame_text(model=model, session=log.get("session_id", ""), branch=branch,
+                                      kind="vanilla" if branch == VANILLA else "nested", seed=_branch_seed(log, branch),
+                                      session_seed=log["request"]["seed"], step=step, num_steps=len(log["checkpoints"]),
+                                      nfe=f.nfe, timestep=f.timestep, image=i, history=history)
+                    (tmp / branch / f"step-{step:02d}-nfe-{f.nfe:03d}-{i}.png").write_bytes(png_bytes(image, text))
         summary = {"log": str(args.replay), "model": model,
                    "branches": {b: [f.nfe for f in fs] for b, fs in frames.items()}}
         (tmp / MARKER).write_text(json.dumps(summary, indent=2))
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        tmp.rename(args.out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n = sum(len(fs) for fs in frames.values())
     print(f"replayed {len(frames)} branches, {n} frames: {args.out}/<branch>/step-KK-nfe-XXX-I.png")
     return 0
