@@ -245,6 +245,12 @@ class Store:
                 "default_budget": DEFAULT_BUDGET, "inner_sampler": DEFAULT_INNER_SAMPLER,
                 "limits": dataclasses.asdict(self.limits)}
 
+    def _within_limits(self, body: Any) -> None:
+        try:
+            apply_limits(body, self.limits)
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+
     def _check_condition(self, num_images: int, condition: dict[str, Any]) -> None:
         """The model's own validation of a condition, cheap (text models: no prompt encoding)."""
         from ..pipelines.adapter import check_guidance
@@ -291,10 +297,7 @@ class Store:
     def create(self, body: CreateSession) -> StudioSession:
         """Validate, build the library session(s) and register a new studio session (its root
         branch starts running at once)."""
-        try:
-            apply_limits(body, self.limits)
-        except ValueError as e:
-            raise Invalid(str(e)) from None
+        self._within_limits(body)
         with self.lock:
             if self.closing:
                 raise Busy("the server is shutting down", {"Retry-After": "5"})
@@ -428,10 +431,7 @@ class Store:
     def set_condition(self, session_id: str, branch_id: str, patch: ConditionPatch) -> dict[str, Any]:
         """Queue a condition edit; the receipt names the first outer step that sees it (the next
         one, or the one after if a step is being computed now)."""
-        try:
-            apply_limits(patch, self.limits)
-        except ValueError as e:
-            raise Invalid(str(e)) from None
+        self._within_limits(patch)
         with self.lock:
             s, b = self._branch(session_id, branch_id)
             if b.kind != "nested":
@@ -453,10 +453,7 @@ class Store:
 
     def fork(self, session_id: str, branch_id: str, req: ForkRequest) -> dict[str, Any]:
         """New branches from ``branch_id``'s last completed step, each with its own noise."""
-        try:
-            apply_limits(req, self.limits)
-        except ValueError as e:
-            raise Invalid(str(e)) from None
+        self._within_limits(req)
         with self.lock:
             s, b = self._branch(session_id, branch_id)
             if b.kind != "nested":
