@@ -208,7 +208,6 @@
         const figure = document.createElement("figure");
         const img = document.createElement("img");
         img.dataset.testid = "frame";
-        img.setAttribute("data-testid", "frame");
         img.alt = `${this.id} image ${i}`;
         img.addEventListener("click", () => this.select(i));
         img.addEventListener("load", () => {
