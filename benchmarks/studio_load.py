@@ -174,7 +174,7 @@ def part_load(args) -> dict:
                        "total_median": statistics.median(lib_total)},
            "server": {"p50": statistics.median(srv_int), "p95": percentile(srv_int, 95),
                       "total_median": statistics.median(srv_total)},
-           "final_image_mismatches": mismatches}
+           "final_image_mismatches": mismatches, "library_totals": lib_total, "server_totals": srv_total}
     out["overhead_p50"] = out["server"]["p50"] / out["library"]["p50"] - 1
     out["overhead_p95"] = out["server"]["p95"] / out["library"]["p95"] - 1
     out["overhead_total"] = out["server"]["total_median"] / out["library"]["total_median"] - 1

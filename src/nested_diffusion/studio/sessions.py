@@ -183,6 +183,9 @@ class Unit:
 
 @dataclass
 class StudioSession:
+    """One ``POST /v1/sessions``: its branches, its event log (ids = positions + 1) and its
+    intervention log (:mod:`.interventions`)."""
+
     id: str
     request: dict[str, Any]
     checkpoints: list[int]
