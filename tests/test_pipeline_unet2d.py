@@ -104,6 +104,31 @@ def test_condition_change_and_fork(class_folder):
         s.set_condition(colour="red")
 
 
+def test_fork_one_image_into_variations(class_folder):
+    """The paper's demo: pick image i of a batch and continue it as variations. fork(indices=)
+    selects the per-image condition and the last frame; at step 0 it equals a session started
+    from those noise rows, and set_condition then sizes itself to the child's batch."""
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    g = torch.Generator().manual_seed(2)
+    parent = pipe.anytime(class_labels=[0, 1, 2, 0], outer_steps=3, inner_steps=2, generator=g)
+    noise = parent.core.x
+    child = parent.fork(torch.Generator().manual_seed(9), indices=[2, 2, 2])
+    assert child.condition["class_labels"] == [2, 2, 2] and parent.condition["class_labels"] == [0, 1, 2, 0]
+    reference = pipe.anytime(class_labels=[2, 2, 2], outer_steps=3, inner_steps=2, latents=noise[[2, 2, 2]],
+                             generator=torch.Generator().manual_seed(9))
+    for a, b in zip(child, reference):
+        assert torch.equal(a.latents, b.latents) and a.nfe == b.nfe
+    assert not torch.equal(a.latents[0], a.latents[1])  # variations: each row draws its own noise
+    first = parent.step()
+    picked = parent.fork(indices=[3, 1])
+    assert [im.tobytes() for im in picked.last_frame.images] == [first.images[3].tobytes(), first.images[1].tobytes()]
+    assert torch.equal(picked.last_frame.latents, first.latents[[3, 1]]) and picked.last_frame.nfe == 2
+    picked.set_condition(class_labels=[1, 1])
+    assert picked.core.model_kwargs["class_labels"].tolist() == [1, 1] and len(picked.run().images) == 2
+    with pytest.raises(ValueError, match="indices"):
+        parent.fork(indices=[4])
+
+
 def test_budget_and_deadline(class_folder):
     pipe = NestedPipeline.from_pretrained(class_folder)
     s = pipe.anytime(class_labels=[0], outer_steps=5, inner_steps=4)

@@ -20,6 +20,8 @@ class VanillaSession(Session):
     "trailing" grid); one frame per call whose image is that call's x̂0. The last frame's image
     is the final sample."""
 
+    batch_state = ("x", "carry")  # a multistep sampler's carry holds the previous x̂0, one row per image
+
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  prediction_type: str = "epsilon", steps: int = 100, sampler: str = "ddim",
                  eta: float | None = 1.0, generator: torch.Generator | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import BinaryIO, Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -59,13 +59,14 @@ def contact_sheet(rows: Sequence[Sequence[Image.Image | None]], column_labels: S
     return sheet
 
 
-def save_gif(frames: Sequence[Image.Image], path: str | Path, duration_ms: int = 400, hold_last_ms: int = 1500) -> None:
-    """An animated GIF looping over ``frames`` (the last one held longer)."""
+def save_gif(frames: Sequence[Image.Image], path: str | Path | BinaryIO, duration_ms: int = 400,
+             hold_last_ms: int = 1500) -> None:
+    """An animated GIF looping over ``frames`` (the last one held longer), to a path or a binary file."""
     if not frames:
         raise ValueError("save_gif needs at least one frame")
     durations = [duration_ms] * (len(frames) - 1) + [hold_last_ms]
     first, *rest = [f.convert("P", palette=Image.ADAPTIVE) for f in frames]
-    first.save(path, save_all=True, append_images=rest, duration=durations, loop=0, optimize=False)
+    first.save(path, format="GIF", save_all=True, append_images=rest, duration=durations, loop=0, optimize=False)
 
 
 def save_anytime(folder: str | Path, lanes: Mapping[str, Lane], *, sample_labels: Sequence[str],

@@ -1,4 +1,4 @@
-"""Command-line interface: ``nested-diffusion generate`` and ``evaluate`` (also ``python -m nested_diffusion``).
+"""Command-line interface: ``nested-diffusion generate``, ``evaluate`` and ``serve`` (also ``python -m nested_diffusion``).
 
 Start-up stays lazy: argparse only; torch and diffusers are imported when a command runs.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, generate
+from . import evaluate, generate, serve
 from .options import CLIError, flag_names
 
 __all__ = ["main", "build_parser", "CLIError"]
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate.add_parser(sub)
     evaluate.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -112,15 +112,16 @@ def quiet_loading() -> Iterator[None]:
             diffusers_logging.enable_progress_bar()
 
 
-def load_pipeline(args: argparse.Namespace):
-    """The ``NestedPipeline`` of ``--model/--device/--dtype``, loaded quietly."""
+def load_pipeline(args: argparse.Namespace, **kwargs: Any):
+    """The ``NestedPipeline`` of ``--model/--device/--dtype``, loaded quietly (``kwargs`` go to
+    ``from_pretrained``, e.g. ``use_safetensors=True``)."""
     import torch
 
     from ..pipelines import NestedPipeline
 
     device = resolve_device(args.device)
     with quiet_loading():
-        return NestedPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device)
+        return NestedPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device, **kwargs)
 
 
 def check_out(out: Path, marker: str, writer: str) -> Path:

@@ -3,12 +3,13 @@ paper's interventions (change the condition between outer steps, fork, stop at a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..session import Session
+from ..session import CancelToken, Session, check_indices
 
 __all__ = ["PipelineSession", "PipelineFrame", "OUTPUT_TYPES", "to_output"]
 
@@ -105,9 +106,11 @@ class PipelineSession:
             step=frame.step, timestep=frame.timestep, num_steps=frame.num_steps, elapsed=frame.elapsed)
         return self.last_frame
 
-    def step(self) -> PipelineFrame:
+    def step(self, deadline: float | None = None, cancel: CancelToken | None = None) -> PipelineFrame:
+        """One step, decoded (see :meth:`Session.step` for ``deadline`` and ``cancel``: an
+        interrupted step raises and leaves the session exactly as before)."""
         with torch.inference_mode():
-            frame = self.core.step()
+            frame = self.core.step(deadline, cancel)
         return self._wrap(frame, frame.step % self.decode_every == 0 or frame.is_final)
 
     def __iter__(self) -> Iterator[PipelineFrame]:
@@ -144,9 +147,36 @@ class PipelineSession:
                 f"nfe {self.core.nfe}/{self.core.total_nfe}, {type(self.core).__name__}"
                 f"{', ' + condition if condition else ''})")
 
-    def fork(self, generator: torch.Generator | None = None) -> "PipelineSession":
-        """Independent continuation (see :meth:`Session.fork`)."""
-        child = PipelineSession(self.pipeline, self.core.fork(generator), dict(self.condition),
+    def fork(self, generator: torch.Generator | None = None, indices: Sequence[int] | None = None) -> "PipelineSession":
+        """Independent continuation (see :meth:`Session.fork`); ``indices`` keeps only those images
+        (``[i] * 4``: four continuations of image i), selecting the per-image condition with them."""
+        if indices is None:
+            child = PipelineSession(self.pipeline, self.core.fork(generator), dict(self.condition),
+                                    self.output_type, self.decode_every)
+            child.last_frame, child._source = self.last_frame, self._source
+            return child
+        size = len(self.core.x)
+        rows = check_indices(indices, size)
+        condition = {k: _select_images(v, rows, size) for k, v in self.condition.items()}
+        child = PipelineSession(self.pipeline, self.core.fork(generator, rows), condition,
                                 self.output_type, self.decode_every)
-        child.last_frame, child._source = self.last_frame, self._source
+        if self.last_frame is not None:
+            child._source = child.core.last_frame
+            images = self.last_frame.images
+            child.last_frame = dataclasses.replace(
+                self.last_frame, latents=child.core.last_frame.image,
+                images=None if images is None else _select_images(images, rows, size))
         return child
+
+
+def _select_images(value: Any, rows: list[int], size: int) -> Any:
+    """Rows ``rows`` of a per-image value (a list of prompts, labels or PIL images, an array or a
+    tensor of ``size`` rows); a single value shared by every image is kept as it is. A list whose
+    length divides ``size`` (prompts with several images each, adjacent as in diffusers'
+    ``num_images_per_prompt``) is first repeated to one entry per image."""
+    if isinstance(value, (list, tuple)) and len(value) > 1 and size % len(value) == 0:
+        per = size // len(value)
+        return [value[i // per] for i in rows]
+    if hasattr(value, "shape") and len(value.shape) > 0 and value.shape[0] == size:
+        return value[rows] if not isinstance(value, torch.Tensor) else value[torch.tensor(rows, device=value.device)]
+    return value
