@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from nested_diffusion import ddrm_sample, nested_restore
-from nested_diffusion.defaults import (DEFAULT_DDRM_ETA, DEFAULT_RESTORE_FRACTIONS, DEFAULT_RESTORE_INNER_ETA,
+from nested_diffusion.defaults import (DEFAULT_DDRM_ETA, DEFAULT_RESTORE_INNER_ETA,
                                        DEFAULT_RESTORE_INNER_GRID_POWER, DEFAULT_RESTORE_OUTER_ETA)
 from nested_diffusion.planner import plan_schedule
 from nested_diffusion.restoration import Dense, Inpainting, SuperResolution, residual_ratio
@@ -40,7 +40,7 @@ CHECKPOINTS = (10, 20, 30, 50, 75, 100)
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 CASES = ("inpaint-half", "sr2", "dense-20x64")
 SHAPE = (1, 8, 8)
-DEFAULT = "/".join(map(str, plan_schedule(100, DEFAULT_RESTORE_FRACTIONS)))
+DEFAULT = "/".join(map(str, plan_schedule(100)))  # the layout nested_restore uses by default
 #: nested candidates: (inner counts, inner η, outer η, inner kind, inner grid power)
 CANDIDATES = [
     (DEFAULT, DEFAULT_RESTORE_INNER_ETA, DEFAULT_RESTORE_OUTER_ETA, "ddrm", DEFAULT_RESTORE_INNER_GRID_POWER),

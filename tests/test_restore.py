@@ -234,6 +234,23 @@ def test_determinism_and_fork(gmm, linear, truth):
     assert not torch.allclose(branch_frames[-1].image, rest[-1].image)
 
 
+@pytest.mark.parametrize("make", [
+    lambda m, ac, p: nested_restore(m, ac, noise(), **p, outer_steps=3, inner_steps=4, generator=gen()),
+    lambda m, ac, p: ddrm_sample(m, ac, noise(), **p, steps=8, generator=gen()),
+])
+def test_fork_of_chosen_images_keeps_their_measurements(gmm, linear, truth, make):
+    """fork(indices=) picks the images' measurements with their states: with σ_y = 0 each restored
+    row meets *its own* y exactly."""
+    p = problem("sr2", truth, sigma_y=0.0)
+    session = make(gmm.model(linear), linear, p)
+    session.step()
+    child = session.fork(indices=[5, 5, 2])
+    final = child.run().image
+    assert final.shape == (3, *SHAPE) and session.nfe < child.nfe
+    torch.testing.assert_close(p["operator"](final), p["measurement"][[5, 5, 2]], rtol=0, atol=1e-9)
+    assert child.problem.y_bar.shape[0] == 3 and session.problem.y_bar.shape[0] == 16
+
+
 def test_budget_and_deadline(gmm, linear, truth, fake_clock):
     base = gmm.model(linear)
     p = problem("inpainting", truth)

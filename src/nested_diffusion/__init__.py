@@ -23,7 +23,9 @@ _EXPORTS = {
     "VanillaSession": "vanilla",
     "Session": "session",
     "Frame": "session",
+    "make_denoiser": "denoiser",
     "plan_steps": "planner",
+    "resolve_layout": "planner",
     "plan_schedule": "planner",
     "NestedPipeline": "pipelines",
     "PipelineSession": "pipelines",
@@ -37,9 +39,10 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .denoiser import make_denoiser
     from .nested import NestedSession, nested_sample
     from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
-    from .planner import plan_schedule, plan_steps
+    from .planner import plan_schedule, plan_steps, resolve_layout
     from .restoration import DDRMSession, NestedRestoreSession, ddrm_sample, nested_restore
     from .session import Frame, Session
     from .vanilla import VanillaSession, vanilla_sample

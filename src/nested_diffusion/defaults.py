@@ -20,7 +20,7 @@ DEFAULT_FRAME_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 DEFAULT_BUDGET = 100
 
 # -- restoration (issue 11): measured in BENCHMARKS.md §6, `benchmarks/restore_oracle.py` --------
-#: DDRM's η and η_b (Kawar et al. 2022): the inner DDRM runs and the vanilla baseline.
+#: DDRM's η and η_b (Kawar et al. 2022): ddrm_sample's defaults (η_b is nested_restore's too).
 DEFAULT_DDRM_ETA = 0.85
 DEFAULT_DDRM_ETA_B = 1.0
 #: Timestep grid of ddrm_sample: spaced_timesteps(T-1, steps, power) (1: evenly spaced, as the core and DDRM).
@@ -32,5 +32,3 @@ DEFAULT_RESTORE_INNER_ETA = 0.95
 DEFAULT_RESTORE_INNER_GRID_POWER = 2.0
 #: η of nested_restore's outer DDRM step (0.5 and 1 tie early; 0.5 has the better finals).
 DEFAULT_RESTORE_OUTER_ETA = 0.5
-#: Frames of nested_restore at these fractions of the budget (plan_schedule: 100 → 10, 10, 10, 20, 25, 25).
-DEFAULT_RESTORE_FRACTIONS = DEFAULT_FRAME_FRACTIONS

@@ -9,6 +9,8 @@ from .defaults import DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_EXP
 __all__ = ["Plan", "plan_steps", "plan_schedule", "resolve_layout", "DEFAULT_INNER_EXPONENT",
            "DEFAULT_FRAME_FRACTIONS"]
 
+#: outer or inner step count used when only the other one is given (the paper's 10 × 10)
+DEFAULT_STEPS = 10
 
 class Plan(NamedTuple):
     outer_steps: int
@@ -20,6 +22,12 @@ class Plan(NamedTuple):
         return self.outer_steps * self.inner_steps
 
 
+def _check_budget(budget: Any) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    return budget
+
+
 def plan_steps(budget: int, inner_exponent: float = DEFAULT_INNER_EXPONENT, *, max_steps: int = 1000) -> Plan:
     """Outer and inner step counts for a total budget of ``budget`` NFEs.
 
@@ -28,8 +36,7 @@ def plan_steps(budget: int, inner_exponent: float = DEFAULT_INNER_EXPONENT, *, m
     paper's square layout (100 → 10 × 10); 0 gives vanilla DDIM (``inner_steps = 1``).
     ``max_steps`` (the number of training timesteps) caps both counts.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    _check_budget(budget)
     if not 0.0 <= inner_exponent <= 1.0:
         raise ValueError(f"inner_exponent must lie in [0, 1], got {inner_exponent}")
     inner = min(max(1, round(budget ** inner_exponent)), budget, max_steps)
@@ -47,8 +54,7 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
     reached NFE count are dropped, so small budgets give fewer outer steps; the counts sum to
     ``budget`` (each capped at ``max_steps``).
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    _check_budget(budget)
     fractions = list(fractions)
     if not fractions or any(not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions) or fractions[-1] != 1:
         raise ValueError(f"fractions must increase within (0, 1] and end at 1, got {fractions}")
@@ -61,13 +67,35 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
     return inner
 
 
-def resolve_layout(outer_steps: int | None, inner_steps: Any, *, budget: int = DEFAULT_BUDGET,
-                   fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS) -> tuple[Any, Any]:
-    """Fill in a nested layout: neither count → ``plan_schedule(budget, fractions)``; a list of inner
-    counts alone → one outer step per entry; one int alone keeps the other at 10 (the paper's
-    10 × 10). Values are validated by the session, not here."""
-    if outer_steps is None and inner_steps is None:
-        inner_steps = plan_schedule(budget, fractions)
+def resolve_layout(outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                   budget: int | None = None) -> tuple[int, int | list[int]]:
+    """The nested layout ``(outer_steps, inner_steps)`` a user asked for — the one rule behind
+    ``generate``, ``evaluate``, :class:`~nested_diffusion.NestedPipeline` and the studio.
+
+    * neither count: the project default, :func:`plan_schedule` of ``budget`` (default
+      :data:`~nested_diffusion.defaults.DEFAULT_BUDGET`);
+    * ``inner_steps`` as one count per outer step: ``outer_steps`` is their number;
+    * one count and a ``budget``: the other is ``budget // count`` (at least 1);
+    * one count alone: the other is 10 (the paper's 10 × 10).
+
+    Counts are validated by the session that uses them; a given ``budget`` must fit one outer step.
+    """
+    if budget is not None:
+        _check_budget(budget)
     if isinstance(inner_steps, (list, tuple)):
-        return (len(inner_steps) if outer_steps is None else outer_steps), list(inner_steps)
-    return (10 if outer_steps is None else outer_steps), (10 if inner_steps is None else inner_steps)
+        inner = list(inner_steps)
+        if outer_steps is not None and outer_steps != len(inner):
+            raise ValueError(f"inner_steps lists {len(inner)} counts but outer_steps is {outer_steps}: "
+                             "give one inner count per outer step")
+        return len(inner), inner
+    if outer_steps is None and inner_steps is None:
+        inner = plan_schedule(DEFAULT_BUDGET if budget is None else budget)
+        return len(inner), inner
+    if budget is not None:
+        if isinstance(inner_steps, int) and not isinstance(inner_steps, bool) and inner_steps > budget:
+            raise ValueError(f"budget {budget} is smaller than one outer step (inner_steps = {inner_steps} NFEs)")
+        if outer_steps is None:
+            outer_steps = max(1, budget // inner_steps) if isinstance(inner_steps, int) else DEFAULT_STEPS
+        if inner_steps is None:
+            inner_steps = max(1, budget // outer_steps) if isinstance(outer_steps, int) else DEFAULT_STEPS
+    return (DEFAULT_STEPS if outer_steps is None else outer_steps), (DEFAULT_STEPS if inner_steps is None else inner_steps)

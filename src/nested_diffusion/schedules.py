@@ -9,8 +9,6 @@ small function over a denoiser, and a nested denoiser is just another denoiser.
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 
 __all__ = [
@@ -122,5 +120,3 @@ def from_denoised(denoised: torch.Tensor, x: torch.Tensor, alpha_bar: float | to
         return alpha_bar**0.5 * eps - (1.0 - alpha_bar) ** 0.5 * denoised
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
-
-Denoiser = Callable[[torch.Tensor, int], torch.Tensor]

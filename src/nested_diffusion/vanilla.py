@@ -21,6 +21,8 @@ class VanillaSession(Session):
     is the final sample (the last step's output: x̂0 itself for every sampler here, a projected
     one for DDRM with σ_y = 0)."""
 
+    batch_state = ("x", "carry")  # a multistep sampler's carry holds the previous x̂0, one row per image
+
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  prediction_type: str = "epsilon", steps: int = 100, sampler: str = "ddim",
                  eta: float | None = 1.0, generator: torch.Generator | None = None,

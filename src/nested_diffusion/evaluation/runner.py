@@ -14,8 +14,6 @@ the merged result equals a one-process run bit for bit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,11 +23,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ._files import replacing
 from .backends import MetricBackend, default_cache_dir
 from .methods import Method, frame_at
+from .shards import ShardStore
 
-__all__ = ["EvalConfig", "Result", "evaluate", "batch_seed", "DistributedContext"]
+__all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "batch_seed", "DistributedContext"]
 
 #: images up to this many values are kept in the shards (digits, CIFAR-size, the GMM's 8×8)
 KEEP_PIXELS = 64 * 64 * 3
@@ -125,27 +123,6 @@ class DistributedContext:
         return gather_object(items)
 
 
-def _unit_key(target, method: Method, config: EvalConfig, batch: int, rows: range) -> str:
-    payload = {"target": target.describe(), "method": method.to_dict(), "seed": config.seed,
-               "batch": batch, "start": rows.start, "stop": rows.stop, "version": 2}
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _load_shard(path: Path, key: str) -> tuple[dict[str, np.ndarray], float] | None:
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
-            if meta.get("key") != key:
-                return None
-            return {k: f.get_tensor(k) for k in f.keys()}, float(meta.get("seconds", 0.0))
-    except Exception:  # a truncated or foreign file: recompute it
-        return None
-
-
 def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -162,14 +139,6 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
         pixels = torch.from_numpy(tensors[f"{c}|pixels"]).float() / 255
         tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts))
     return True
-
-
-def _save_shard(path: Path, tensors: dict[str, np.ndarray], key: str, seconds: float) -> None:
-    from safetensors.numpy import save_file
-
-    with replacing(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-                  metadata={"key": key, "seconds": repr(seconds)})
 
 
 def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], batch: int,
@@ -217,6 +186,21 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
     return out
 
 
+def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None:
+    """Methods must be distinct and their step counts fit the model's training timesteps."""
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must be distinct, got {names}")
+    T = target.num_train_timesteps
+    if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
+        raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= {T} "
+                         f"(the training timesteps), got {config.checkpoints[-1]}")
+    for method in methods:
+        steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
+        if max(steps) > T:
+            raise ValueError(f"{method.name}: step counts must be <= {T} (the model's training timesteps)")
+
+
 def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig,
              out_dir: str | os.PathLike, *, device: torch.device | str | None = None,
              cache_dir: str | os.PathLike | None = None, progress: bool = False,
@@ -229,12 +213,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     is written. Returns the :class:`Result` on the main process, ``None`` elsewhere.
     """
     context = context or DistributedContext()
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise ValueError(f"methods must be distinct, got {names}")
-    if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > target.num_train_timesteps:
-        raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= "
-                         f"{target.num_train_timesteps} (the training timesteps), got {config.checkpoints[-1]}")
+    check_methods(target, methods, config)
     device = torch.device(device) if device is not None else (context.device or torch.device("cpu"))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     # reference statistics: the main process computes (and caches) them first
@@ -246,7 +225,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     if on_ready is not None:
         on_ready()
 
-    out_dir = Path(out_dir)
+    store = ShardStore(out_dir, target, config.seed)
     batches = config.batches()
     units = [(method, b) for b in range(len(batches)) for method in methods]
     mine = units[context.rank::context.world]
@@ -265,13 +244,11 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
         for method, b in mine:
             rows = batches[b]
             grid_count = min(config.grid_samples - rows.start, len(rows)) if rows.start < config.grid_samples else 0
-            key = _unit_key(target, method, config, b, rows)
-            path = out_dir / "shards" / method.name / f"{b:05d}.safetensors"
             needed = {f"{c}|{m.name}" for c in covered[method.name] for m in metrics}
-            cached = _load_shard(path, key)
+            cached = store.load(method, b, rows)
             if cached is not None and not needed <= set(cached[0]):
                 if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
-                    _save_shard(path, cached[0], key, cached[1])  # new metrics, same samples
+                    store.save(method, b, rows, *cached)  # new metrics, same samples
                 else:
                     cached = None
             if bar is not None:
@@ -285,7 +262,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
                 tensors = _compute_unit(target, method, config, metrics, b, rows, grid_count,
                                         (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
                 seconds = time.perf_counter() - start
-                _save_shard(path, tensors, key, seconds)
+                store.save(method, b, rows, tensors, seconds)
             # only what the merge needs travels to the main process: the features and the grid's images
             sent = {k: tensors[k] for k in needed}
             for c in covered[method.name] if grid_count else ():

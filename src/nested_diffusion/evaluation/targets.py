@@ -35,9 +35,9 @@ class PipelineTarget:
         self.height, self.width = height, width
         text_model = str(getattr(adapter, "family", "")).startswith("stable-diffusion")
         if text_model and not self.prompts:
-            raise ValueError("this is a text-to-image model: give prompts (--prompts FILE, one per line)")
+            raise ValueError("this is a text-to-image model: give prompts (one per sample, cycled)")
         if self.prompts and not text_model:
-            raise ValueError("--prompts needs a text-to-image model; this model is not text-conditional")
+            raise ValueError("prompts need a text-to-image model; this model is not text-conditional")
         names = getattr(adapter, "class_names", None)
         self.class_names = list(names) if names else (
             [str(c) for c in range(self.num_classes)] if self.num_classes else None)
@@ -158,12 +158,12 @@ def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype:
     if model is not None and (model == "gmm" or model.startswith("gmm:")):
         schedule = model.split(":", 1)[1] if ":" in model else "linear"
         if schedule not in GMM_SCHEDULES:
-            raise ValueError(f"--model gmm:SCHEDULE: schedule must be one of {list(GMM_SCHEDULES)}, got {schedule!r}")
+            raise ValueError(f"model 'gmm:SCHEDULE': schedule must be one of {list(GMM_SCHEDULES)}, got {schedule!r}")
         if prompts or guidance_scale is not None:
-            raise ValueError("the Gaussian-mixture oracle is unconditional: no --prompts or --guidance")
+            raise ValueError("the Gaussian-mixture oracle is unconditional: no prompts or guidance_scale")
         return GMMTarget(schedule)
     from ..pipelines import NestedPipeline
 
-    pipe = NestedPipeline.from_pretrained(model, torch_dtype=dtype, device=device)
+    pipe = NestedPipeline.from_pretrained(model, dtype=dtype, device=device)
     return PipelineTarget(pipe, "embedded-digits" if model is None else str(model), guidance_scale, prompts,
                           height, width, fingerprint=_fingerprint(model))

@@ -8,6 +8,8 @@ only ever applied through its implicit SVD.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +113,13 @@ class InverseProblem:
         self.y_bar = torch.zeros(like.shape[0], n, device=like.device, dtype=like.dtype)
         self.y_bar[:, :r] = operator.Ut(self.measurement, self.shape)[:, :r] * inv
 
+    def select_rows(self, rows: list[int]) -> "InverseProblem":
+        """The same problem for the measurements ``rows`` only (``Session.fork(indices=)``)."""
+        child = copy.copy(self)
+        index = torch.tensor(rows, dtype=torch.long, device=self.y_bar.device)
+        child.measurement, child.y_bar = self.measurement[index], self.y_bar[index]
+        return child
+
     def to_spectral(self, x: torch.Tensor, alpha_bar: float = 1.0) -> torch.Tensor:
         """x̄ = Vᵀx / √ᾱ."""
         return self.operator.Vt(x) / math.sqrt(alpha_bar)
@@ -134,6 +143,9 @@ class DDRM:
     eta: float = DEFAULT_DDRM_ETA
     eta_b: float = DEFAULT_DDRM_ETA_B
 
+    def select_rows(self, rows: list[int]) -> "DDRM":
+        return dataclasses.replace(self, problem=self.problem.select_rows(rows))
+
     def step(self, x: torch.Tensor, denoised: torch.Tensor, alpha_bar: float, alpha_bar_next: float,
              carry: Any = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
         p = self.problem
@@ -147,6 +159,8 @@ class DDRMSession(VanillaSession):
     """Vanilla DDRM as a session: ``steps`` network calls on ``spaced_timesteps(T-1, steps,
     grid_power)``, started from DDRM's x_T' given y (:meth:`InverseProblem.initial_state`). Frames
     are the x̂0 previews; the last frame is the restoration."""
+
+    batch_state = ("x", "carry", "problem", "sampler")  # fork(indices=) also picks the measurements
 
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,

@@ -7,8 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..defaults import (DEFAULT_DDRM_ETA_B, DEFAULT_INNER_SAMPLER, DEFAULT_RESTORE_FRACTIONS,
-                        DEFAULT_RESTORE_INNER_ETA, DEFAULT_RESTORE_INNER_GRID_POWER, DEFAULT_RESTORE_OUTER_ETA)
+from ..defaults import (DEFAULT_DDRM_ETA_B, DEFAULT_INNER_SAMPLER, DEFAULT_RESTORE_INNER_ETA, DEFAULT_RESTORE_INNER_GRID_POWER, DEFAULT_RESTORE_OUTER_ETA)
 from ..nested import NestedSession, nested_grids
 from ..planner import resolve_layout
 from ..session import Model
@@ -35,6 +34,8 @@ class NestedRestoreSession(NestedSession):
     steps and η = ``outer_eta`` (the inner run's x̂0' is the network's x̂0).
     """
 
+    batch_state = ("x", "problem", "inner_sampler", "outer_sampler")  # fork(indices=) picks measurements too
+
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,
                  prediction_type: str = "epsilon", outer_steps: int | None = None,
@@ -47,7 +48,7 @@ class NestedRestoreSession(NestedSession):
         eta, eta_b = check_eta(eta, "eta"), check_eta(eta_b, "eta_b")
         outer_eta = check_eta(DEFAULT_RESTORE_OUTER_ETA if outer_eta is None else outer_eta, "outer_eta")
         inner_grid_power = check_grid_power(inner_grid_power, "inner_grid_power")
-        outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, fractions=DEFAULT_RESTORE_FRACTIONS)
+        outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps)
         super().__init__(model, alphas_cumprod, noise, prediction_type=prediction_type, outer_steps=outer_steps,
                          inner_steps=inner_steps, inner_sampler=DEFAULT_INNER_SAMPLER, inner_eta=eta,
                          outer_eta=outer_eta, generator=generator, model_kwargs=model_kwargs)
@@ -71,9 +72,10 @@ def nested_restore(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tens
     """Anytime restoration of ``measurement`` = H x + σ_y n (one per item of ``noise``); iterate for
     one :class:`~nested_diffusion.Frame` per outer step, each a measurement-consistent restoration.
 
-    With neither ``outer_steps`` nor ``inner_steps``: the measured default layout,
-    ``plan_schedule(100, DEFAULT_RESTORE_FRACTIONS)`` (10, 10, 10, 20, 25, 25 inner steps), outer η
-    :data:`~nested_diffusion.defaults.DEFAULT_RESTORE_OUTER_ETA`. See :class:`NestedRestoreSession`.
+    Layout as everywhere (:func:`~nested_diffusion.planner.resolve_layout`): with neither count the
+    project's growing layout ``plan_schedule(100)`` (inner steps 10, 10, 10, 20, 25, 25), measured for
+    restoration too (BENCHMARKS.md §6). η, outer η and the inner grid default to the measured
+    ``DEFAULT_RESTORE_*`` values in :mod:`nested_diffusion.defaults`. See :class:`NestedRestoreSession`.
     Everything is validated here, before any network call.
     """
     return NestedRestoreSession(model, alphas_cumprod, noise, operator=operator, measurement=measurement,

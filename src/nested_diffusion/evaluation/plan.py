@@ -1,0 +1,48 @@
+"""What an evaluation measures when the user does not say: checkpoints, methods and metrics."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..defaults import DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_SAMPLER
+from ..planner import resolve_layout
+from .methods import Method, parse_method
+
+__all__ = ["default_checkpoints", "default_methods", "default_metrics", "DEFAULT_VANILLA", "DEFAULT_ENVELOPES"]
+
+#: the x̂0-preview baseline every UI shows: DDIM η = 1 with the budget's steps
+DEFAULT_VANILLA = ("ddim:1",)
+#: what knowing the budget buys: separate exact-N runs, stochastic DDIM and the DPM-Solver++(2M) ODE
+DEFAULT_ENVELOPES = ("ddim:1", "dpmpp-2m:0")
+
+
+def default_checkpoints(budget: int) -> tuple[int, ...]:
+    """10, 20, 30, 50, 75 and 100 % of ``budget`` (rounded, deduplicated): where the project default
+    layout puts its frames."""
+    return tuple(sorted({max(1, round(budget * f)) for f in DEFAULT_FRAME_FRACTIONS}))
+
+
+def default_methods(budget: int, *, nested: Sequence[str] | None = None, vanilla: Sequence[str] | None = None,
+                    envelope: Sequence[str] | None = None) -> list[Method]:
+    """Methods from spec strings (see :mod:`.methods`); a group given as ``None`` takes its default —
+    the project's nested layout for ``budget``, :data:`DEFAULT_VANILLA`, :data:`DEFAULT_ENVELOPES` —
+    and an empty group is left out."""
+    if nested is None:
+        outer, inner = resolve_layout(budget=budget)
+        nested = [f"{outer}x{'/'.join(map(str, inner))}:{DEFAULT_INNER_SAMPLER}"]
+    methods = [parse_method("nested", s) for s in nested]
+    methods += [parse_method("vanilla", s, budget=budget) for s in (DEFAULT_VANILLA if vanilla is None else vanilla)]
+    methods += [parse_method("envelope", s) for s in (DEFAULT_ENVELOPES if envelope is None else envelope)]
+    if not methods:
+        raise ValueError("nothing to evaluate: no nested, vanilla or envelope method")
+    return methods
+
+
+def default_metrics(target: Any) -> list[str]:
+    """``gmm-fd`` for the oracle; digit-FD (and accuracy with 10 classes) for 28×28 grayscale digit
+    models; FID otherwise."""
+    if getattr(target, "gmm", None) is not None:
+        return ["gmm-fd"]
+    if target.image_shape == (1, 28, 28):
+        return ["digit-fd", "accuracy"] if target.num_classes == 10 else ["digit-fd"]
+    return ["fid"]
