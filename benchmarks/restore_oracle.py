@@ -20,12 +20,12 @@ Results are cached in ``--cache`` (JSON) and printed as Markdown tables for BENC
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
 import torch
+from gmm_quality import SCHEDULES, parse_args  # benchmarks/ is on sys.path when run as a script
 from tqdm import tqdm
 
 from nested_diffusion import ddrm_sample, nested_restore
@@ -37,7 +37,6 @@ from nested_diffusion.schedules import make_alphas_cumprod
 from nested_diffusion.testing import GaussianMixture
 
 CHECKPOINTS = (10, 20, 30, 50, 75, 100)
-SCHEDULES = ("linear", "scaled_linear", "cosine")
 CASES = ("inpaint-half", "sr2", "dense-20x64")
 SHAPE = (1, 8, 8)
 DEFAULT = "/".join(map(str, plan_schedule(100)))  # the layout nested_restore uses by default
@@ -268,16 +267,7 @@ def table_summary(b: Bench) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", choices=("main", "search", "summary", "all"), default="all")
-    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="for --table main (default: all three)")
-    p.add_argument("--num-samples", type=int, default=2000)
-    p.add_argument("--cache", type=Path, default=Path("benchmarks/results/restore_oracle.json"))
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    args = parse_args(__doc__, ("main", "search", "summary"), "benchmarks/results/restore_oracle.json")
     b = Bench(args.num_samples, args.cache)
     # compute everything first (progress bar), then print
     work = [(s, c) for s in SCHEDULES for c in CASES]
