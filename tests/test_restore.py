@@ -163,6 +163,16 @@ def test_noiseless_measurements_are_met_exactly(gmm, linear, truth, name):
         torch.testing.assert_close(final, truth, rtol=0, atol=1e-12)
 
 
+def test_float32_sessions(gmm, linear, truth):
+    """Models run in float32: the spectral work follows the noise's dtype and still meets y."""
+    model = gmm.model(linear)
+    p = problem("inpainting", truth, sigma_y=0.0)
+    p["measurement"] = p["measurement"].float()
+    frame = nested_restore(model, linear, noise().float(), **p, outer_steps=3, inner_steps=4, generator=gen()).run()
+    assert frame.image.dtype == torch.float32 and torch.isfinite(frame.image).all()
+    torch.testing.assert_close(p["operator"](frame.image), p["measurement"], rtol=0, atol=1e-5)
+
+
 def test_ddrm_step_cases():
     """The three cases of the update, element by element; s = 0 with η = 0 is DDIM with η = 0."""
     x_bar, x_bar_theta = torch.tensor([[3.0, 3.0, 3.0, 3.0]]), torch.tensor([[1.0, 1.0, 1.0, 1.0]])
