@@ -167,17 +167,24 @@ def table_predictions(b: Bench) -> None:
             print(f"| {s} | {pred} | {at(c, 10):.3f} | {at(v, 10):.2f} | {at(c, 100):.3f} | {at(v, 100):.3f} |")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", choices=("main", "defaults", "planner", "predictions", "all"), default="all")
+def parse_args(doc: str, tables: tuple[str, ...], cache: str) -> argparse.Namespace:
+    """The oracle benchmarks' shared options (``--table``, ``--schedule``, ``--num-samples``,
+    ``--cache``, ``--threads``); applies ``--threads`` and creates the cache's folder."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", choices=(*tables, "all"), default="all")
     p.add_argument("--schedule", choices=SCHEDULES, default=None, help="for --table main (default: all three)")
     p.add_argument("--num-samples", type=int, default=2000)
-    p.add_argument("--cache", type=Path, default=Path("benchmarks/results/gmm_quality.json"))
+    p.add_argument("--cache", type=Path, default=Path(cache))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def main() -> None:
+    args = parse_args(__doc__, ("main", "defaults", "planner", "predictions"), "benchmarks/results/gmm_quality.json")
     b = Bench(args.num_samples, args.cache)
     tables = ("main", "defaults", "planner", "predictions") if args.table == "all" else (args.table,)
     for t in tqdm(tables, desc="tables"):

@@ -203,24 +203,10 @@ def test_nfe_budget_returns_last_complete_frame_and_resumes(gmm, linear):
     assert torch.equal(session.last_frame.image, full[-1].image)
 
 
-class FakeClock:
-    """A deterministic wall clock: each model call takes exactly one 'second'."""
-
-    def __init__(self, monkeypatch):
-        self.now = 0.0
-        monkeypatch.setattr("nested_diffusion.session.time.perf_counter", lambda: self.now)
-
-    def slow(self, model):
-        def wrapped(x, t, **kw):
-            self.now += 1.0
-            return model(x, t, **kw)
-        return wrapped
-
-
-def test_deadline_discards_the_interrupted_step(gmm, linear, monkeypatch):
+def test_deadline_discards_the_interrupted_step(gmm, linear, fake_clock):
     base = gmm.model(linear)
     full = list(nested_sample(base, linear, noise(8), outer_steps=10, inner_steps=10, outer_eta=1.0, generator=gen()))
-    clock = FakeClock(monkeypatch)
+    clock = fake_clock
     session = nested_sample(clock.slow(base), linear, noise(8), outer_steps=10, inner_steps=10, outer_eta=1.0,
                             generator=gen())
     frame = session.run(deadline=35)  # the 4th outer step is cut after 5 of its 10 calls
@@ -230,8 +216,8 @@ def test_deadline_discards_the_interrupted_step(gmm, linear, monkeypatch):
     assert torch.equal(session.run().image, full[-1].image)
 
 
-def test_deadline_before_first_frame_returns_none(gmm, linear, monkeypatch):
-    clock = FakeClock(monkeypatch)
+def test_deadline_before_first_frame_returns_none(gmm, linear, fake_clock):
+    clock = fake_clock
     session = nested_sample(clock.slow(gmm.model(linear)), linear, noise(2), outer_steps=2, inner_steps=10,
                             generator=gen())
     assert session.run(deadline=3) is None and session.nfe == 0 and session.last_frame is None

@@ -18,3 +18,17 @@ DEFAULT_INNER_SAMPLER = "dpmpp-2m"
 DEFAULT_FRAME_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 #: NFE budget when none is given.
 DEFAULT_BUDGET = 100
+
+# -- restoration (issue 11): measured in BENCHMARKS.md §6, `benchmarks/restore_oracle.py` --------
+#: DDRM's η and η_b (Kawar et al. 2022): ddrm_sample's defaults (η_b is nested_restore's too).
+DEFAULT_DDRM_ETA = 0.85
+DEFAULT_DDRM_ETA_B = 1.0
+#: Timestep grid of ddrm_sample: spaced_timesteps(T-1, steps, power) (1: evenly spaced, as the core and DDRM).
+DEFAULT_DDRM_GRID_POWER = 1.0
+#: nested_restore's inner DDRM runs: η and the grid spaced_timesteps(τ, M, power). Few-step DDRM ends on
+#: the x̂0 of its last timestep; the quadratic grid (power 2) puts that timestep near 0, and η 0.95
+#: (more fresh noise than DDRM's 0.85) suits the short runs (BENCHMARKS.md §6: η 0.85 → 1, power 1 → 3).
+DEFAULT_RESTORE_INNER_ETA = 0.95
+DEFAULT_RESTORE_INNER_GRID_POWER = 2.0
+#: η of nested_restore's outer DDRM step (0.5 and 1 tie early; 0.5 has the better finals).
+DEFAULT_RESTORE_OUTER_ETA = 0.5

@@ -8,18 +8,19 @@ from typing import Any, Sequence
 import torch
 
 from .defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
-from .samplers import ddim_step, iterate, make_sampler
+from .samplers import iterate, make_sampler
 from .schedules import spaced_timesteps
 from .session import Model, Session
 
 __all__ = ["NestedSession", "nested_sample", "nested_grids", "DEFAULT_INNER_ETA", "DEFAULT_OUTER_ETA"]
 
 
-def nested_grids(num_train_timesteps: int, outer_steps: int, inner_steps: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+def nested_grids(num_train_timesteps: int, outer_steps: int, inner_steps: Sequence[int],
+                 inner_power: float = 1.0) -> tuple[list[int], list[list[int]]]:
     """Outer timesteps ``spaced_timesteps(T-1, K)`` and, per outer step, the inner grid
-    ``spaced_timesteps(τ, M)`` — an inner run from τ costs ``len(grid) = min(M, τ+1)`` NFEs."""
+    ``spaced_timesteps(τ, M, inner_power)`` — an inner run from τ costs ``len(grid) = min(M, τ+1)`` NFEs."""
     outer = spaced_timesteps(num_train_timesteps - 1, outer_steps)
-    return outer, [spaced_timesteps(tau, m) for tau, m in zip(outer, inner_steps)]
+    return outer, [spaced_timesteps(tau, m, inner_power) for tau, m in zip(outer, inner_steps)]
 
 
 def _check_steps(value: Any, name: str, T: int) -> int:
@@ -65,8 +66,9 @@ class NestedSession(Session):
         self.inner_sampler = make_sampler(
             inner_sampler, DEFAULT_INNER_ETA if inner_eta is None and inner_sampler in ("ddim", "dpmpp-2m")
             else inner_eta, argument="inner_sampler")
-        self.outer_eta = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
-                                      argument="outer").eta
+        self.outer_sampler = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
+                                          argument="outer")
+        self.outer_eta = self.outer_sampler.eta
         self.outer_timesteps, self._inner_grids = nested_grids(T, outer_steps, self.inner_steps)
 
     def timestep_at(self, k: int) -> int:
@@ -83,8 +85,8 @@ class NestedSession(Session):
         denoised = inner_x
         # 2. outer DDIM step with the inner sample in place of the network's x̂0
         if k + 1 < self.num_steps:
-            x = ddim_step(x, denoised, a[self.outer_timesteps[k]], a[self.outer_timesteps[k + 1]],
-                          self.outer_eta, self.generator)
+            x, _ = self.outer_sampler.step(x, denoised, a[self.outer_timesteps[k]], a[self.outer_timesteps[k + 1]],
+                                           None, self.generator)
         else:
             x = denoised
         return denoised, {"x": x}

@@ -77,7 +77,10 @@ def check_indices(indices: Any, size: int, name: str = "indices") -> list[int]:
 
 def _select_rows(value: Any, rows: list[int], size: int) -> Any:
     """``value`` with its batch rows ``rows`` picked: tensors whose first dimension is ``size`` (the
-    batch) are indexed, tuples and lists are walked, anything else is shared by every row."""
+    batch) are indexed, tuples and lists are walked, objects with a ``select_rows(rows)`` method
+    (e.g. a restoration's measurements) index themselves, anything else is shared by every row."""
+    if callable(getattr(value, "select_rows", None)):
+        return value.select_rows(rows)
     if isinstance(value, torch.Tensor):
         if value.ndim > 0 and value.shape[0] == size:
             return value[torch.tensor(rows, dtype=torch.long, device=value.device)]
