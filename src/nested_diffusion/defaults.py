@@ -32,3 +32,18 @@ DEFAULT_RESTORE_INNER_ETA = 0.95
 DEFAULT_RESTORE_INNER_GRID_POWER = 2.0
 #: η of nested_restore's outer DDRM step (0.5 and 1 tie early; 0.5 has the better finals).
 DEFAULT_RESTORE_OUTER_ETA = 0.5
+#: Restoration tasks (restoration/tasks.py builds their operators) and what they do, for --help.
+RESTORATION_TASKS = {
+    "inpaint-box": "fill a missing box (--box: a half or the centre) of the image",
+    "inpaint-random": "fill a random half of the pixels (the mask drawn from --seed)",
+    "sr2": "2× super-resolution (average pooling)",
+    "sr4": "4× super-resolution (average pooling)",
+    "deblur": "Gaussian deblurring (separable kernel, --blur-sigma pixels)",
+    "denoise": "denoising (H = I; the noise is σ_y)",
+    "colorize": "colorization (RGB models: y = the gray image)",
+    "dense": "a dense random 20×n matrix (small items only: the Gaussian-mixture oracle)",
+}
+#: inpaint-box: which box is hidden
+RESTORATION_BOXES = ("top", "bottom", "left", "right", "center")
+#: σ_y of the measurement noise on the model's [-1, 1] scale when none is given
+DEFAULT_SIGMA_Y = 0.05

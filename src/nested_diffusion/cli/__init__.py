@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, generate, serve
+from . import evaluate, generate, restore, serve
 from .options import CLIError, flag_names
 
 __all__ = ["main", "build_parser", "CLIError"]
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate.add_parser(sub)
     evaluate.add_parser(sub)
+    restore.add_parser(sub)
     serve.add_parser(sub)
     return parser
 

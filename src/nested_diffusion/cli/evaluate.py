@@ -11,15 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from .options import Formatter, add_model_arguments, check_out, guidance, positive_int, quiet_loading, resolve_device
+from ..defaults import RESTORATION_TASKS
+
+from .options import (Formatter, add_model_arguments, add_task_arguments, check_out, guidance, positive_int,
+                      quiet_loading, resolve_device)
 
 MARKER = "evaluation.json"
-METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd")
+METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd", "residual", "psnr", "psnr-mean")
 #: library argument names → this command's flags (for error messages)
 FLAGS = {"fid_reference": "--fid-reference", "clip_model": "--clip-model", "prompts": "--prompts",
          "guidance_scale": "--guidance", "num_samples": "--num-samples", "batch_size": "--batch-size",
          "grid_samples": "--grid-samples", "checkpoints": "--checkpoints", "budget": "--budget", "metric": "--metric",
-         "height": "--height", "width": "--width"}
+         "height": "--height", "width": "--width", "sigma_y": "--sigma-y", "per_measurement": "--per-measurement",
+         "blur_sigma": "--blur-sigma", "box": "--box"}
 
 
 def _checkpoints(text: str) -> tuple[int, ...]:
@@ -70,6 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-nested", action="store_true", help="skip the default nested configuration")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla previews")
     p.add_argument("--no-envelope", action="store_true", help="skip the envelope")
+    add_task_arguments(p, list(RESTORATION_TASKS), required=False)
+    p.add_argument("--per-measurement", type=positive_int, default=1,
+                   help="with --task on an image model: samples restoring each measurement (8 for psnr-mean)")
     p.add_argument("--guidance", type=guidance, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line (text-to-image models)")
     p.add_argument("--height", type=positive_int, default=None, help="image height (default: the model's)")
@@ -110,12 +117,17 @@ def run(args: argparse.Namespace) -> int:
                         args.seed, args.grid_samples)
     methods = default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
                               vanilla=[] if args.no_vanilla else args.vanilla,
-                              envelope=[] if args.no_envelope else args.envelope)
+                              envelope=[] if args.no_envelope else args.envelope, restoration=args.task is not None)
     context = DistributedContext(cpu=args.device == "cpu")
     device = context.device if context.state is not None else resolve_device(args.device)
     with quiet_loading():
         target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype),
                              guidance_scale=args.guidance, prompts=prompts, height=args.height, width=args.width)
+    if args.task is not None:
+        from ..evaluation import RestorationTarget
+
+        target = RestorationTarget(target, args.task, args.sigma_y, per_measurement=args.per_measurement,
+                                   box=args.box, blur_sigma=args.blur_sigma, seed=args.seed)
     check_methods(target, methods, config)  # before any output
     names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)
@@ -139,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     if not context.is_main:
         return 0
     for name, metric in zip(names, metrics):
-        print(f"\n{name} ({'lower' if metric.lower_is_better else 'higher'} is better), "
+        better = f"{metric.ideal:g} is ideal" if metric.ideal is not None else \
+            f"{'lower' if metric.lower_is_better else 'higher'} is better"
+        print(f"\n{name} ({better}), "
               f"{config.num_samples} samples:\n" + markdown_table(result, name))
     print(f"\nwrote {len(written)} files to {args.out}/ (results.csv, results.json, quality_vs_nfe.png, grids/) "
           f"in {record['wall_seconds']:.1f} s", file=sys.stderr)

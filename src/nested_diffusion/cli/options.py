@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["CLIError", "positive_int", "positive_float", "eta", "guidance", "classes", "Formatter",
-           "add_model_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
+from ..defaults import DEFAULT_SIGMA_Y, RESTORATION_BOXES, RESTORATION_TASKS
+
+__all__ = ["CLIError", "positive_int", "positive_float", "eta", "guidance", "sigma_y", "classes", "Formatter",
+           "add_model_arguments", "add_task_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
            "DTYPES", "SAMPLERS"]
 
 SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
@@ -44,6 +46,7 @@ positive_int = _number(int, "a positive integer", lambda v: v > 0)
 positive_float = _number(float, "a positive number", lambda v: v > 0 and math.isfinite(v))
 eta = _number(float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
 guidance = _number(float, "a number >= 0", lambda v: v >= 0 and math.isfinite(v))
+sigma_y = _number(float, "a number >= 0 (noise std on the model's [-1, 1] scale)", lambda v: v >= 0 and math.isfinite(v))
 
 
 def classes(text: str) -> list[int]:
@@ -80,6 +83,17 @@ def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--model", default=None, help=model_help)
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps …")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
+
+
+def add_task_arguments(p: argparse.ArgumentParser, tasks: list[str], required: bool) -> None:
+    """``--task``, ``--box``, ``--blur-sigma`` and ``--sigma-y`` (restore and evaluate)."""
+    p.add_argument("--task", choices=tasks, required=required, default=None,
+                   help="; ".join(f"{t}: {RESTORATION_TASKS[t]}" for t in tasks))
+    p.add_argument("--box", choices=RESTORATION_BOXES, default="bottom", help="inpaint-box: the hidden half or centre")
+    p.add_argument("--blur-sigma", type=positive_float, default=1.0, help="deblur: Gaussian std in pixels")
+    p.add_argument("--sigma-y", type=sigma_y, default=DEFAULT_SIGMA_Y,
+                   help="measurement noise std on the model's [-1, 1] scale (added to held-out digits; the noise "
+                        "assumed in an --input image)")
 
 
 def resolve_device(name: str):

@@ -14,11 +14,12 @@ from .backends import METRICS, MetricBackend, make_metric
 from .methods import Method, frame_at, parse_method
 from .report import load_results, markdown_table, plot_curves, write_results
 from .runner import DistributedContext, EvalConfig, Result, batch_seed, check_methods, evaluate
+from .restoration import RestorationTarget
 from .targets import GMMTarget, PipelineTarget, load_target
 
 __all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table",
            "load_results", "plot_curves", "write_results", "DistributedContext", "EvalConfig", "Result", "batch_seed", "check_methods",
            "evaluate",
-           "GMMTarget", "PipelineTarget", "load_target", "default_checkpoints", "default_methods",
+           "GMMTarget", "PipelineTarget", "RestorationTarget", "load_target", "default_checkpoints", "default_methods",
            "default_metrics"]
 

@@ -9,6 +9,11 @@ Spec strings, as the command line takes them::
     vanilla   SAMPLER[:ETA]                              ddim:1, dpmpp-2m   (budget steps, x̂0 previews)
     envelope  SAMPLER[:ETA]                              dpmpp-2m:0          (one run of exactly N steps
                                                                               per checkpoint N)
+
+On a restoration target (``evaluate --task``) the sampler ``ddrm`` names DDRM (Kawar et al. 2022):
+``nested 6x10/10/10/20/25/25:ddrm:0.95:0.5`` is nested DDRM (inner η, outer η), ``vanilla ddrm:0.85``
+DDRM's x̂0 previews, ``envelope ddrm:0.85`` exact-N DDRM runs; a nested spec with the
+``dpmpp-2m`` sampler there is the unconditional-inner (PSC) variant.
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from ..defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
+from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA, DEFAULT_RESTORE_INNER_ETA,
+                        DEFAULT_RESTORE_OUTER_ETA)
 from ..samplers import SAMPLERS, make_sampler
 from ..nested import nested_grids
 
-__all__ = ["Method", "parse_method", "KINDS", "frame_at"]
+__all__ = ["Method", "parse_method", "KINDS", "frame_at", "DDRM"]
 
 KINDS = ("nested", "vanilla", "envelope")
 #: η when a spec names none: the nested inner default, DDIM η = 1 for vanilla previews (what
 #: `vanilla_sample` uses), and the ODE solvers for the envelope's exact-N runs.
 _DEFAULT_ETA = {"nested": DEFAULT_INNER_ETA, "vanilla": 1.0, "envelope": 0.0}
+#: the restoration sampler: valid on restoration targets only (their η defaults: the measured ones)
+DDRM = "ddrm"
+_DDRM_ETA = {"nested": DEFAULT_RESTORE_INNER_ETA, "vanilla": DEFAULT_DDRM_ETA, "envelope": DEFAULT_DDRM_ETA}
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,10 @@ class Method:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"method kind must be one of {KINDS}, got {self.kind!r}")
-        make_sampler(self.sampler, self.eta, argument=f"{self.kind} sampler")  # validates name and η
+        if self.sampler == DDRM:
+            make_sampler("ddim", self.eta, argument=f"{self.kind} ddrm")  # η in [0, 1]
+        else:
+            make_sampler(self.sampler, self.eta, argument=f"{self.kind} sampler")  # validates name and η
         if self.kind == "nested":
             if self.outer_steps < 1 or len(self.inner_steps) != self.outer_steps or min(self.inner_steps) < 1:
                 raise ValueError(f"nested method needs outer_steps >= 1 and one inner count >= 1 per outer step, "
@@ -62,11 +74,13 @@ class Method:
     @property
     def name(self) -> str:
         """Row label and cache folder: ``nested-10x10-ddim-eta0.85``, ``vanilla-ddim-eta1-100``, …"""
-        sampler = self.sampler if SAMPLERS[self.sampler][2] else f"{self.sampler}-eta{self.eta:g}"
+        fixed = self.sampler in SAMPLERS and SAMPLERS[self.sampler][2]
+        sampler = self.sampler if fixed else f"{self.sampler}-eta{self.eta:g}"
         if self.kind == "nested":
             inner = (str(self.inner_steps[0]) if len(set(self.inner_steps)) == 1
                      else ".".join(map(str, self.inner_steps)))
-            tail = "" if self.outer_eta == DEFAULT_OUTER_ETA else f"-outer{self.outer_eta:g}"
+            default_outer = DEFAULT_RESTORE_OUTER_ETA if self.sampler == DDRM else DEFAULT_OUTER_ETA
+            tail = "" if self.outer_eta == default_outer else f"-outer{self.outer_eta:g}"
             return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}"
         if self.kind == "vanilla":
             return f"vanilla-{sampler}-{self.steps}"
@@ -113,10 +127,12 @@ def _float(text: str, what: str) -> float:
 
 def _sampler_eta(parts: list[str], kind: str, spec: str) -> tuple[str, float]:
     sampler = parts[0] if parts and parts[0] else "ddim"
-    if sampler not in SAMPLERS:
-        raise ValueError(f"{kind} spec {spec!r}: sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    if sampler not in SAMPLERS and sampler != DDRM:
+        raise ValueError(f"{kind} spec {spec!r}: sampler must be one of {sorted(SAMPLERS) + [DDRM]}, got {sampler!r}")
     if len(parts) > 1:
         eta = _float(parts[1], f"{kind} spec {spec!r}: eta")
+    elif sampler == DDRM:
+        eta = _DDRM_ETA[kind]
     elif SAMPLERS[sampler][2]:
         eta = SAMPLERS[sampler][1]
     else:
@@ -142,7 +158,8 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None) -> Method:
         if len(inner) == 1:
             inner = inner * max(outer, 1)
         sampler, eta = _sampler_eta(parts[1:3], "nested", spec)
-        outer_eta = _float(parts[3], f"nested spec {spec!r}: outer eta") if len(parts) > 3 else DEFAULT_OUTER_ETA
+        default_outer = DEFAULT_RESTORE_OUTER_ETA if sampler == DDRM else DEFAULT_OUTER_ETA
+        outer_eta = _float(parts[3], f"nested spec {spec!r}: outer eta") if len(parts) > 3 else default_outer
         return Method("nested", sampler, eta, outer, tuple(inner), outer_eta)
     if len(parts) > 2:
         raise ValueError(f"{kind} spec {spec!r}: expected SAMPLER[:ETA]")

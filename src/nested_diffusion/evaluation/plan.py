@@ -14,6 +14,9 @@ __all__ = ["default_checkpoints", "default_methods", "default_metrics", "DEFAULT
 DEFAULT_VANILLA = ("ddim:1",)
 #: what knowing the budget buys: separate exact-N runs, stochastic DDIM and the DPM-Solver++(2M) ODE
 DEFAULT_ENVELOPES = ("ddim:1", "dpmpp-2m:0")
+#: restoration (``--task``): DDRM's previews at its reference η, exact-N DDRM runs at η 0.85 and 1
+RESTORE_VANILLA = ("ddrm",)
+RESTORE_ENVELOPES = ("ddrm:0.85", "ddrm:1")
 
 
 def default_checkpoints(budget: int) -> tuple[int, ...]:
@@ -23,16 +26,21 @@ def default_checkpoints(budget: int) -> tuple[int, ...]:
 
 
 def default_methods(budget: int, *, nested: Sequence[str] | None = None, vanilla: Sequence[str] | None = None,
-                    envelope: Sequence[str] | None = None) -> list[Method]:
+                    envelope: Sequence[str] | None = None, restoration: bool = False) -> list[Method]:
     """Methods from spec strings (see :mod:`.methods`); a group given as ``None`` takes its default —
-    the project's nested layout for ``budget``, :data:`DEFAULT_VANILLA`, :data:`DEFAULT_ENVELOPES` —
-    and an empty group is left out."""
+    the project's nested layout for ``budget``, :data:`DEFAULT_VANILLA`, :data:`DEFAULT_ENVELOPES`,
+    or for a ``restoration`` task nested DDRM with that layout, :data:`RESTORE_VANILLA` and
+    :data:`RESTORE_ENVELOPES` — and an empty group is left out."""
     if nested is None:
         outer, inner = resolve_layout(budget=budget)
-        nested = [f"{outer}x{'/'.join(map(str, inner))}:{DEFAULT_INNER_SAMPLER}"]
+        nested = [f"{outer}x{'/'.join(map(str, inner))}:{'ddrm' if restoration else DEFAULT_INNER_SAMPLER}"]
+    if vanilla is None:
+        vanilla = RESTORE_VANILLA if restoration else DEFAULT_VANILLA
+    if envelope is None:
+        envelope = RESTORE_ENVELOPES if restoration else DEFAULT_ENVELOPES
     methods = [parse_method("nested", s) for s in nested]
-    methods += [parse_method("vanilla", s, budget=budget) for s in (DEFAULT_VANILLA if vanilla is None else vanilla)]
-    methods += [parse_method("envelope", s) for s in (DEFAULT_ENVELOPES if envelope is None else envelope)]
+    methods += [parse_method("vanilla", s, budget=budget) for s in vanilla]
+    methods += [parse_method("envelope", s) for s in envelope]
     if not methods:
         raise ValueError("nothing to evaluate: no nested, vanilla or envelope method")
     return methods
@@ -40,9 +48,15 @@ def default_methods(budget: int, *, nested: Sequence[str] | None = None, vanilla
 
 def default_metrics(target: Any) -> list[str]:
     """``gmm-fd`` for the oracle; digit-FD (and accuracy with 10 classes) for 28×28 grayscale digit
-    models; FID otherwise."""
+    models; FID otherwise. Restoration adds the residual ratio, and PSNR on images (of the mean of a
+    measurement's samples too, when there are several)."""
+    restoration = hasattr(target, "measurement")
     if getattr(target, "gmm", None) is not None:
-        return ["gmm-fd"]
+        return ["gmm-fd"] + (["residual"] if restoration else [])
     if target.image_shape == (1, 28, 28):
-        return ["digit-fd", "accuracy"] if target.num_classes == 10 else ["digit-fd"]
-    return ["fid"]
+        names = ["digit-fd", "accuracy"] if target.num_classes == 10 else ["digit-fd"]
+    else:
+        names = ["fid"]
+    if restoration:
+        names += ["residual", "psnr"] + (["psnr-mean"] if target.per_measurement > 1 else [])
+    return names

@@ -26,6 +26,7 @@ import torch
 from .backends import MetricBackend, default_cache_dir
 from .methods import Method, frame_at
 from .shards import ShardStore
+from .targets import check_sampler
 
 __all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "batch_seed", "DistributedContext"]
 
@@ -131,13 +132,14 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
                           missing: set[str]) -> bool:
     """Add missing image-metric features from the 8-bit images kept in a shard; False if impossible."""
     by_metric = {m.name: m for m in metrics}
-    if any(k.split("|")[1] == "gmm-fd" or f"{k.split('|')[0]}|pixels" not in tensors for k in missing):
-        return False  # gmm-fd needs the raw samples; large images are not kept
+    if any(getattr(by_metric[k.split("|")[1]], "needs_raw", False) or f"{k.split('|')[0]}|pixels" not in tensors
+           for k in missing):
+        return False  # gmm-fd and residual need the raw samples; large images are not kept
     labels, prompts = target.condition(rows)
     for k in sorted(missing):
         c, name = k.split("|")
         pixels = torch.from_numpy(tensors[f"{c}|pixels"]).float() / 255
-        tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts))
+        tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts, rows))
     return True
 
 
@@ -145,13 +147,13 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
                   rows: range, grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
     """Run one method on one batch and return its features (``"nfe|metric"``) and grid images."""
     labels, prompts = target.condition(rows)
-    n, out = len(rows), {}
+    out = {}
 
     def record(checkpoint: int, raw: torch.Tensor) -> None:
         images = _to_uint8(target.decode(raw))  # what a user would save
         pixels = images.float() / 255
         for metric in metrics:
-            out[f"{checkpoint}|{metric.name}"] = np.asarray(metric.features(pixels, raw, labels, prompts))
+            out[f"{checkpoint}|{metric.name}"] = np.asarray(metric.features(pixels, raw, labels, prompts, rows))
         if images[0].numel() <= KEEP_PIXELS:
             out[f"{checkpoint}|pixels"] = images.numpy()
         elif grid_count:
@@ -162,7 +164,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
         if method.kind == "envelope":
             for c in config.checkpoints:
                 last = None
-                for nfe, raw in target.frames(method, n, labels, prompts, generator(), steps=c):
+                for nfe, raw in target.frames(method, rows, labels, prompts, generator(), steps=c):
                     on_nfe(1)
                     last = raw
                 record(c, last)
@@ -176,7 +178,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
         if not wanted:
             return out
         spent = 0
-        for index, (nfe, raw) in enumerate(target.frames(method, n, labels, prompts, generator())):
+        for index, (nfe, raw) in enumerate(target.frames(method, rows, labels, prompts, generator())):
             on_nfe(nfe - spent)
             spent = nfe
             for c in wanted.get(index, []):
@@ -187,7 +189,8 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
 
 
 def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None:
-    """Methods must be distinct and their step counts fit the model's training timesteps."""
+    """Methods must be distinct, use DDRM exactly when the target is a restoration task, and their
+    step counts fit the model's training timesteps."""
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct, got {names}")
@@ -195,7 +198,9 @@ def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None
     if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
         raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= {T} "
                          f"(the training timesteps), got {config.checkpoints[-1]}")
+    restoration = hasattr(target, "measurement")
     for method in methods:
+        check_sampler(method, restoration)
         steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
         if max(steps) > T:
             raise ValueError(f"{method.name}: step counts must be <= {T} (the model's training timesteps)")
@@ -305,7 +310,10 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
                 values = [r["value"] for r in result.rows if r["kind"] == "envelope" and r["nfe"] == c
                           and r["metric"] == metric.name]
                 if values:
-                    best = min(values) if metric.lower_is_better else max(values)
+                    if metric.ideal is not None:
+                        best = min(values, key=lambda v: abs(v - metric.ideal))
+                    else:
+                        best = min(values) if metric.lower_is_better else max(values)
                     result.rows.append({"method": "envelope-best", "kind": "envelope", "nfe": c,
                                         "metric": metric.name, "value": best, "num_samples": config.num_samples})
     return result

@@ -17,7 +17,7 @@ import torch
 
 from .methods import Method
 
-__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES"]
+__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES", "check_sampler"]
 
 GMM_SCHEDULES = ("linear", "scaled_linear", "cosine")
 
@@ -61,11 +61,12 @@ class PipelineTarget:
                             else f"a photo of a {self.class_names[c]}" for c in labels.tolist()]
         return labels, None
 
-    def frames(self, method: Method, n: int, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(nfe, raw x̂0)`` per frame of ``n`` samples; ``steps`` overrides a vanilla/envelope
+        """``(nfe, raw x̂0)`` per frame of the samples ``rows``; ``steps`` overrides a vanilla/envelope
         step count."""
-        common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=n,
+        check_sampler(method, restoration=False)
+        common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=len(rows),
                       guidance_scale=self.guidance_scale, generator=generator, output_type="latent",
                       height=self.height, width=self.width)
         if method.kind == "nested":
@@ -108,12 +109,13 @@ class GMMTarget:
     def condition(self, indices: range) -> tuple[None, None]:
         return None, None
 
-    def frames(self, method: Method, n: int, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         from ..nested import nested_sample
         from ..vanilla import vanilla_sample
 
-        noise = torch.randn(n, self.gmm.dim, generator=generator, dtype=torch.float64)
+        check_sampler(method, restoration=False)
+        noise = torch.randn(len(rows), self.gmm.dim, generator=generator, dtype=torch.float64)
         if method.kind == "nested":
             session = nested_sample(self.model, self.alphas_cumprod, noise, outer_steps=method.outer_steps,
                                     inner_steps=list(method.inner_steps), inner_sampler=method.sampler,
@@ -129,6 +131,17 @@ class GMMTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name}
+
+
+def check_sampler(method: Method, restoration: bool) -> None:
+    """DDRM methods belong to restoration targets (``--task``), the others to generation."""
+    from .methods import DDRM
+
+    if restoration and method.kind != "nested" and method.sampler != DDRM:
+        raise ValueError(f"{method.name}: a restoration task compares DDRM runs: use the sampler 'ddrm' "
+                         f"(e.g. vanilla ddrm:0.85, envelope ddrm:1)")
+    if not restoration and method.sampler == DDRM:
+        raise ValueError(f"{method.name}: the sampler 'ddrm' restores measurements: it needs a task (--task)")
 
 
 def _fingerprint(model: str | None) -> str | None:

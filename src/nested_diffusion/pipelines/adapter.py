@@ -37,6 +37,8 @@ class Adapter(Protocol):
     prediction_type: str
     default_guidance: float
     num_classes: int | None
+    #: True when the network denoises pixels (restoration needs it), False for VAE latents
+    pixel_space: bool
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "Adapter": ...

@@ -62,6 +62,7 @@ class LatentAdapter:
 
     #: pixel sizes must be multiples of ``vae_scale_factor * size_multiple``
     size_multiple = 1
+    pixel_space = False  # samples are VAE latents
 
     def __init__(self, pipe: Any, network: torch.nn.Module) -> None:
         self.pipe, self.network = pipe, network

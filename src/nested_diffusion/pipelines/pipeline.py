@@ -21,7 +21,7 @@ from ..planner import resolve_layout
 from ..vanilla import VanillaSession
 from .adapter import Adapter, UnsupportedPipelineError
 from .dit import DiTAdapter
-from .session import PipelineSession
+from .session import PipelineSession, to_pixels
 from .stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
 from .unet2d import UNet2DAdapter
 
@@ -123,18 +123,39 @@ class NestedPipeline:
         is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
         if method not in ("nested", "vanilla"):
             raise ValueError(f"method must be 'nested' or 'vanilla', got {method!r}")
+        condition = dict(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
+                         guidance_scale=guidance_scale)
+        model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width)
+        if method == "vanilla" and budget is not None:
+            raise ValueError("budget plans a nested layout; a vanilla session takes num_inference_steps")
+        a = self.adapter
+        common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
+        if method == "nested":
+            outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
+            inner_sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
+            core = NestedSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
+                                 inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta, **common)
+        else:
+            core = VanillaSession(a, a.alphas_cumprod, noise, steps=num_inference_steps, sampler=sampler, eta=eta,
+                                  **common)
+        return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
+
+    def _start(self, condition: dict[str, Any], num_images: int | None, generator: torch.Generator | None,
+               latents: torch.Tensor | None, height: int | None, width: int | None,
+               dtype: torch.dtype | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+        """Validated ``(model_kwargs, x_T)`` of a new session: the condition encoded by the adapter
+        and the initial noise — ``latents`` if given, else drawn from ``generator`` as the diffusers
+        pipeline draws it (in ``dtype``, default the model's)."""
         if latents is not None:
             if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.ndim < 2:
                 raise ValueError("latents must be a floating-point tensor [num_images, channels, ...]")
             if num_images is None:
                 num_images = latents.shape[0]
         if num_images is None:
-            num_images = _batch_size(prompt, class_labels)
+            num_images = _batch_size(condition.get("prompt"), condition.get("class_labels"))
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
         a = self.adapter
-        condition = dict(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
-                         guidance_scale=guidance_scale)
         with torch.inference_mode():
             model_kwargs = a.condition(num_images, **condition)
             if latents is None:
@@ -147,18 +168,88 @@ class NestedPipeline:
                 if tuple(latents.shape) != expected:
                     raise ValueError(f"latents must have shape {expected}, got {tuple(latents.shape)}")
                 noise = latents.to(device=a.device, dtype=a.dtype)
-        if method == "vanilla" and budget is not None:
-            raise ValueError("budget plans a nested layout; a vanilla session takes num_inference_steps")
-        common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
+        return model_kwargs, noise.to(dtype or noise.dtype)
+
+    def restore(self, image: Any = None, operator: Any = None, sigma_y: float = 0.0, *,
+                measurement: torch.Tensor | None = None, method: str = "nested", class_labels: Any = None,
+                guidance_scale: float | None = None, num_images: int | None = None,
+                outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                budget: int | None = None, inner: str = "ddrm", eta: float | None = None,
+                eta_b: float | None = None, outer_eta: float | None = None, steps: int = 100,
+                generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
+                output_type: str = "pil", decode_every: int = 1,
+                latents: torch.Tensor | None = None) -> PipelineSession:
+        """Anytime restoration of a linear measurement y = H x + σ_y n (PAPER.md, "Inverse problems"):
+        ``method="nested"`` (:func:`~nested_diffusion.restoration.nested_restore`, every frame a
+        measurement-consistent restoration) or ``"ddrm"`` (:func:`~nested_diffusion.restoration.ddrm_sample`
+        with ``steps`` network calls, frames = its x̂0 previews).
+
+        ``image`` is what was observed, as pixels in [0, 1] (PIL, array or tensor; see
+        :func:`~.session.to_pixels`): in the operator's measurement shape it *is* y (the small image of a
+        super-resolution, a blurred or noisy image); in the model's image shape it is measured by H
+        (``y = H image``: an inpainting input is the whole picture, its unobserved pixels ignored).
+        Or give ``measurement`` in the operator's own shape, on the model's [-1, 1] scale, e.g.
+        ``operator.measure(x, sigma_y, generator)`` to simulate one. ``sigma_y`` is the noise std of
+        y on that scale; nothing is added here. One restoration per measurement; ``num_images`` > 1
+        with a single measurement draws that many (posterior samples). Pixel-space models only: H acts
+        on pixels, and a latent model's decoder is nonlinear.
+        """
+        from ..restoration import DDRMSession, LinearOperator, NestedRestoreSession
+
+        a = self.adapter
+        if not getattr(a, "pixel_space", False):
+            raise ValueError(f"restoration needs a pixel-space model: H acts on pixels, but this {a.family} model "
+                             "samples VAE latents, and the VAE decoder is nonlinear, so a linear measurement of the "
+                             "image is not a linear measurement of the latents")
+        if method not in ("nested", "ddrm"):
+            raise ValueError(f"method must be 'nested' or 'ddrm', got {method!r}")
+        if not isinstance(operator, LinearOperator):
+            raise TypeError("operator must be a nested_diffusion.restoration operator (Inpainting, SuperResolution, "
+                            f"Deblur, Colorization, Denoising, Dense), got {type(operator).__name__}")
+        if (image is None) == (measurement is None):
+            raise ValueError("give exactly one of image (the observed pixels) and measurement (y itself)")
+        item = tuple(a.latent_shape(1, height, width)[1:])
+        y = self._measurement(operator, item, image, measurement)
+        if num_images is None:
+            num_images = len(y)
+        if len(y) == 1 and num_images > 1:
+            y = y.expand(num_images, *y.shape[1:])
+        if len(y) != num_images:
+            raise ValueError(f"num_images ({num_images}) must equal the number of measurements ({len(y)}) or "
+                             "there must be one measurement")
+        condition = dict(class_labels=class_labels, guidance_scale=guidance_scale)
+        # the spectral arithmetic runs in the state's dtype: at least float32 for half-precision models
+        model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width,
+                                          dtype=torch.promote_types(a.dtype, torch.float32))
+        common = dict(operator=operator, measurement=y.to(noise.device, noise.dtype), sigma_y=sigma_y,
+                      prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
+        etas = {k: v for k, v in (("eta", eta), ("eta_b", eta_b)) if v is not None}
         if method == "nested":
             outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
-            inner_sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
-            core = NestedSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
-                                 inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta, **common)
+            core = NestedRestoreSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
+                                        inner=inner, outer_eta=outer_eta, **etas, **common)
         else:
-            core = VanillaSession(a, a.alphas_cumprod, noise, steps=num_inference_steps, sampler=sampler, eta=eta,
-                                  **common)
+            if budget is not None or outer_steps is not None or inner_steps is not None:
+                raise ValueError("budget, outer_steps and inner_steps plan a nested layout; DDRM takes steps")
+            core = DDRMSession(a, a.alphas_cumprod, noise, steps=steps, **etas, **common)
         return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
+
+    @staticmethod
+    def _measurement(operator: Any, item: tuple[int, ...], image: Any, measurement: Any) -> torch.Tensor:
+        """y on the model's [-1, 1] scale from the observed ``image`` (see :meth:`restore`) or as given."""
+        wanted = tuple(operator.measurement_shape(item))
+        if measurement is not None:
+            if not isinstance(measurement, torch.Tensor) or not measurement.is_floating_point():
+                raise TypeError(f"measurement must be a float tensor of shape (N, {', '.join(map(str, wanted))})")
+            return measurement.detach()
+        pixels = to_pixels(image, item[0]) * 2 - 1
+        shape = tuple(pixels.shape[1:])
+        if shape == wanted:
+            return pixels
+        if shape == item:
+            return operator(pixels)
+        raise ValueError(f"image has shape {shape}: expected the measurement's {wanted} (y itself) or the model's "
+                         f"{item} (measured by {operator!r})")
 
     def anytime(self, **kwargs: Any) -> PipelineSession:
         """Nested diffusion: iterate for one decoded frame per outer step."""

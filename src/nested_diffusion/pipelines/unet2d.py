@@ -19,6 +19,7 @@ class UNet2DAdapter:
     """``DDPMPipeline``-style folders: a pixel-space ``UNet2DModel`` and a DDPM-type scheduler."""
 
     family = "unet2d"
+    pixel_space = True  # the network denoises pixels: restoration operators act on its samples
 
     def __init__(self, unet, scheduler, metadata: dict[str, Any] | None = None) -> None:
         self.unet, self.scheduler = unet, scheduler
@@ -96,7 +97,8 @@ class UNet2DAdapter:
 
     # -- the network ------------------------------------------------------------------------------
     def _unet(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
-        return self.unet(x, t, class_labels=class_labels).sample[:, : self.channels]  # drop a learned variance
+        out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
+        return out[:, : self.channels].to(x.dtype)  # drop a learned variance; the state keeps its dtype
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
                  guidance_scale: float = 1.0) -> torch.Tensor:

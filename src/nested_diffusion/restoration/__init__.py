@@ -9,7 +9,8 @@ from .ddrm import DDRM, DDRMSession, InverseProblem, ddrm_initial, ddrm_sample, 
 from .nested import NestedRestoreSession, nested_restore
 from .operators import (Colorization, Deblur, Dense, Denoising, Inpainting, LinearOperator, SuperResolution,
                         residual_ratio)
+from .tasks import DEFAULT_SIGMA_Y, TASKS, make_operator
 
 __all__ = ["LinearOperator", "Inpainting", "SuperResolution", "Deblur", "Colorization", "Denoising", "Dense",
            "residual_ratio", "InverseProblem", "DDRM", "ddrm_initial", "ddrm_step", "DDRMSession", "ddrm_sample",
-           "NestedRestoreSession", "nested_restore"]
+           "NestedRestoreSession", "nested_restore", "TASKS", "DEFAULT_SIGMA_Y", "make_operator"]
