@@ -234,3 +234,22 @@ def test_psnr_mean_groups_the_samples_of_one_measurement():
     features = metric.features(pixels, None, None, None, range(4))
     # measurement 0: mean 0.1 → MSE 0.01 → 20 dB; measurement 1: mean 0.1 → 20 dB
     assert metric.score(features) == pytest.approx(20.0)
+
+
+def test_restore_cli_with_a_user_mask(tmp_path, capsys):
+    picture, mask = tmp_path / "picture.png", tmp_path / "mask.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8)).save(picture)
+    holes = np.full((28, 28), 255, dtype=np.uint8)
+    holes[10:20, 5:15] = 0
+    Image.fromarray(holes).save(mask)
+    out = tmp_path / "filled"
+    assert restore_cli("--task", "inpaint-mask", "--mask", mask, "--input", picture, "--outer", 2, "--inner", 1,
+                       "--out", out) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["operator"] == "Inpainting(observed 684/784)"
+    with Image.open(out / "frames" / "sample-00" / "measurement.png") as im:  # H⁺y: the holes are mid-gray
+        assert (np.asarray(im)[10:20, 5:15] == 128).all()
+    for args, words in ((["--task", "inpaint-mask", "--input", picture], "needs one"),
+                        (["--task", "sr4", "--mask", mask], "goes with --task inpaint-mask")):
+        assert restore_cli(*args, "--out", tmp_path / "bad") == 2
+        assert words in capsys.readouterr().err

@@ -36,6 +36,7 @@ DEFAULT_RESTORE_OUTER_ETA = 0.5
 RESTORATION_TASKS = {
     "inpaint-box": "fill a missing box (--box: a half or the centre) of the image",
     "inpaint-random": "fill a random half of the pixels (the mask drawn from --seed)",
+    "inpaint-mask": "fill the pixels a mask image marks (--mask PNG: black = missing, white = kept)",
     "sr2": "2× super-resolution (average pooling)",
     "sr4": "4× super-resolution (average pooling)",
     "deblur": "Gaussian deblurring (separable kernel, --blur-sigma pixels)",

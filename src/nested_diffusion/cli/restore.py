@@ -17,7 +17,7 @@ MARKER = "run.json"
 #: the restore command's tasks: all but the oracle-only dense matrix
 TASK_NAMES = [t for t in RESTORATION_TASKS if t != "dense"]
 #: library argument names → this command's flags (for error messages)
-FLAGS = {"outer_steps": "--outer", "inner_steps": "--inner", "budget": "--budget", "sigma_y": "--sigma-y",
+FLAGS = {"mask": "--mask", "outer_steps": "--outer", "inner_steps": "--inner", "budget": "--budget", "sigma_y": "--sigma-y",
          "num_images": "--num-images", "blur_sigma": "--blur-sigma", "box": "--box", "image": "--input"}
 
 
@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, default=None,
                    help="the observed image (PNG): the small image for sr2/sr4, the blurred or noisy image, the "
                         "gray image; for inpainting the whole picture (the task's hidden pixels are ignored)")
+    p.add_argument("--mask", type=Path, default=None,
+                   help="inpaint-mask: a PNG of the model's size, black = missing, white = kept")
     p.add_argument("--digits", type=positive_int, default=None,
                    help="without --input: restore this many held-out MNIST digits, cycling through the classes "
                         "(default 10: one per digit)")
@@ -63,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--input {str(args.input)!r} is not a file")
     if args.check and args.input is not None:
         raise CLIError("--check needs held-out digits (their true labels): drop --input")
+    if (args.mask is not None) != (args.task == "inpaint-mask"):
+        raise CLIError("--mask goes with --task inpaint-mask (and that task needs one)")
+    if args.mask is not None and not args.mask.is_file():
+        raise CLIError(f"--mask {str(args.mask)!r} is not a file")
     outer, inner = resolve_layout(args.outer, args.inner, args.budget)
     import torch
     from tqdm import tqdm
@@ -71,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args)
     item = tuple(pipe.adapter.latent_shape(1)[1:])
-    operator = make_operator(args.task, item, box=args.box, blur_sigma=args.blur_sigma, seed=args.seed)
+    operator = make_operator(args.task, item, box=args.box, blur_sigma=args.blur_sigma, seed=args.seed,
+                             mask=None if args.mask is None else _mask(args.mask))
     truth, labels, image = _observation(args, item)
     measurement = None if truth is None else operator.measure(truth * 2 - 1, args.sigma_y,
                                                              torch.Generator().manual_seed(args.seed))
@@ -170,6 +177,16 @@ def _observation(args: argparse.Namespace, item: tuple[int, ...]):
     by_class = [(labels == c).nonzero()[0] for c in range(10)]
     order = [int(by_class[i % 10][i // 10]) for i in range(count)]  # cycling through the classes
     return torch.from_numpy(images[order]).float().div(255).unsqueeze(1), labels[order].tolist(), None
+
+
+def _mask(path: Path):
+    """A mask PNG as a boolean pixel grid: True (kept) where the image is brighter than mid-gray."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("L")) >= 128)
 
 
 def _quality(operator, x, y, sigma_y: float, truth) -> dict[str, float]:

@@ -50,13 +50,23 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def make_operator(task: str, shape: Sequence[int], *, box: str = "bottom", blur_sigma: float = 1.0,
-                  seed: int = 0) -> LinearOperator:
-    """The operator of ``task`` (see :data:`TASKS`) for items of ``shape`` = (channels, height, width)."""
+                  seed: int = 0, mask: torch.Tensor | None = None) -> LinearOperator:
+    """The operator of ``task`` (see :data:`TASKS`) for items of ``shape`` = (channels, height, width);
+    ``inpaint-mask`` takes ``mask`` (True = observed, one pixel grid ``(height, width)`` or the item's shape)."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
     shape = tuple(shape)
     if len(shape) != 3:
         raise ValueError(f"restoration tasks act on images (channels, height, width), got items of shape {shape}")
+    if (mask is not None) != (task == "inpaint-mask"):
+        raise ValueError("a mask goes with the task inpaint-mask (and that task needs one)")
+    if task == "inpaint-mask":
+        mask = torch.as_tensor(mask).bool()
+        if tuple(mask.shape) == shape[1:]:
+            mask = mask.expand(shape)
+        if tuple(mask.shape) != shape:
+            raise ValueError(f"mask must be {shape[1]}×{shape[2]} pixels (the model's image), got {tuple(mask.shape)}")
+        return Inpainting(mask.clone())
     if task == "inpaint-box":
         return Inpainting(box_mask(shape, box))
     if task == "inpaint-random":
