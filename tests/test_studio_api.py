@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from nested_diffusion.studio import views
 from nested_diffusion.studio.app import create_app
 from nested_diffusion.studio.frames import read_png_text
 from nested_diffusion.studio.limits import Limits
@@ -386,8 +387,11 @@ def test_errors_are_json_and_the_server_goes_on(pipe):
         assert api.post(f"/v1/sessions/{sid}/branches/b0/fork", json={"count": 2, "seeds": [1]}).status_code == 422
         assert api.patch(f"/v1/sessions/{sid}/branches/b0/condition", json={}).status_code == 422
         assert api.get(f"/v1/sessions/{sid}/branches/b0/frames/x/0.png").status_code == 422
-        app.state.store.snapshot = lambda *a: 1 / 0
-        r = api.get(f"/v1/sessions/{sid}")
+        snapshot, views.snapshot = views.snapshot, lambda *a: 1 / 0
+        try:
+            r = api.get(f"/v1/sessions/{sid}")
+        finally:
+            views.snapshot = snapshot
         assert r.status_code == 500 and r.json() == {"error": "internal error (ZeroDivisionError); the server goes on"}
         assert "Traceback" not in r.text and api.get("/v1/health").status_code == 200
         assert api.get("/openapi.json").json()["paths"]["/v1/sessions"]["post"]
@@ -497,5 +501,5 @@ def test_a_text_model_session_equals_the_library(tmp_path):
         assert [f["nfe"] for f in got] == [f.nfe for f in frames]
         for f, w in zip(got, frames):
             for i, image in enumerate(w.images):
-                served = app.state.store.frame_png(sid, name, f["step"], i)[0]
+                served = views.frame_png(app.state.store, sid, name, f["step"], i)[0]
                 assert np.array_equal(np.asarray(served), np.asarray(image))

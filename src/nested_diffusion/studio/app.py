@@ -24,6 +24,7 @@ from .limits import Limits
 from .schemas import ConditionPatch, CreateSession, ForkRequest, format_errors
 from .security import SecurityMiddleware
 from .sessions import Busy, Invalid, Store, StudioError
+from . import views
 from .sse import event_stream
 from .worker import Worker
 
@@ -101,7 +102,7 @@ def create_app(pipe: Any, *, model: str | None = None, dtype: str = "float32", l
     @app.get("/v1/sessions/{session_id}")
     def snapshot(session_id: str) -> dict[str, Any]:
         """Everything about a session: branches, states, conditions, every kept frame."""
-        return store.snapshot(session_id)
+        return views.snapshot(store, session_id)
 
     @app.delete("/v1/sessions/{session_id}", status_code=204)
     def delete_session(session_id: str) -> Response:
@@ -111,7 +112,7 @@ def create_app(pipe: Any, *, model: str | None = None, dtype: str = "float32", l
     @app.get("/v1/sessions/{session_id}/log")
     def intervention_log(session_id: str) -> dict[str, Any]:
         """The intervention log: ``nested-diffusion generate --replay log.json`` reproduces the frames."""
-        return store.log(session_id)
+        return views.log(store, session_id)
 
     @app.get("/v1/sessions/{session_id}/events", response_class=StreamingResponse,
              responses={200: {"content": {"text/event-stream": {}}}})
@@ -157,7 +158,7 @@ def create_app(pipe: Any, *, model: str | None = None, dtype: str = "float32", l
              response_class=Response, responses={200: {"content": {"image/png": {}}}})
     def frame_png(session_id: str, branch_id: str, step: int, image: int) -> Response:
         """A frame as PNG, with seed, condition history and NFE in its text chunks."""
-        picture, text = store.frame_png(session_id, branch_id, step, image)
+        picture, text = views.frame_png(store, session_id, branch_id, step, image)
         return Response(png_bytes(picture, text), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=86400, immutable",
                                  "Content-Disposition": f'inline; filename="{branch_id}-step{step:03d}-nfe{text["nfe"]}'
@@ -167,7 +168,7 @@ def create_app(pipe: Any, *, model: str | None = None, dtype: str = "float32", l
              response_class=Response, responses={200: {"content": {"image/gif": {}}}})
     def animation(session_id: str, branch_id: str, image: int) -> Response:
         """Every kept frame of one image of a branch, as a looping GIF."""
-        frames = store.frame_sequence(session_id, branch_id, image)
+        frames = views.frame_sequence(store, session_id, branch_id, image)
         return Response(gif_bytes(frames), media_type="image/gif", headers={
             "Cache-Control": "no-store", "Content-Disposition": f'inline; filename="{branch_id}-{image}.gif"'})
 

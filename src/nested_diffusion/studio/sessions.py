@@ -24,9 +24,7 @@ import torch
 
 from ..defaults import DEFAULT_BUDGET, DEFAULT_INNER_SAMPLER
 from ..session import DeadlineExceeded, StepCancelled
-from .frames import frame_text
-from .interventions import (LOG_FORMAT, LOG_VERSION, ROOT, VANILLA, condition_history, due_changes,
-                            fork_seed)
+from .interventions import ROOT, VANILLA, due_changes, fork_seed
 from .limits import Limits
 from .schemas import ConditionPatch, CreateSession, ForkRequest, apply_limits
 
@@ -502,7 +500,7 @@ class Store:
         if frame.images is not None:
             s.kept_images += len(frame.images)
             s.kept.append((b.id, frame.step))
-        s.emit("frame", self.frame_event(s, b, frame))
+        s.emit("frame", frame_event(s, b, frame))
         for _ in range(len(s.kept)):
             if s.kept_images <= self.limits.max_kept_images:
                 break
@@ -516,72 +514,6 @@ class Store:
                 continue
             s.kept_images -= len(old.images)
             old.images = None
-
-    def frame_event(self, s: StudioSession, b: Branch, f: StoredFrame) -> dict[str, Any]:
-        n = b.num_images if f.images is None else len(f.images)
-        out = {"branch": b.id, "step": f.step, "num_steps": b.num_steps, "nfe": f.nfe, "total_nfe": b.checkpoints[-1],
-               "timestep": f.timestep, "elapsed": f.elapsed, "condition_rev": f.condition_rev,
-               "images": [s.frame_url(b.id, f.step, i) for i in range(n)] if f.images is not None else [],
-               "compute": f.compute, "remaining_nfe": b.checkpoints[-1] - f.nfe, "eta": b.eta()}
-        if f.inherited:
-            out["inherited"] = True
-        return out
-
-    def frame_png(self, session_id: str, branch_id: str, step: int, image: int) -> tuple[Any, dict[str, Any]]:
-        """The PIL image of a kept frame and its provenance (for the PNG's text chunks)."""
-        with self.lock:
-            s, b = self._branch(session_id, branch_id)
-            f = b.frames.get(step)
-            if f is None:
-                raise NotFound(f"branch {b.id} has no frame at step {step} (frames: {sorted(b.frames)})")
-            if f.images is None:
-                raise Gone(f"frame {step} of branch {b.id} is no longer kept (the session keeps at most "
-                           f"{self.limits.max_kept_images} images); its latest frame always is")
-            if not 0 <= image < len(f.images):
-                raise NotFound(f"image must lie in [0, {len(f.images) - 1}], got {image}")
-            initial = {k: s.request[k] for k in CONDITION_FIELDS}
-            history = condition_history(initial, s.ops, b.id, f.step)
-            return f.images[image], frame_text(
-                model=self.model_name, session=s.id, branch=b.id, kind=b.kind, seed=b.seed, session_seed=s.seed,
-                step=f.step, num_steps=b.num_steps, nfe=f.nfe, timestep=f.timestep, image=image, history=history)
-
-    def frame_sequence(self, session_id: str, branch_id: str, image: int) -> list[Any]:
-        """Image ``image`` of every kept frame of a branch, in step order (for the GIF)."""
-        with self.lock:
-            s, b = self._branch(session_id, branch_id)
-            frames = [f for _, f in sorted(b.frames.items()) if f.images is not None]
-            if not frames:
-                raise NotFound(f"branch {b.id} has no frame yet")
-            if not 0 <= image < len(frames[-1].images):
-                raise NotFound(f"image must lie in [0, {len(frames[-1].images) - 1}], got {image}")
-            return [f.images[image] for f in frames]
-
-    # -- snapshots and logs -----------------------------------------------------------------------
-    def snapshot(self, session_id: str) -> dict[str, Any]:
-        with self.lock:
-            s = self.get(session_id)
-            branches = []
-            for b in s.branches.values():
-                condition = dict(b.session.condition) if b.kind == "nested" else {k: s.request[k] for k in CONDITION_FIELDS}
-                branches.append({**b.status(), "kind": b.kind, "parent": b.parent, "at_step": b.at_step,
-                                 "image": b.image, "seed": b.seed, "num_steps": b.num_steps,
-                                 "total_nfe": b.checkpoints[-1], "checkpoints": b.checkpoints,
-                                 "num_images": b.num_images, "condition": _jsonable(condition),
-                                 "condition_rev": b.rev, "pending": list(b.pending), "eta": b.eta(),
-                                 "frames": [self.frame_event(s, b, f) for _, f in sorted(b.frames.items())]})
-            return {"session_id": s.id, "model": self.model_name, "created": s.created, "seed": s.seed,
-                    "request": s.request, "checkpoints": s.checkpoints, "deadline": s.request.get("deadline"),
-                    "last_event_id": len(s.events), "terminal": s.terminal,
-                    "events_url": f"/v1/sessions/{s.id}/events", "branches": branches}
-
-    def log(self, session_id: str) -> dict[str, Any]:
-        from .. import __version__
-
-        with self.lock:
-            s = self.get(session_id)
-            return {"format": LOG_FORMAT, "version": LOG_VERSION, "nested_diffusion": __version__,
-                    "model": self.model, "dtype": self.dtype, "session_id": s.id, "request": s.request,
-                    "checkpoints": s.checkpoints, "ops": [dict(op) for op in s.ops]}
 
     # -- the worker's side ------------------------------------------------------------------------
     def next_unit(self) -> Unit | None:
@@ -644,6 +576,18 @@ class Store:
             elif not isinstance(error, StepCancelled):
                 b.error = f"{type(error).__name__}: {error}"
                 self._set_state(s, b, "error", reason="error")
+
+
+def frame_event(s: StudioSession, b: Branch, f: StoredFrame) -> dict[str, Any]:
+    """The ``frame`` event's payload (also each frame of a snapshot)."""
+    n = b.num_images if f.images is None else len(f.images)
+    out = {"branch": b.id, "step": f.step, "num_steps": b.num_steps, "nfe": f.nfe, "total_nfe": b.checkpoints[-1],
+           "timestep": f.timestep, "elapsed": f.elapsed, "condition_rev": f.condition_rev,
+           "images": [s.frame_url(b.id, f.step, i) for i in range(n)] if f.images is not None else [],
+           "compute": f.compute, "remaining_nfe": b.checkpoints[-1] - f.nfe, "eta": b.eta()}
+    if f.inherited:
+        out["inherited"] = True
+    return out
 
 
 def session_checkpoints(session: Any, budget: int | None) -> list[int]:
