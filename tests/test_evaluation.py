@@ -195,7 +195,7 @@ def test_cli_refuses_foreign_folders(tmp_path, capsys):
     assert run_eval("--model", "gmm", "--out", tmp_path / "mine.txt") == 2
     assert (tmp_path / "mine.txt").read_text() == "keep"
     with pytest.raises(SystemExit):
-        run_eval("--metric", "psnr")
+        run_eval("--metric", "lpips")
 
 
 def test_two_processes_merge_to_the_one_process_result(tmp_path):
