@@ -1,15 +1,15 @@
-"""Choosing outer × inner steps for an NFE budget."""
+"""Choosing the nested layout for an NFE budget and the model's own noise schedule."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, NamedTuple, Sequence
 
-from typing import Sequence
+from .defaults import (DEFAULT_FIRST_INNER_ETA, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_EXPONENT,
+                       DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS, DEFAULT_OUTER_UPDATE)
 
-from .defaults import DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_EXPONENT
-
-__all__ = ["Plan", "plan_steps", "plan_schedule", "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS"]
-
+__all__ = ["Plan", "Layout", "plan_steps", "plan_schedule", "plan_layout", "outer_timesteps_at_sigmas",
+           "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
 
 
 class Plan(NamedTuple):
@@ -22,6 +22,33 @@ class Plan(NamedTuple):
         return self.outer_steps * self.inner_steps
 
 
+class Layout(NamedTuple):
+    """A complete nested layout: the keyword arguments of :func:`~nested_diffusion.nested_sample`."""
+
+    outer_timesteps: list[int]
+    inner_steps: list[int]
+    inner_sampler: str
+    inner_eta: tuple[float, ...]
+    outer_update: str
+    outer_eta: float
+
+    @property
+    def nfe(self) -> int:
+        """NFEs spent: an inner run from τ costs min(M, τ + 1)."""
+        return sum(min(m, tau + 1) for tau, m in zip(self.outer_timesteps, self.inner_steps))
+
+    def session_kwargs(self) -> dict[str, Any]:
+        return dict(outer_timesteps=list(self.outer_timesteps), inner_steps=list(self.inner_steps),
+                    inner_sampler=self.inner_sampler, inner_eta=list(self.inner_eta), outer_update=self.outer_update,
+                    outer_eta=self.outer_eta)
+
+
+def _check_budget(budget: Any) -> int:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    return budget
+
+
 def plan_steps(budget: int, inner_exponent: float = DEFAULT_INNER_EXPONENT, *, max_steps: int = 1000) -> Plan:
     """Outer and inner step counts for a total budget of ``budget`` NFEs.
 
@@ -30,8 +57,7 @@ def plan_steps(budget: int, inner_exponent: float = DEFAULT_INNER_EXPONENT, *, m
     paper's square layout (100 → 10 × 10); 0 gives vanilla DDIM (``inner_steps = 1``).
     ``max_steps`` (the number of training timesteps) caps both counts.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    _check_budget(budget)
     if not 0.0 <= inner_exponent <= 1.0:
         raise ValueError(f"inner_exponent must lie in [0, 1], got {inner_exponent}")
     inner = min(max(1, round(budget ** inner_exponent)), budget, max_steps)
@@ -43,14 +69,11 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
                   max_steps: int = 1000) -> list[int]:
     """Inner step counts, one per outer step, so that frames arrive at ``fractions`` of ``budget``.
 
-    The project default (BENCHMARKS.md §5): inner runs grow with the outer step, so the first
-    frames come early and the last inner runs are long, accurate solves — 100 NFEs → 10, 10, 10,
-    20, 25, 25 (frames at 10, 20, 30, 50, 75 and 100 NFEs). Fractions that round to an already
-    reached NFE count are dropped, so small budgets give fewer outer steps; the counts sum to
-    ``budget`` (each capped at ``max_steps``).
+    100 NFEs → 10, 10, 10, 20, 25, 25 (frames at 10, 20, 30, 50, 75 and 100 NFEs). Fractions that
+    round to an already reached NFE count are dropped, so small budgets give fewer outer steps; the
+    counts sum to ``budget`` (each capped at ``max_steps``).
     """
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    _check_budget(budget)
     fractions = list(fractions)
     if not fractions or any(not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions) or fractions[-1] != 1:
         raise ValueError(f"fractions must increase within (0, 1] and end at 1, got {fractions}")
@@ -61,3 +84,47 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
             inner.append(min(target - reached, max_steps))
             reached = target
     return inner
+
+
+def outer_timesteps_at_sigmas(alphas_cumprod: Any, sigmas: Sequence[float]) -> list[int]:
+    """Outer grid ``[T-1, τ_2, …]`` with τ_k the largest timestep whose noise level
+    σ_t = √((1-ᾱ_t)/ᾱ_t) is at most ``sigmas[k-2]``, kept strictly decreasing (so a schedule too
+    short for every level gives fewer outer steps).
+
+    Noise levels, not timesteps, are what a layout transfers between training schedules: the same
+    σ = 1 is t = 258 on the linear schedule, 353 on scaled-linear and 495 on cosine."""
+    from .schedules import check_alphas_cumprod
+
+    a = check_alphas_cumprod(alphas_cumprod)
+    sigma_t = ((1 - a) / a).sqrt().tolist()  # non-decreasing in t
+    outer = [len(sigma_t) - 1]
+    for s in sigmas:
+        if not (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 and math.isfinite(s)):
+            raise ValueError(f"sigmas must be positive noise levels, got {list(sigmas)}")
+        t = max((i for i, v in enumerate(sigma_t) if v <= s), default=0)
+        t = min(t, outer[-1] - 1)
+        if t < 0:
+            break
+        outer.append(t)
+    return outer
+
+
+def plan_layout(budget: int, alphas_cumprod: Any, *, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS,
+                sigmas: Sequence[float] = DEFAULT_OUTER_SIGMAS) -> Layout:
+    """The project default layout for ``budget`` NFEs on a model trained with ``alphas_cumprod``.
+
+    Frames at ``fractions`` of the budget (:func:`plan_schedule`: 100 NFEs → inner runs of 10, 10,
+    10, 20, 25, 25); the first inner run starts at T-1, the later ones at the noise levels ``sigmas``,
+    mapped to the model's own timesteps by :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M)
+    inner runs, deterministic for the first frame and η = 0.85 after it; the outer step re-noises
+    each frame (``outer_update="renoise"``). Measured in BENCHMARKS.md §6.
+    """
+    from .schedules import check_alphas_cumprod
+
+    _check_budget(budget)
+    a = check_alphas_cumprod(alphas_cumprod)
+    inner = plan_schedule(budget, fractions, max_steps=len(a))
+    outer = outer_timesteps_at_sigmas(a, list(sigmas)[:len(inner) - 1])
+    inner = inner[:len(outer)]
+    etas = (DEFAULT_FIRST_INNER_ETA,) + (DEFAULT_INNER_ETA,) * (len(inner) - 1)
+    return Layout(outer, inner, DEFAULT_INNER_SAMPLER, etas, DEFAULT_OUTER_UPDATE, DEFAULT_OUTER_ETA)

@@ -56,9 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"metric(s), repeatable or comma-separated: {', '.join(METRIC_NAMES)} (default: digit-fd and "
                         "accuracy for digit models, gmm-fd for the oracle, fid otherwise)")
     p.add_argument("--nested", action="append", default=None, metavar="SPEC",
-                   help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER_ETA]]], repeatable, e.g. 10x10, "
-                        "20x5:dpmpp-2m, 4x40/30/20/10 (default: the project layout for the budget, "
-                        "100 → 6x10/10/10/20/25/25:dpmpp-2m)")
+                   help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER]]][@TAUS], repeatable, e.g. 10x10, "
+                        "20x5:dpmpp-2m, 4x40/30/20/10, 2x10/20:dpmpp-2m:0/0.85:renoise@999/300, or 'plan': the "
+                        "project layout for the budget and the model's schedule (the default)")
     p.add_argument("--vanilla", action="append", default=None, metavar="SPEC",
                    help="vanilla sampler SAMPLER[:ETA] with --budget steps, repeatable (default: ddim:1)")
     p.add_argument("--envelope", action="append", default=None, metavar="SPEC",
@@ -103,26 +103,25 @@ def run(args: argparse.Namespace) -> int:
 
     from ..evaluation import (DistributedContext, EvalConfig, default_checkpoints, evaluate, load_target,
                               make_metric, markdown_table, parse_method, write_results)
-    from ..defaults import DEFAULT_INNER_SAMPLER
-    from ..planner import plan_schedule
-
     checkpoints = args.checkpoints or default_checkpoints(args.budget)
     config = EvalConfig(args.num_samples, checkpoints, args.batch_size, args.seed, args.grid_samples)
-    methods = [parse_method("nested", s) for s in args.nested or []]
-    if args.nested is None and not args.no_nested:  # the project default layout for this budget
-        inner = plan_schedule(args.budget)
-        methods.append(parse_method("nested", f"{len(inner)}x{'/'.join(map(str, inner))}:{DEFAULT_INNER_SAMPLER}"))
+    nested_specs = list(args.nested or [])
+    if args.nested is None and not args.no_nested:  # the project default layout for this budget and model
+        nested_specs.append("plan")
+    methods = [parse_method("nested", s) for s in nested_specs if s.strip() != "plan"]  # syntax, before loading
     if not args.no_vanilla:
         methods += [parse_method("vanilla", s, budget=args.budget) for s in args.vanilla or ["ddim:1"]]
     if not args.no_envelope:
         methods += [parse_method("envelope", s) for s in args.envelope or ["ddim:1", "dpmpp-2m:0"]]
-    if not methods:
+    if not methods and not nested_specs:
         raise ValueError("nothing to evaluate: --no-nested, --no-vanilla and --no-envelope leave no method")
 
     context = DistributedContext(cpu=args.device == "cpu")
     device = context.device if context.state is not None else _device(args.device)
     target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype), guidance_scale=args.guidance,
                          prompts=prompts, height=args.height, width=args.width)
+    nested = [parse_method("nested", s, budget=args.budget, alphas_cumprod=target.alphas_cumprod) for s in nested_specs]
+    methods = nested + [m for m in methods if m.kind != "nested"]
     if args.metric is None:
         names = (["gmm-fd"] if getattr(target, "gmm", None) is not None
                  else ["digit-fd", "accuracy"] if target.image_shape == (1, 28, 28) and target.num_classes == 10

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..pipelines import NestedPipeline
-    from ..planner import plan_schedule
+    from ..planner import plan_layout
 
     device = _device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -179,9 +179,13 @@ def run(args: argparse.Namespace) -> int:
 
     # steps
     outer, inner = args.outer, args.inner
-    if outer is None and inner is None:  # the measured default layout: inner runs growing over the budget
-        inner = plan_schedule(args.budget or DEFAULT_BUDGET)
+    layout = dict(inner_sampler=args.inner_sampler, inner_eta=args.inner_eta, outer_eta=args.outer_eta)
+    if outer is None and inner is None:  # the measured default layout for the budget and this model's schedule
+        planned_layout = plan_layout(args.budget or DEFAULT_BUDGET, adapter.alphas_cumprod).session_kwargs()
+        inner = planned_layout["inner_steps"]
         outer = len(inner)
+        if args.inner_sampler == planned_layout["inner_sampler"]:  # explicit --inner-eta/--outer-eta still apply
+            layout = {**planned_layout, **{k: v for k, v in layout.items() if v is not None}}
     elif args.budget is not None and (outer is None or inner is None):
         outer = outer or max(1, args.budget // inner)
         inner = inner or max(1, args.budget // outer)
@@ -189,9 +193,8 @@ def run(args: argparse.Namespace) -> int:
 
     condition = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, class_labels=labels,
                      guidance_scale=args.guidance, num_images=num_images, height=args.height, width=args.width)
-    nested = pipe.anytime(outer_steps=outer, inner_steps=inner, inner_sampler=args.inner_sampler,
-                          inner_eta=args.inner_eta, outer_eta=args.outer_eta,
-                          generator=torch.Generator().manual_seed(args.seed), **condition)
+    layout.update(outer_steps=outer, inner_steps=inner)
+    nested = pipe.anytime(**layout, generator=torch.Generator().manual_seed(args.seed), **condition)
     planned = min(nested.core.total_nfe, args.budget or nested.core.total_nfe)
     bar = tqdm(total=planned * (2 if args.compare_vanilla else 1), unit="NFE", desc="nested", file=sys.stderr)
     nested_frames = []
@@ -255,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
             "nested-diffusion": __import__("nested_diffusion").__version__,
             "model": args.model or "embedded:digits", "device": str(device), "dtype": args.dtype,
             "outer_steps": outer, "inner_steps": inner, "inner_sampler": args.inner_sampler,
+            "outer_timesteps": nested.core.outer_timesteps, "outer_update": nested.core.outer_update,
             "guidance_scale": nested.core.model_kwargs.get("guidance_scale"), "seed": args.seed,
             "class_labels": labels, "prompt": args.prompt, "nfe": checkpoints,
             "seconds": {"load": round(load_s, 3), "nested": round(nested_s, 3)},

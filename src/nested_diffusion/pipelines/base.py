@@ -19,7 +19,7 @@ import torch
 
 from ..defaults import DEFAULT_BUDGET, DEFAULT_INNER_SAMPLER
 from ..nested import NestedSession
-from ..planner import plan_schedule
+from ..planner import plan_layout, plan_schedule
 from ..session import Session
 from ..vanilla import VanillaSession
 
@@ -267,7 +267,8 @@ class NestedPipeline:
                 class_labels: Any = None, num_images: int | None = None, guidance_scale: float | None = None,
                 outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
                 inner_sampler: str | None = None,
-                inner_eta: float | None = None, outer_eta: float | None = None,
+                inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
+                outer_timesteps: Sequence[int] | None = None, outer_update: str | None = None,
                 num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
                 generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
                 output_type: str = "pil", decode_every: int = 1,
@@ -275,11 +276,11 @@ class NestedPipeline:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
         (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
 
-        Nested defaults are the project's measured layout: with neither ``outer_steps`` nor
-        ``inner_steps``, inner runs of :func:`~nested_diffusion.planner.plan_schedule` (100 NFEs:
-        10, 10, 10, 20, 25, 25) with the DPM-Solver++(2M) inner sampler; give ``outer_steps=10,
-        inner_steps=10, inner_sampler="ddim"`` for the paper's layout. One of the two alone keeps
-        the other at 10 (``inner_steps`` may be one count per outer step).
+        Nested defaults are the project's measured layout: with no layout argument at all,
+        :func:`~nested_diffusion.planner.plan_layout` for 100 NFEs and this model's noise schedule;
+        with some, the rest default as before (both counts 10, DPM-Solver++(2M) inner runs, a DDIM
+        outer step): give ``outer_steps=10, inner_steps=10, inner_sampler="ddim"`` for the paper's
+        layout (``inner_steps`` may be one count per outer step).
 
         ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
         is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
@@ -312,10 +313,16 @@ class NestedPipeline:
                 noise = latents.to(device=a.device, dtype=a.dtype)
         common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         if method == "nested":
-            outer_steps, inner_steps = _layout(outer_steps, inner_steps)
-            inner_sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
-            core = NestedSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
-                                 inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta, **common)
+            layout = dict(outer_steps=outer_steps, inner_steps=inner_steps, inner_sampler=inner_sampler,
+                          inner_eta=inner_eta, outer_eta=outer_eta, outer_timesteps=outer_timesteps,
+                          outer_update=outer_update)
+            if all(v is None for v in layout.values()):  # the project default, planned for this model's schedule
+                layout = plan_layout(DEFAULT_BUDGET, a.alphas_cumprod).session_kwargs()
+            else:
+                layout["outer_steps"], layout["inner_steps"] = _layout(outer_steps, inner_steps, outer_timesteps)
+                layout["inner_sampler"] = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
+                layout["outer_update"] = "ddim" if outer_update is None else outer_update
+            core = NestedSession(a, a.alphas_cumprod, noise, **layout, **common)
         else:
             core = VanillaSession(a, a.alphas_cumprod, noise, steps=num_inference_steps, sampler=sampler, eta=eta,
                                   **common)
@@ -334,8 +341,10 @@ class NestedPipeline:
         return self.anytime(**kwargs).run()
 
 
-def _layout(outer_steps: int | None, inner_steps: Any) -> tuple[int, Any]:
+def _layout(outer_steps: int | None, inner_steps: Any, outer_timesteps: Any = None) -> tuple[int | None, Any]:
     """Resolve the nested layout defaults (see :meth:`NestedPipeline.session`)."""
+    if outer_timesteps is not None:  # the grid fixes the outer step count
+        return outer_steps, 10 if inner_steps is None else inner_steps
     if outer_steps is None and inner_steps is None:
         inner_steps = plan_schedule(DEFAULT_BUDGET)
     if isinstance(inner_steps, (list, tuple)):
