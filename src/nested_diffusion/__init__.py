@@ -24,6 +24,7 @@ _EXPORTS = {
     "Frame": "session",
     "plan_steps": "planner",
     "plan_schedule": "planner",
+    "plan_layout": "planner",
     "NestedPipeline": "pipelines",
     "PipelineSession": "pipelines",
     "PipelineFrame": "pipelines",
@@ -34,7 +35,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:  # pragma: no cover
     from .nested import NestedSession, nested_sample
     from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
-    from .planner import plan_schedule, plan_steps
+    from .planner import plan_layout, plan_schedule, plan_steps
     from .session import Frame, Session
     from .vanilla import VanillaSession, vanilla_sample
 
