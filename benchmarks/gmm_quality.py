@@ -34,6 +34,25 @@ METRIC = "gmm-fd"
 FLOOR_TOLERANCE = 0.01
 
 
+def parse_args(doc: str, tables: tuple[str, ...], cache: str) -> argparse.Namespace:
+    """The oracle benchmarks' shared options (``--table``, ``--schedule``, ``--num-samples``,
+    ``--cache``, ``--threads``) — used by ``restore_oracle.py``; applies ``--threads`` and creates the
+    cache's folder."""
+    import torch
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", choices=(*tables, "all"), default="all")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help="for --table main (default: all three)")
+    p.add_argument("--num-samples", type=int, default=2000)
+    p.add_argument("--cache", type=Path, default=Path(cache))
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    return args
+
+
 def run(out: Path, model: str, budget: int, nested: list[str], *, num_samples: int, vanilla: bool = True,
         envelope: bool = True, checkpoints: tuple[int, ...] | None = None):
     """One `nested-diffusion evaluate` run (resumed from its shards) and its results."""

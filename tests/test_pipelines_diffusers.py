@@ -452,7 +452,8 @@ def test_prompt_change_mid_session_changes_later_frames_only(sd):
     assert all((x - y).abs().max() > 1e-3 for x, y in zip(late, reference[2:]))
     # the new condition is exactly the pipeline's own encoding of the new prompt
     positive, negative = sd.encode_prompt(["a dog"], torch.device("cpu"), 1, True, None)
-    torch.testing.assert_close(changed.core.model_kwargs["encoder_hidden_states"], torch.cat([negative, positive]))
+    torch.testing.assert_close(changed.core.model_kwargs["encoder_hidden_states"], positive)
+    torch.testing.assert_close(changed.core.model_kwargs["negative_encoder_hidden_states"], negative)
     assert changed.condition["prompt"] == "a dog"
     # switching guidance off mid-session halves the batch of the following calls
     s = session()

@@ -72,7 +72,7 @@ def test_defaults_hold_across_schedules_and_parameterisations(gmm, schedule, pre
 
 @pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "cosine"])
 def test_planned_default_tracks_the_envelope(gmm, schedule):
-    """The project default (plan_layout, BENCHMARKS.md §6) at 100 NFEs: a frame at 10 NFEs, frames
+    """The project default (plan_layout, BENCHMARKS.md §8) at 100 NFEs: a frame at 10 NFEs, frames
     close to the best separate exact-N run at every checkpoint >= 20 NFEs, far better than the x̂0
     previews up to 50 NFEs, and a final no worse than vanilla DDIM's (margins for 1,000 samples,
     whose exact-sample FD floor is about 0.15)."""

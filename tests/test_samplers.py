@@ -7,7 +7,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from nested_diffusion.samplers import iterate, make_sampler, sample
-from nested_diffusion.schedules import spaced_timesteps, to_denoised
+from nested_diffusion import make_denoiser
+from nested_diffusion.schedules import spaced_timesteps
 
 
 def diffusers_run(scheduler, model, x, timesteps, seed, eta=None):
@@ -24,8 +25,7 @@ def diffusers_run(scheduler, model, x, timesteps, seed, eta=None):
 def ours(model, x, timesteps, ac, pred, sampler, seed):
     g = torch.Generator().manual_seed(seed)
     a = ac.double().tolist()
-    denoise = lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], pred)  # noqa: E731
-    return [xn for _, _, xn in iterate(denoise, x, timesteps, a, sampler, g)]
+    return [xn for _, _, xn in iterate(make_denoiser(model, ac, pred), x, timesteps, a, sampler, g)]
 
 
 def assert_trajectories_close(a, b):
@@ -90,12 +90,11 @@ def test_sample_returns_last_denoised(gmm, linear, x_start):
     model = gmm.model(linear, "epsilon")
     a = linear.tolist()
     grid = spaced_timesteps(999, 5)
+    denoise = make_denoiser(model, linear, "epsilon")
     for name in ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde", "dpmpp-3m", "dpmpp-3m-sde"):
-        steps = list(iterate(lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], "epsilon"),
-                             x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0)))
+        steps = list(iterate(denoise, x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0)))
         assert torch.equal(steps[-1][1], steps[-1][2])
-        x = sample(lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], "epsilon"),
-                   x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0))
+        x = sample(denoise, x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0))
         assert torch.equal(x, steps[-1][2])
 
 
@@ -164,10 +163,26 @@ def _kdiffusion_3m_sde(denoise, x, timesteps, alphas_cumprod, eta, generator):
 def test_dpmpp_3m_sde_matches_kdiffusion(gmm, linear, x_start, eta):
     a = linear.double().tolist()
     model = gmm.model(linear, "epsilon")
-    denoise = lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], "epsilon")  # noqa: E731
+    denoise = make_denoiser(model, linear, "epsilon")
     grid = spaced_timesteps(999, 12)
     ref = list(_kdiffusion_3m_sde(denoise, x_start.double(), grid, a, eta, torch.Generator().manual_seed(4)))
     got = [xn for _, _, xn in iterate(denoise, x_start.double(), grid, a, make_sampler("dpmpp-3m", eta),
                                       torch.Generator().manual_seed(4))]
     assert_trajectories_close(got, ref)
     assert make_sampler("dpmpp-3m-sde").eta == 1.0
+
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])
+def test_make_denoiser_returns_the_exact_posterior_mean(gmm, linear, pred):
+    """The GMM "network" outputs the exact target of each prediction type, so the denoiser built on
+    it must return E[x0 | x_t] itself, and read model_kwargs at call time."""
+    x = torch.randn(6, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kwargs = {}
+    denoise = make_denoiser(gmm.model(linear, pred), linear, pred, kwargs)
+    torch.testing.assert_close(denoise(x, 500), gmm.denoise(x, linear[500]), rtol=1e-9, atol=1e-9)
+    kwargs["class_labels"] = torch.tensor([3])
+    torch.testing.assert_close(denoise(x, 500), gmm.denoise(x, linear[500], torch.tensor([3])), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="prediction_type"):
+        make_denoiser(gmm.model(linear), linear, "x0")
+    with pytest.raises(ValueError, match="expected the input's shape"):
+        make_denoiser(lambda x, t: x[:1], linear)(x, 10)

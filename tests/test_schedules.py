@@ -30,9 +30,28 @@ def test_inner_grid(start, steps):
     assert all(a > b for a, b in zip(grid, grid[1:])) and grid[-1] >= 0
 
 
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0, 3.0, 7.0])
+def test_power_grids_keep_the_cost_rule(power):
+    """Any power: starts at τ, strictly descending, min(M, τ + 1) timesteps (the NFE rule)."""
+    for start in list(range(0, 40)) + [99, 166, 537, 832, 999]:
+        for steps in (1, 2, 3, 5, 10, 20, 25, 41, 100):
+            grid = spaced_timesteps(start, steps, power)
+            assert grid[0] == start and len(grid) == min(steps, start + 1) and grid[-1] >= 0
+            assert all(a > b for a, b in zip(grid, grid[1:]))
+
+
+def test_quadratic_grid():
+    """DDIM's quadratic selection (Song et al. 2021, App. D.2) from the trailing end: round(1000 (1 - i/M)²) - 1."""
+    assert spaced_timesteps(999, 10, 2.0) == [999, 809, 639, 489, 359, 249, 159, 89, 39, 9]
+    assert spaced_timesteps(999, 10, 1.0) == spaced_timesteps(999, 10)
+    assert spaced_timesteps(4, 4, 3.0) == [4, 2, 1, 0]  # raised to stay distinct: raw 4, 1, 0, 0
+
+
 def test_grid_rejects_bad_steps():
     with pytest.raises(ValueError, match="steps"):
         spaced_timesteps(10, 0)
+    with pytest.raises(ValueError, match="power"):
+        spaced_timesteps(10, 3, 0.5)
 
 
 @pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])

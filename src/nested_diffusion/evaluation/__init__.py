@@ -9,17 +9,16 @@ exact Gaussian-mixture Fréchet distance. ``nested-diffusion evaluate`` is its c
 ...                   EvalConfig(2000, (10, 20, 50, 100)), "eval-out")
 """
 
+from .plan import default_checkpoints, default_methods, default_metrics
 from .backends import METRICS, MetricBackend, make_metric
 from .methods import Method, frame_at, parse_method
 from .report import anytime_score, load_results, markdown_table, plot_curves, value_at, write_results
-from .runner import DistributedContext, EvalConfig, Result, batch_seed, evaluate
+from .runner import DistributedContext, EvalConfig, Result, batch_seed, check_methods, evaluate
+from .restoration import RestorationTarget
 from .targets import GMMTarget, PipelineTarget, load_target
 
-__all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table", "anytime_score", "value_at",
-           "load_results", "plot_curves", "write_results", "DistributedContext", "EvalConfig", "Result", "batch_seed", "evaluate",
-           "GMMTarget", "PipelineTarget", "load_target", "default_checkpoints"]
+__all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table",
+           "anytime_score", "value_at", "load_results", "plot_curves", "write_results", "DistributedContext",
+           "EvalConfig", "Result", "batch_seed", "check_methods", "evaluate", "GMMTarget", "PipelineTarget",
+           "RestorationTarget", "load_target", "default_checkpoints", "default_methods", "default_metrics"]
 
-
-def default_checkpoints(budget: int) -> tuple[int, ...]:
-    """10, 20, 30, 50, 75 and 100 % of ``budget`` (rounded, deduplicated)."""
-    return tuple(sorted({max(1, round(budget * f)) for f in (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)}))

@@ -14,6 +14,11 @@ Spec strings, as the command line takes them::
     vanilla   SAMPLER[:ETA]                              ddim:1, dpmpp-2m   (budget steps, x̂0 previews)
     envelope  SAMPLER[:ETA]                              dpmpp-2m:0          (one run of exactly N steps
                                                                               per checkpoint N)
+
+On a restoration target (``evaluate --task``) the sampler ``ddrm`` names DDRM (Kawar et al. 2022):
+``nested 6x10/10/10/20/25/25:ddrm:0.95:0.5`` is nested DDRM (inner η, outer η), ``vanilla ddrm:0.85``
+DDRM's x̂0 previews, ``envelope ddrm:0.85`` exact-N DDRM runs; a nested spec with the
+``dpmpp-2m`` sampler there is the unconditional-inner (PSC) variant.
 """
 
 from __future__ import annotations
@@ -22,16 +27,20 @@ import itertools
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from ..defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA
+from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA, DEFAULT_RESTORE_INNER_ETA,
+                        DEFAULT_RESTORE_OUTER_ETA)
 from ..samplers import SAMPLERS, make_sampler
 from ..nested import OUTER_UPDATES, nested_grids
 
-__all__ = ["Method", "parse_method", "plan_method", "KINDS", "frame_at"]
+__all__ = ["Method", "parse_method", "plan_method", "KINDS", "frame_at", "DDRM"]
 
 KINDS = ("nested", "vanilla", "envelope")
 #: η when a spec names none: the nested inner default, DDIM η = 1 for vanilla previews (what
 #: `vanilla_sample` uses), and the ODE solvers for the envelope's exact-N runs.
 _DEFAULT_ETA = {"nested": DEFAULT_INNER_ETA, "vanilla": 1.0, "envelope": 0.0}
+#: the restoration sampler: valid on restoration targets only (their η defaults: the measured ones)
+DDRM = "ddrm"
+_DDRM_ETA = {"nested": DEFAULT_RESTORE_INNER_ETA, "vanilla": DEFAULT_DDRM_ETA, "envelope": DEFAULT_DDRM_ETA}
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,10 @@ class Method:
             raise ValueError(f"method kind must be one of {KINDS}, got {self.kind!r}")
         etas = self.eta if isinstance(self.eta, tuple) else (self.eta,)
         for eta in etas:  # validates name and η
-            make_sampler(self.sampler, eta, argument=f"{self.kind} sampler")
+            if self.sampler == DDRM:
+                make_sampler("ddim", eta, argument=f"{self.kind} ddrm")  # η in [0, 1]
+            else:
+                make_sampler(self.sampler, eta, argument=f"{self.kind} sampler")
         if isinstance(self.eta, tuple) and (self.kind != "nested" or len(self.eta) != self.outer_steps):
             raise ValueError(f"one η per outer step is for nested methods ({self.outer_steps} outer steps), "
                              f"got {list(self.eta)}")
@@ -82,15 +94,17 @@ class Method:
     @property
     def name(self) -> str:
         """Row label and cache folder: ``nested-10x10-ddim-eta0.85``, ``vanilla-ddim-eta1-100``, …"""
+        fixed = self.sampler in SAMPLERS and SAMPLERS[self.sampler][2]
         eta = _runs(self.eta) if isinstance(self.eta, tuple) else f"{self.eta:g}"
-        sampler = self.sampler if SAMPLERS[self.sampler][2] else f"{self.sampler}-eta{eta}"
+        sampler = self.sampler if fixed else f"{self.sampler}-eta{eta}"
         if self.kind == "nested":
             inner = (str(self.inner_steps[0]) if len(set(self.inner_steps)) == 1
                      else ".".join(map(str, self.inner_steps)))
+            default_outer = DEFAULT_RESTORE_OUTER_ETA if self.sampler == DDRM else DEFAULT_OUTER_ETA
             if self.outer_update == "renoise":
                 tail = "-renoise"
             else:
-                tail = "" if self.outer_eta == DEFAULT_OUTER_ETA else f"-outer{self.outer_eta:g}"
+                tail = "" if self.outer_eta == default_outer else f"-outer{self.outer_eta:g}"
             grid = f"-at{'.'.join(map(str, self.outer_timesteps))}" if self.outer_timesteps else ""
             return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}{grid}"
         if self.kind == "vanilla":
@@ -119,7 +133,7 @@ class Method:
         """Cumulative NFEs after each frame (nested: an inner run from τ costs min(M, τ+1))."""
         if self.kind == "nested":
             _, grids = nested_grids(num_train_timesteps, self.outer_steps, self.inner_steps,
-                                    self.outer_timesteps or None)
+                                    outer_timesteps=self.outer_timesteps or None)
             return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
@@ -161,10 +175,12 @@ def _float(text: str, what: str) -> float:
 
 def _sampler_eta(parts: list[str], kind: str, spec: str) -> tuple[str, float]:
     sampler = parts[0] if parts and parts[0] else "ddim"
-    if sampler not in SAMPLERS:
-        raise ValueError(f"{kind} spec {spec!r}: sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+    if sampler not in SAMPLERS and sampler != DDRM:
+        raise ValueError(f"{kind} spec {spec!r}: sampler must be one of {sorted(SAMPLERS) + [DDRM]}, got {sampler!r}")
     if len(parts) > 1:
         eta = _float(parts[1], f"{kind} spec {spec!r}: eta")
+    elif sampler == DDRM:
+        eta = _DDRM_ETA[kind]
     elif SAMPLERS[sampler][2]:
         eta = SAMPLERS[sampler][1]
     else:
@@ -211,7 +227,8 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None, alphas_cump
         sampler, eta = _sampler_eta(parts[1:2] + etas[:1], "nested", spec)
         if len(etas) > 1:
             eta = tuple(_float(e, f"nested spec {spec!r}: eta") for e in etas)
-        outer_update, outer_eta = "ddim", DEFAULT_OUTER_ETA
+        outer_update = "ddim"
+        outer_eta = DEFAULT_RESTORE_OUTER_ETA if sampler == DDRM else DEFAULT_OUTER_ETA
         if len(parts) > 3 and parts[3] == "renoise":
             outer_update = "renoise"
         elif len(parts) > 3:

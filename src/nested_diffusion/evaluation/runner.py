@@ -14,8 +14,6 @@ the merged result equals a one-process run bit for bit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,11 +23,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ._files import replacing
 from .backends import MetricBackend, default_cache_dir
 from .methods import Method, frame_at
+from .shards import ShardStore
+from .targets import check_sampler
 
-__all__ = ["EvalConfig", "Result", "evaluate", "batch_seed", "DistributedContext"]
+__all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "batch_seed", "DistributedContext"]
 
 #: images up to this many values are kept in the shards (digits, CIFAR-size, the GMM's 8×8)
 KEEP_PIXELS = 64 * 64 * 3
@@ -125,27 +124,6 @@ class DistributedContext:
         return gather_object(items)
 
 
-def _unit_key(target, method: Method, config: EvalConfig, batch: int, rows: range) -> str:
-    payload = {"target": target.describe(), "method": method.to_dict(), "seed": config.seed,
-               "batch": batch, "start": rows.start, "stop": rows.stop, "version": 2}
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def _load_shard(path: Path, key: str) -> tuple[dict[str, np.ndarray], float] | None:
-    if not path.is_file():
-        return None
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "np") as f:
-            meta = f.metadata() or {}
-            if meta.get("key") != key:
-                return None
-            return {k: f.get_tensor(k) for k in f.keys()}, float(meta.get("seconds", 0.0))
-    except Exception:  # a truncated or foreign file: recompute it
-        return None
-
-
 def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -154,35 +132,28 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
                           missing: set[str]) -> bool:
     """Add missing image-metric features from the 8-bit images kept in a shard; False if impossible."""
     by_metric = {m.name: m for m in metrics}
-    if any(k.split("|")[1] == "gmm-fd" or f"{k.split('|')[0]}|pixels" not in tensors for k in missing):
-        return False  # gmm-fd needs the raw samples; large images are not kept
+    if any(getattr(by_metric[k.split("|")[1]], "needs_raw", False) or f"{k.split('|')[0]}|pixels" not in tensors
+           for k in missing):
+        return False  # gmm-fd and residual need the raw samples; large images are not kept
     labels, prompts = target.condition(rows)
     for k in sorted(missing):
         c, name = k.split("|")
         pixels = torch.from_numpy(tensors[f"{c}|pixels"]).float() / 255
-        tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts))
+        tensors[k] = np.asarray(by_metric[name].features(pixels, None, labels, prompts, rows))
     return True
-
-
-def _save_shard(path: Path, tensors: dict[str, np.ndarray], key: str, seconds: float) -> None:
-    from safetensors.numpy import save_file
-
-    with replacing(path) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
-                  metadata={"key": key, "seconds": repr(seconds)})
 
 
 def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], batch: int,
                   rows: range, grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
     """Run one method on one batch and return its features (``"nfe|metric"``) and grid images."""
     labels, prompts = target.condition(rows)
-    n, out = len(rows), {}
+    out = {}
 
     def record(checkpoint: int, raw: torch.Tensor) -> None:
         images = _to_uint8(target.decode(raw))  # what a user would save
         pixels = images.float() / 255
         for metric in metrics:
-            out[f"{checkpoint}|{metric.name}"] = np.asarray(metric.features(pixels, raw, labels, prompts))
+            out[f"{checkpoint}|{metric.name}"] = np.asarray(metric.features(pixels, raw, labels, prompts, rows))
         if images[0].numel() <= KEEP_PIXELS:
             out[f"{checkpoint}|pixels"] = images.numpy()
         elif grid_count:
@@ -193,7 +164,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
         if method.kind == "envelope":
             for c in config.checkpoints:
                 last = None
-                for nfe, raw in target.frames(method, n, labels, prompts, generator(), steps=c):
+                for nfe, raw in target.frames(method, rows, labels, prompts, generator(), steps=c):
                     on_nfe(1)
                     last = raw
                 record(c, last)
@@ -207,7 +178,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
         if not wanted:
             return out
         spent = 0
-        for index, (nfe, raw) in enumerate(target.frames(method, n, labels, prompts, generator())):
+        for index, (nfe, raw) in enumerate(target.frames(method, rows, labels, prompts, generator())):
             on_nfe(nfe - spent)
             spent = nfe
             for c in wanted.get(index, []):
@@ -215,6 +186,24 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
             if index >= max(wanted):
                 break
     return out
+
+
+def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None:
+    """Methods must be distinct, use DDRM exactly when the target is a restoration task, and their
+    step counts fit the model's training timesteps."""
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must be distinct, got {names}")
+    T = target.num_train_timesteps
+    if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
+        raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= {T} "
+                         f"(the training timesteps), got {config.checkpoints[-1]}")
+    restoration = hasattr(target, "measurement")
+    for method in methods:
+        check_sampler(method, restoration)
+        steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
+        if max(steps) > T:
+            raise ValueError(f"{method.name}: step counts must be <= {T} (the model's training timesteps)")
 
 
 def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig,
@@ -229,12 +218,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     is written. Returns the :class:`Result` on the main process, ``None`` elsewhere.
     """
     context = context or DistributedContext()
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise ValueError(f"methods must be distinct, got {names}")
-    if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > target.num_train_timesteps:
-        raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= "
-                         f"{target.num_train_timesteps} (the training timesteps), got {config.checkpoints[-1]}")
+    check_methods(target, methods, config)
     device = torch.device(device) if device is not None else (context.device or torch.device("cpu"))
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     # reference statistics: the main process computes (and caches) them first
@@ -246,7 +230,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     if on_ready is not None:
         on_ready()
 
-    out_dir = Path(out_dir)
+    store = ShardStore(out_dir, target, config.seed)
     batches = config.batches()
     units = [(method, b) for b in range(len(batches)) for method in methods]
     mine = units[context.rank::context.world]
@@ -265,13 +249,11 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
         for method, b in mine:
             rows = batches[b]
             grid_count = min(config.grid_samples - rows.start, len(rows)) if rows.start < config.grid_samples else 0
-            key = _unit_key(target, method, config, b, rows)
-            path = out_dir / "shards" / method.name / f"{b:05d}.safetensors"
             needed = {f"{c}|{m.name}" for c in covered[method.name] for m in metrics}
-            cached = _load_shard(path, key)
+            cached = store.load(method, b, rows)
             if cached is not None and not needed <= set(cached[0]):
                 if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
-                    _save_shard(path, cached[0], key, cached[1])  # new metrics, same samples
+                    store.save(method, b, rows, *cached)  # new metrics, same samples
                 else:
                     cached = None
             if bar is not None:
@@ -285,7 +267,7 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
                 tensors = _compute_unit(target, method, config, metrics, b, rows, grid_count,
                                         (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
                 seconds = time.perf_counter() - start
-                _save_shard(path, tensors, key, seconds)
+                store.save(method, b, rows, tensors, seconds)
             # only what the merge needs travels to the main process: the features and the grid's images
             sent = {k: tensors[k] for k in needed}
             for c in covered[method.name] if grid_count else ():
@@ -328,7 +310,10 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
                 values = [r["value"] for r in result.rows if r["kind"] == "envelope" and r["nfe"] == c
                           and r["metric"] == metric.name]
                 if values:
-                    best = min(values) if metric.lower_is_better else max(values)
+                    if metric.ideal is not None:
+                        best = min(values, key=lambda v: abs(v - metric.ideal))
+                    else:
+                        best = min(values) if metric.lower_is_better else max(values)
                     result.rows.append({"method": "envelope-best", "kind": "envelope", "nfe": c,
                                         "metric": metric.name, "value": best, "num_samples": config.num_samples})
     return result

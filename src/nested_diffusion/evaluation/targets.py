@@ -17,7 +17,7 @@ import torch
 
 from .methods import Method
 
-__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES"]
+__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES", "check_sampler"]
 
 GMM_SCHEDULES = ("linear", "scaled_linear", "cosine")
 
@@ -36,9 +36,9 @@ class PipelineTarget:
         self.height, self.width = height, width
         text_model = str(getattr(adapter, "family", "")).startswith("stable-diffusion")
         if text_model and not self.prompts:
-            raise ValueError("this is a text-to-image model: give prompts (--prompts FILE, one per line)")
+            raise ValueError("this is a text-to-image model: give prompts (one per sample, cycled)")
         if self.prompts and not text_model:
-            raise ValueError("--prompts needs a text-to-image model; this model is not text-conditional")
+            raise ValueError("prompts need a text-to-image model; this model is not text-conditional")
         names = getattr(adapter, "class_names", None)
         self.class_names = list(names) if names else (
             [str(c) for c in range(self.num_classes)] if self.num_classes else None)
@@ -62,11 +62,12 @@ class PipelineTarget:
                             else f"a photo of a {self.class_names[c]}" for c in labels.tolist()]
         return labels, None
 
-    def frames(self, method: Method, n: int, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(nfe, raw x̂0)`` per frame of ``n`` samples; ``steps`` overrides a vanilla/envelope
+        """``(nfe, raw x̂0)`` per frame of the samples ``rows``; ``steps`` overrides a vanilla/envelope
         step count."""
-        common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=n,
+        check_sampler(method, restoration=False)
+        common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=len(rows),
                       guidance_scale=self.guidance_scale, generator=generator, output_type="latent",
                       height=self.height, width=self.width)
         if method.kind == "nested":
@@ -109,12 +110,13 @@ class GMMTarget:
     def condition(self, indices: range) -> tuple[None, None]:
         return None, None
 
-    def frames(self, method: Method, n: int, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         from ..nested import nested_sample
         from ..vanilla import vanilla_sample
 
-        noise = torch.randn(n, self.gmm.dim, generator=generator, dtype=torch.float64)
+        check_sampler(method, restoration=False)
+        noise = torch.randn(len(rows), self.gmm.dim, generator=generator, dtype=torch.float64)
         common = dict(prediction_type=self.prediction_type, generator=generator)
         if method.kind == "nested":
             session = nested_sample(self.model, self.alphas_cumprod, noise, **method.session_kwargs(), **common)
@@ -129,6 +131,17 @@ class GMMTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name}
+
+
+def check_sampler(method: Method, restoration: bool) -> None:
+    """DDRM methods belong to restoration targets (``--task``), the others to generation."""
+    from .methods import DDRM
+
+    if restoration and method.kind != "nested" and method.sampler != DDRM:
+        raise ValueError(f"{method.name}: a restoration task compares DDRM runs: use the sampler 'ddrm' "
+                         f"(e.g. vanilla ddrm:0.85, envelope ddrm:1)")
+    if not restoration and method.sampler == DDRM:
+        raise ValueError(f"{method.name}: the sampler 'ddrm' restores measurements: it needs a task (--task)")
 
 
 def _fingerprint(model: str | None) -> str | None:
@@ -162,16 +175,16 @@ def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype:
         schedule = parts[0] if parts else "linear"
         prediction_type = parts[1] if len(parts) > 1 else "epsilon"
         if len(parts) > 2 or schedule not in GMM_SCHEDULES:
-            raise ValueError(f"--model gmm[:SCHEDULE[:PREDICTION]]: schedule must be one of {list(GMM_SCHEDULES)}, "
+            raise ValueError(f"model 'gmm[:SCHEDULE[:PREDICTION]]': schedule must be one of {list(GMM_SCHEDULES)}, "
                              f"got {model!r}")
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"--model gmm:SCHEDULE:PREDICTION: prediction must be one of {list(PREDICTION_TYPES)}, "
+            raise ValueError(f"model 'gmm:SCHEDULE:PREDICTION': prediction must be one of {list(PREDICTION_TYPES)}, "
                              f"got {prediction_type!r}")
         if prompts or guidance_scale is not None:
-            raise ValueError("the Gaussian-mixture oracle is unconditional: no --prompts or --guidance")
+            raise ValueError("the Gaussian-mixture oracle is unconditional: no prompts or guidance_scale")
         return GMMTarget(schedule, prediction_type)
     from ..pipelines import NestedPipeline
 
-    pipe = NestedPipeline.from_pretrained(model, torch_dtype=dtype, device=device)
+    pipe = NestedPipeline.from_pretrained(model, dtype=dtype, device=device)
     return PipelineTarget(pipe, "embedded-digits" if model is None else str(model), guidance_scale, prompts,
                           height, width, fingerprint=_fingerprint(model))

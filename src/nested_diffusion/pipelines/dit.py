@@ -4,7 +4,7 @@
 The null class used for classifier-free guidance is ``transformer.config.num_embeds_ada_norm``
 (1000 for the ImageNet checkpoints: the label-dropout embedding, as ``DiTPipeline`` uses). With a
 learned-sigma output (``out_channels == 2 * in_channels``) only the first ``in_channels`` channels
-(ε or v) are used. Guidance follows diffusers: applied when ``guidance_scale > 1``.
+(ε or v) are used. Guidance follows the project's one rule (:func:`~.adapter.classifier_free_guidance`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from .base import UnsupportedPipelineError
-from .base import check_labels
+from .adapter import UnsupportedPipelineError, check_guidance, check_labels, classifier_free_guidance
 from .latent import LatentAdapter, call_default
 
 __all__ = ["DiTAdapter"]
@@ -64,7 +63,7 @@ class DiTAdapter(LatentAdapter):
         """Class labels (one, or one per image); ``None`` samples unconditionally with the null class."""
         if prompt is not None or negative_prompt is not None:
             raise ValueError("this DiT model is not text-conditional: pass class_labels, not prompt")
-        guidance = self.default_guidance if guidance_scale is None else self.check_guidance(guidance_scale)
+        guidance = self.default_guidance if guidance_scale is None else check_guidance(guidance_scale)
         if class_labels is None:
             labels = torch.full((num_images,), self.null_class, dtype=torch.long)
             guidance = 1.0  # conditional and unconditional branches would be identical
@@ -72,16 +71,11 @@ class DiTAdapter(LatentAdapter):
             labels = check_labels(class_labels, num_images, self.num_classes)
         return {"class_labels": labels.to(self.device), "guidance_scale": guidance}
 
+    def _transformer(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        return self.transformer(x, timestep=t, class_labels=class_labels).sample[:, : self.channels]
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor,
                  guidance_scale: float = 1.0) -> torch.Tensor:
         """Transformer output (first ``in_channels`` channels), guided in one doubled batch: one NFE."""
-        cfg = guidance_scale > 1
-        if cfg:
-            null = torch.full_like(class_labels, self.null_class)
-            x, t, class_labels = torch.cat([x, x]), torch.cat([t, t]), torch.cat([class_labels, null])
-        out = self.transformer(x, timestep=t, class_labels=class_labels).sample
-        out = out[:, : self.channels]
-        if cfg:
-            cond, uncond = out.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
-        return out
+        uncond = {"class_labels": torch.full_like(class_labels, self.null_class)}
+        return classifier_free_guidance(self._transformer, x, t, guidance_scale, {"class_labels": class_labels}, uncond)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from ..schedules import PREDICTION_TYPES
-from .base import Adapter
+from .adapter import check_image_size
 
 __all__ = ["LatentAdapter", "scheduler_schedule", "call_default", "prompt_batch"]
 
@@ -54,7 +54,7 @@ def _size(value: Any) -> tuple[int, int]:
     return int(h), int(w)
 
 
-class LatentAdapter(Adapter):
+class LatentAdapter:
     """Base of adapters whose network works on VAE latents.
 
     Subclasses set ``self.network`` (the denoiser module) and may override :meth:`decode`.
@@ -62,6 +62,7 @@ class LatentAdapter(Adapter):
 
     #: pixel sizes must be multiples of ``vae_scale_factor * size_multiple``
     size_multiple = 1
+    pixel_space = False  # samples are VAE latents
 
     def __init__(self, pipe: Any, network: torch.nn.Module) -> None:
         self.pipe, self.network = pipe, network
@@ -105,12 +106,7 @@ class LatentAdapter(Adapter):
 
     def latent_shape(self, num_images: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """Shape of the initial latents for images of ``height`` × ``width`` pixels."""
-        h, w = self.default_size
-        h, w = (h if height is None else height), (w if width is None else width)
-        step = self.vae_scale_factor * self.size_multiple
-        for name, value in (("height", h), ("width", w)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % step:
-                raise ValueError(f"{name} must be a positive multiple of {step} pixels for this model, got {value!r}")
+        h, w = check_image_size(height, width, self.default_size, self.vae_scale_factor * self.size_multiple)
         return (num_images, self.channels, h // self.vae_scale_factor, w // self.vae_scale_factor)
 
     def initial_noise(self, num_images: int, generator: torch.Generator | None, height: int | None = None,

@@ -4,8 +4,9 @@
 Prompts are encoded by the pipeline's own ``encode_prompt`` (so textual inversion, LoRA text
 layers, SDXL's two encoders and ``force_zeros_for_empty_prompt`` behave as in diffusers); SDXL's
 added time conditioning comes from the pipeline's ``_get_add_time_ids``. Classifier-free guidance
-follows diffusers: applied when ``guidance_scale > 1`` (unless the UNet is guidance-distilled,
-``time_cond_proj_dim``), in one doubled batch ``[negative, positive]`` = one NFE.
+follows the project's one rule (:func:`~.adapter.classifier_free_guidance`): one doubled batch
+``[negative, positive]`` = one NFE, except for guidance-distilled UNets (``time_cond_proj_dim``),
+whose guidance is an embedding.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .base import UnsupportedPipelineError
+from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
 from .latent import LatentAdapter, call_default, prompt_batch
 
 __all__ = ["StableDiffusionAdapter", "StableDiffusionXLAdapter"]
@@ -42,8 +43,8 @@ class StableDiffusionAdapter(LatentAdapter):
         return cls(pipe)
 
     def _guidance(self, guidance_scale: float | None) -> tuple[float, bool]:
-        g = self.default_guidance if guidance_scale is None else self.check_guidance(guidance_scale)
-        return g, g > 1 and self.time_cond_proj_dim is None
+        g = self.default_guidance if guidance_scale is None else check_guidance(guidance_scale)
+        return g, uses_guidance(g) and self.time_cond_proj_dim is None
 
     def _timestep_cond(self, guidance: float, batch: int) -> torch.Tensor | None:
         if self.time_cond_proj_dim is None:
@@ -66,25 +67,22 @@ class StableDiffusionAdapter(LatentAdapter):
         guidance, cfg, prompts, negatives, per_prompt = self._text_condition(
             num_images, class_labels, prompt, negative_prompt, guidance_scale)
         positive, negative = self.pipe.encode_prompt(prompts, self.device, per_prompt, cfg, negatives)
-        return {"encoder_hidden_states": torch.cat([negative, positive]) if cfg else positive,
+        return {"encoder_hidden_states": positive, "negative_encoder_hidden_states": negative if cfg else None,
                 "guidance_scale": guidance, "timestep_cond": self._timestep_cond(guidance, num_images)}
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor, guidance_scale: float,
-              timestep_cond: torch.Tensor | None, added_cond_kwargs: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        cfg = encoder_hidden_states.shape[0] == 2 * x.shape[0]
-        if cfg:
-            x, t = torch.cat([x, x]), torch.cat([t, t])
-        out = self.unet(x, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
-                        added_cond_kwargs=added_cond_kwargs, return_dict=False)[0]
-        if cfg:
-            uncond, cond = out.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
-        return out
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
+              timestep_cond: torch.Tensor | None = None, added_cond_kwargs: dict | None = None) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
+                         added_cond_kwargs=added_cond_kwargs, return_dict=False)[0]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 guidance_scale: float = 1.0, timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
+                 negative_encoder_hidden_states: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output (ε or v) with classifier-free guidance in one doubled batch: one NFE."""
-        return self._unet(x, t, encoder_hidden_states, guidance_scale, timestep_cond, None)
+        uncond = None if negative_encoder_hidden_states is None else \
+            {"encoder_hidden_states": negative_encoder_hidden_states}
+        return classifier_free_guidance(self._unet, x, t, guidance_scale, {"encoder_hidden_states": encoder_hidden_states},
+                                        uncond, timestep_cond=timestep_cond)
 
 
 class StableDiffusionXLAdapter(StableDiffusionAdapter):
@@ -123,26 +121,34 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
         positive, negative, pooled, negative_pooled = self.pipe.encode_prompt(
             prompt=prompts, device=self.device, num_images_per_prompt=per_prompt, do_classifier_free_guidance=cfg,
             negative_prompt=negatives)
-        if cfg:
-            positive, pooled = torch.cat([negative, positive]), torch.cat([negative_pooled, pooled])
-        return {"encoder_hidden_states": positive, "text_embeds": pooled.to(self.device), "guidance_scale": guidance,
-                "timestep_cond": self._timestep_cond(guidance, num_images)}
+        return {"encoder_hidden_states": positive, "text_embeds": pooled.to(self.device),
+                "negative_encoder_hidden_states": negative if cfg else None,
+                "negative_text_embeds": negative_pooled.to(self.device) if cfg else None,
+                "guidance_scale": guidance, "timestep_cond": self._timestep_cond(guidance, num_images)}
 
-    def _time_ids(self, latents: torch.Tensor, batch: int, dtype: torch.dtype, projection_dim: int) -> torch.Tensor:
+    def _time_ids(self, latents: torch.Tensor, dtype: torch.dtype, text_embeds: torch.Tensor) -> torch.Tensor:
+        """SDXL's added time ids for ``latents``: their own size as original and target size, no crop."""
         size = (latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor)
+        encoder_2 = getattr(self.pipe, "text_encoder_2", None)
+        projection_dim = int(encoder_2.config.projection_dim) if encoder_2 is not None else int(text_embeds.shape[-1])
         key = (size, dtype, latents.device, projection_dim)
         if key not in self._time_ids_cache:
             ids = self.pipe._get_add_time_ids(size, (0, 0), size, dtype=dtype,
                                               text_encoder_projection_dim=projection_dim)
             self._time_ids_cache[key] = ids.to(latents.device)
-        return self._time_ids_cache[key].repeat(batch, 1)
+        return self._time_ids_cache[key].repeat(latents.shape[0], 1)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 text_embeds: torch.Tensor, guidance_scale: float = 1.0,
+                 text_embeds: torch.Tensor, negative_encoder_hidden_states: torch.Tensor | None = None,
+                 negative_text_embeds: torch.Tensor | None = None, guidance_scale: float = 1.0,
                  timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output with SDXL's added conditioning and guidance in one doubled batch: one NFE."""
-        encoder_2 = getattr(self.pipe, "text_encoder_2", None)
-        projection_dim = int(encoder_2.config.projection_dim) if encoder_2 is not None else int(text_embeds.shape[-1])
-        time_ids = self._time_ids(x, text_embeds.shape[0], encoder_hidden_states.dtype, projection_dim)
-        return self._unet(x, t, encoder_hidden_states, guidance_scale, timestep_cond,
-                          {"text_embeds": text_embeds, "time_ids": time_ids})
+        cond = {"encoder_hidden_states": encoder_hidden_states, "text_embeds": text_embeds}
+        uncond = None if negative_encoder_hidden_states is None else \
+            {"encoder_hidden_states": negative_encoder_hidden_states, "text_embeds": negative_text_embeds}
+        return classifier_free_guidance(self._sdxl_unet, x, t, guidance_scale, cond, uncond, timestep_cond=timestep_cond)
+
+    def _sdxl_unet(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                   text_embeds: torch.Tensor, timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
+        time_ids = self._time_ids(x, encoder_hidden_states.dtype, text_embeds)
+        return self._unet(x, t, encoder_hidden_states, timestep_cond, {"text_embeds": text_embeds, "time_ids": time_ids})

@@ -11,11 +11,15 @@ from typing import Any
 import torch
 
 from ..schedules import from_denoised, to_denoised
-from .base import Adapter, UnsupportedPipelineError, check_labels
+from .adapter import (UnsupportedPipelineError, check_guidance, check_image_size, check_labels,
+                      classifier_free_guidance)
 
 
-class UNet2DAdapter(Adapter):
+class UNet2DAdapter:
+    """``DDPMPipeline``-style folders: a pixel-space ``UNet2DModel`` and a DDPM-type scheduler."""
+
     family = "unet2d"
+    pixel_space = True  # the network denoises pixels: restoration operators act on its samples
 
     def __init__(self, unet, scheduler, metadata: dict[str, Any] | None = None) -> None:
         self.unet, self.scheduler = unet, scheduler
@@ -30,7 +34,8 @@ class UNet2DAdapter(Adapter):
         size = unet.config.sample_size
         self.sample_size = (size, size) if isinstance(size, int) else tuple(size)
         self.channels = unet.config.in_channels
-        self.learned_variance = unet.config.out_channels == 2 * unet.config.in_channels
+        # every down block but the last halves the resolution
+        self.size_multiple = 2 ** (len(unet.config.down_block_types) - 1)
         # pixel models: diffusers' DDPM/DDIM `clip_sample` clips x̂0 to the data range at every step
         self.clip_sample = float(scheduler.config.get("clip_sample_range", 1.0)) \
             if scheduler.config.get("clip_sample", False) else None
@@ -68,39 +73,38 @@ class UNet2DAdapter(Adapter):
                   guidance_scale: float | None = None) -> dict[str, Any]:
         if prompt is not None or negative_prompt is not None:
             raise ValueError("this UNet2D model is not text-conditional: pass class_labels, not prompt")
-        guidance = self.default_guidance if guidance_scale is None else self.check_guidance(guidance_scale)
+        guidance = self.default_guidance if guidance_scale is None else check_guidance(guidance_scale)
         if self.num_classes is None:
             if class_labels is not None:
                 raise ValueError("this UNet2D model is unconditional: class_labels must be None")
             return {"class_labels": None, "guidance_scale": 1.0}
         if class_labels is None:
             labels = torch.full((num_images,), self.null_class, dtype=torch.long)
+            guidance = 1.0  # conditional and unconditional branches would be identical
         else:
             labels = check_labels(class_labels, num_images, self.num_classes)
         return {"class_labels": labels.to(self.device), "guidance_scale": guidance}
 
+    def latent_shape(self, num_images: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
+        """Shape of x_T for images of ``height`` × ``width`` pixels (multiples of the UNet's downsampling)."""
+        h, w = check_image_size(height, width, self.sample_size, self.size_multiple)
+        return (num_images, self.channels, h, w)
+
     def initial_noise(self, num_images: int, generator: torch.Generator | None, height=None, width=None) -> torch.Tensor:
-        if height is not None or width is not None:
-            h, w = height or self.sample_size[0], width or self.sample_size[1]
-        else:
-            h, w = self.sample_size
-        shape = (num_images, self.channels, h, w)
+        shape = self.latent_shape(num_images, height, width)
         gdev = generator.device if generator is not None else self.device
         return torch.randn(shape, generator=generator, device=gdev, dtype=self.dtype).to(self.device)
 
     # -- the network ------------------------------------------------------------------------------
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+        out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
+        return out[:, : self.channels].to(x.dtype)  # drop a learned variance; the state keeps its dtype
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
                  guidance_scale: float = 1.0) -> torch.Tensor:
         """Network output with classifier-free guidance in one (doubled) batch: one NFE."""
-        if class_labels is None or guidance_scale == 1.0:
-            out = self.unet(x, t, class_labels=class_labels).sample
-        else:
-            null = torch.full_like(class_labels, self.null_class)
-            out = self.unet(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([class_labels, null])).sample
-            cond, uncond = out.chunk(2)
-            out = uncond + guidance_scale * (cond - uncond)
-        if self.learned_variance:
-            out = out[:, : self.channels]
+        uncond = None if class_labels is None else {"class_labels": torch.full_like(class_labels, self.null_class)}
+        out = classifier_free_guidance(self._unet, x, t, guidance_scale, {"class_labels": class_labels}, uncond)
         if self.clip_sample is not None:  # clip x̂0, then express it again as the model's prediction
             a = self.alphas_cumprod[t.cpu()].to(out.device, torch.float32).view(-1, *[1] * (out.ndim - 1))
             denoised = to_denoised(out, x, a, self.prediction_type).clamp(-self.clip_sample, self.clip_sample)

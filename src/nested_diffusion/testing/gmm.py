@@ -15,7 +15,7 @@ classifier-free guidance.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -96,6 +96,39 @@ class GaussianMixture:
         if isinstance(classes, int):
             return frechet_distance(mu, cov, self.means[classes].numpy(), self.covariances[classes].numpy())
         return frechet_distance(mu, cov, self.mean().numpy(), self.covariance().numpy())
+
+    def posterior(self, operator: Any, y: torch.Tensor, sigma_y: float) -> "GaussianMixture":
+        """The exact posterior p(x0 | y) for y = H x0 + σ_y n, n ~ N(0, I), as a Gaussian mixture.
+
+        ``operator`` is a :mod:`nested_diffusion.restoration` operator (made dense here: d is small),
+        ``y`` one measurement in its measurement shape, σ_y > 0. Per component (Bishop 2006, §2.3.3):
+        S = HΣHᵀ + σ_y²I, G = ΣHᵀS⁻¹, mean μ + G(y - Hμ), covariance Σ - GHΣ, weight ∝ π N(y; Hμ, S).
+        Samples and means are flat ``[N, d]``.
+        """
+        from ..restoration.operators import check_sigma_y
+
+        sigma_y = check_sigma_y(sigma_y)
+        if sigma_y == 0:
+            raise ValueError("the exact posterior needs sigma_y > 0 (with σ_y = 0 it is degenerate)")
+        y = torch.as_tensor(y, dtype=torch.float64).cpu()
+        shape = operator.input_shape(tuple(y.shape))
+        if math.prod(shape) != self.dim:
+            raise ValueError(f"{operator!r} on measurements of shape {tuple(y.shape)} acts on items of shape {shape}, "
+                             f"but the mixture has d = {self.dim}")
+        H = operator.matrix(shape)  # (m, d)
+        y = y.reshape(-1)
+        if y.numel() != H.shape[0]:
+            raise ValueError(f"y has {y.numel()} entries, the operator measures {H.shape[0]}")
+        HS = H @ self.covariances  # [K, m, d]: H Σ_k
+        S = HS @ H.T + sigma_y**2 * torch.eye(H.shape[0], dtype=torch.float64)
+        L = torch.linalg.cholesky(S)
+        r = y - self.means @ H.T  # [K, m]: y - H μ_k
+        G_t = torch.cholesky_solve(HS, L)  # [K, m, d] = S⁻¹ H Σ = Gᵀ
+        means = self.means + torch.einsum("km,kmd->kd", r, G_t)
+        covariances = self.covariances - HS.transpose(1, 2) @ G_t  # Σ - Σ Hᵀ S⁻¹ H Σ
+        white = torch.linalg.solve_triangular(L, r[..., None], upper=False).squeeze(-1)
+        log_w = torch.log(self.weights) - torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1) - 0.5 * (white**2).sum(1)
+        return GaussianMixture(means, covariances, torch.softmax(log_w, 0))
 
     # -- the exact denoiser -------------------------------------------------------------------
     def denoise(self, x_t: torch.Tensor, alpha_bar: torch.Tensor | float,

@@ -1,0 +1,129 @@
+"""The adapter interface every pipeline family implements, and the rules they share.
+
+An *adapter* turns one loaded diffusers pipeline into what the model-agnostic core needs: the
+training schedule ᾱ, the prediction type, initial noise, a network call ``adapter(x_t, t,
+**model_kwargs)`` (one call = one NFE, classifier-free guidance included) and decoding to pixels.
+Family modules (``unet2d``, ``latent``, ``stable_diffusion``, ``dit``) import only this module;
+:mod:`~nested_diffusion.pipelines.pipeline` imports the families into one registry — imports run
+one way, as in diffusers' ``auto_pipeline``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Adapter", "UnsupportedPipelineError", "check_guidance", "check_labels", "check_image_size",
+           "classifier_free_guidance", "uses_guidance"]
+
+
+class UnsupportedPipelineError(Exception):
+    """Raised by an adapter's ``from_pipe`` when the pipeline is not of its family."""
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One pipeline family (see :class:`~nested_diffusion.pipelines.unet2d.UNet2DAdapter`).
+
+    ``condition`` validates the user-level condition and returns the network's ``model_kwargs``;
+    every tensor in them is batch-first with one row per image (never pre-doubled for guidance), so
+    a session can select or repeat images by indexing them.
+    """
+
+    family: str
+    alphas_cumprod: torch.Tensor
+    prediction_type: str
+    default_guidance: float
+    num_classes: int | None
+    #: True when the network denoises pixels (restoration needs it), False for VAE latents
+    pixel_space: bool
+
+    @classmethod
+    def from_pipe(cls, pipe: Any) -> "Adapter": ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def to(self, device: Any = None, dtype: Any = None) -> "Adapter": ...
+
+    def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
+                  negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]: ...
+
+    def latent_shape(self, num_images: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]: ...
+
+    def initial_noise(self, num_images: int, generator: torch.Generator | None, height: int | None = None,
+                      width: int | None = None) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **model_kwargs: Any) -> torch.Tensor: ...
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_guidance(guidance_scale: Any) -> float:
+    """A guidance scale as a float: finite and >= 0."""
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+            or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+    return float(guidance_scale)
+
+
+def uses_guidance(guidance_scale: float) -> bool:
+    """The project's one guidance rule: a scale w != 1 runs the doubled batch (see
+    :func:`classifier_free_guidance`); w = 1 is the conditional network alone."""
+    return guidance_scale != 1.0
+
+
+def classifier_free_guidance(network: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
+                             guidance_scale: float, cond: dict[str, Any], uncond: dict[str, Any] | None,
+                             **shared: Any) -> torch.Tensor:
+    """Network output with classifier-free guidance (Ho & Salimans 2022, eq. 6):
+    out = out_u + w (out_c − out_u), both halves in one doubled batch ``[uncond, cond]`` = one NFE.
+
+    ``cond`` and ``uncond`` hold the batch-first tensors that differ between the halves (class
+    labels, text embeddings); ``shared`` is passed to both. The rule, for every family: guidance runs
+    when ``uncond`` exists and w != 1 (w = 0 is the unconditional model, 0 < w < 1 interpolates);
+    w = 1 calls the conditional network alone, in an undoubled batch. For w >= 1 this is diffusers'
+    behaviour exactly; diffusers ignores w < 1 (no guidance), which this rule does not.
+    """
+    if uncond is None or not uses_guidance(guidance_scale):
+        return network(x, t, **cond, **shared)
+    both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
+    out_u, out_c = network(torch.cat([x, x]), torch.cat([t, t]), **both, **shared).chunk(2)
+    return out_u + guidance_scale * (out_c - out_u)
+
+
+def check_labels(class_labels: Any, num_images: int, num_classes: int) -> torch.Tensor:
+    """Class labels as a long tensor of ``num_images`` entries in ``[0, num_classes)``."""
+    try:
+        labels = torch.as_tensor(class_labels).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"class_labels must be integers, got {class_labels!r}") from e
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"class_labels must be integers, got {class_labels!r}")
+    labels = labels.long()
+    if labels.numel() == 1:
+        labels = labels.expand(num_images)
+    if labels.numel() != num_images:
+        raise ValueError(f"class_labels must be one label or {num_images} labels, got {labels.numel()}")
+    if ((labels < 0) | (labels >= num_classes)).any():
+        raise ValueError(f"class_labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
+    return labels
+
+
+def check_image_size(height: Any, width: Any, default: tuple[int, int], multiple: int,
+                     maximum: int = 8192) -> tuple[int, int]:
+    """``(height, width)`` in pixels, ``None`` taking ``default``; each a positive multiple of
+    ``multiple`` (the network's total downsampling) and at most ``maximum``."""
+    out = []
+    for name, value, fallback in (("height", height, default[0]), ("width", width, default[1])):
+        value = fallback if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % multiple or value > maximum:
+            raise ValueError(f"{name} must be a positive multiple of {multiple} pixels for this model "
+                             f"(at most {maximum}), got {value!r}")
+        out.append(value)
+    return out[0], out[1]

@@ -1,0 +1,279 @@
+"""``NestedPipeline``: nested (and vanilla-with-previews) sampling for loaded diffusers pipelines.
+
+The registry of families lives here: each family is a thin adapter (:mod:`.adapter`) exposing the
+pipeline's own schedule (ᾱ from its scheduler), prediction type, initial noise, a guided network
+call (classifier-free guidance in one doubled batch = one NFE) and decoding. The sampling itself is
+the model-agnostic core (:mod:`nested_diffusion.nested`, :mod:`nested_diffusion.vanilla`); no
+pipeline ``__call__`` is copied. Families import only :mod:`.adapter`, never this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..nested import NestedSession
+from ..planner import plan_session, resolve_layout
+from ..vanilla import VanillaSession
+from .adapter import Adapter, UnsupportedPipelineError
+from .dit import DiTAdapter
+from .session import PipelineSession, to_pixels
+from .stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
+from .unet2d import UNet2DAdapter
+
+__all__ = ["NestedPipeline", "ADAPTERS"]
+
+#: Supported families, tried in order by :meth:`NestedPipeline.from_pipe` (SDXL before SD would
+#: not matter: neither pipeline class derives from the other).
+ADAPTERS: list[type] = [UNet2DAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, DiTAdapter]
+
+
+class NestedPipeline:
+    """Anytime sampling for a loaded diffusers pipeline.
+
+    >>> nested = NestedPipeline.from_pretrained(folder)            # doctest: +SKIP
+    >>> for frame in nested.anytime(class_labels=[3], generator=g):  # doctest: +SKIP
+    ...     frame.images[0].save(f"{frame.nfe:03d}.png")
+    """
+
+    def __init__(self, adapter: Adapter, pipe: Any = None) -> None:
+        self.adapter, self.pipe = adapter, pipe
+
+    @staticmethod
+    def adapters() -> list[type]:
+        """The supported families (:data:`ADAPTERS`)."""
+        return list(ADAPTERS)
+
+    @classmethod
+    def from_pipe(cls, pipe: Any) -> "NestedPipeline":
+        """Wrap an already-loaded diffusers pipeline of a supported family."""
+        for adapter in cls.adapters():
+            try:
+                return cls(adapter.from_pipe(pipe), pipe)
+            except UnsupportedPipelineError:
+                continue
+        names = ", ".join(a.family for a in cls.adapters())
+        raise ValueError(f"unsupported pipeline {type(pipe).__name__}: supported families are {names}")
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None = None, *, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
+                        **kwargs: Any) -> "NestedPipeline":
+        """Load with diffusers' ``DiffusionPipeline.from_pretrained`` (hub id or local folder);
+        ``None`` loads the embedded MNIST digit model, offline. ``dtype`` (or its older diffusers
+        name ``torch_dtype``) is passed under the name the installed diffusers expects."""
+        from ..models import embedded_model_path
+
+        path = embedded_model_path() if model is None else model
+        text = os.fspath(path)
+        local = Path(text).expanduser()
+        if local.exists():
+            if not local.is_dir():
+                raise ValueError(f"model {text!r} is a file; expected a diffusers pipeline folder or a hub id")
+            if not (local / "model_index.json").is_file():
+                raise ValueError(f"model folder {text!r} has no model_index.json: not a diffusers pipeline folder")
+        elif text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+            raise ValueError(f"model folder {text!r} does not exist")
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype ({dtype}) and torch_dtype ({torch_dtype}) disagree: give one")
+        dtype = dtype if dtype is not None else torch_dtype
+        import diffusers
+        from diffusers import DiffusionPipeline
+
+        if dtype is not None:  # diffusers 0.40 renamed torch_dtype to dtype (the old name warns)
+            kwargs[_dtype_keyword(diffusers.__version__)] = dtype
+        try:
+            pipe = DiffusionPipeline.from_pretrained(str(local) if local.exists() else text, **kwargs)
+        except Exception as e:  # diffusers raises many types (OSError, ValueError, EnvironmentError…)
+            where = "folder" if local.exists() else "hub id"
+            raise ValueError(f"cannot load the pipeline from {where} {text!r}: {e}") from e
+        nested = cls.from_pipe(pipe)
+        if device is not None:
+            nested.to(device)
+        return nested
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "NestedPipeline":
+        self.adapter.to(device, dtype)
+        return self
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def session(self, method: str = "nested", *, prompt: Any = None, negative_prompt: Any = None,
+                class_labels: Any = None, num_images: int | None = None, guidance_scale: float | None = None,
+                outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                budget: int | None = None, inner_sampler: str | None = None,
+                inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
+                outer_timesteps: Sequence[int] | None = None, outer_update: str | None = None,
+                num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
+                generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
+                output_type: str = "pil", decode_every: int = 1,
+                latents: torch.Tensor | None = None) -> PipelineSession:
+        """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
+        (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
+
+        Nested defaults are the project's measured layout: with neither ``outer_steps``,
+        ``inner_steps`` nor ``outer_timesteps``, :func:`~nested_diffusion.planner.plan_layout` for
+        ``budget`` NFEs (default 100) and this model's noise schedule; give ``outer_steps=10,
+        inner_steps=10, inner_sampler="ddim"`` for the paper's layout. The rules for partial layouts
+        are :func:`~nested_diffusion.planner.plan_session`'s.
+
+        ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
+        is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
+        if method not in ("nested", "vanilla"):
+            raise ValueError(f"method must be 'nested' or 'vanilla', got {method!r}")
+        condition = dict(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
+                         guidance_scale=guidance_scale)
+        model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width)
+        if method == "vanilla" and budget is not None:
+            raise ValueError("budget plans a nested layout; a vanilla session takes num_inference_steps")
+        a = self.adapter
+        common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
+        if method == "nested":
+            layout = plan_session(a.alphas_cumprod, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget,
+                                  inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta,
+                                  outer_timesteps=outer_timesteps, outer_update=outer_update)
+            core = NestedSession(a, a.alphas_cumprod, noise, **layout, **common)
+        else:
+            core = VanillaSession(a, a.alphas_cumprod, noise, steps=num_inference_steps, sampler=sampler, eta=eta,
+                                  **common)
+        return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
+
+    def _start(self, condition: dict[str, Any], num_images: int | None, generator: torch.Generator | None,
+               latents: torch.Tensor | None, height: int | None, width: int | None,
+               dtype: torch.dtype | None = None) -> tuple[dict[str, Any], torch.Tensor]:
+        """Validated ``(model_kwargs, x_T)`` of a new session: the condition encoded by the adapter
+        and the initial noise — ``latents`` if given, else drawn from ``generator`` as the diffusers
+        pipeline draws it (in ``dtype``, default the model's)."""
+        if latents is not None:
+            if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.ndim < 2:
+                raise ValueError("latents must be a floating-point tensor [num_images, channels, ...]")
+            if num_images is None:
+                num_images = latents.shape[0]
+        if num_images is None:
+            num_images = _batch_size(condition.get("prompt"), condition.get("class_labels"))
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        a = self.adapter
+        with torch.inference_mode():
+            model_kwargs = a.condition(num_images, **condition)
+            if latents is None:
+                noise = a.initial_noise(num_images, generator, height=height, width=width)
+            else:
+                expected = tuple(a.latent_shape(num_images, height, width))
+                if latents.shape[0] != num_images:
+                    raise ValueError(f"latents must hold {num_images} images (first dimension), "
+                                     f"got shape {tuple(latents.shape)}")
+                if tuple(latents.shape) != expected:
+                    raise ValueError(f"latents must have shape {expected}, got {tuple(latents.shape)}")
+                noise = latents.to(device=a.device, dtype=a.dtype)
+        return model_kwargs, noise.to(dtype or noise.dtype)
+
+    def restore(self, image: Any = None, operator: Any = None, sigma_y: float = 0.0, *,
+                measurement: torch.Tensor | None = None, method: str = "nested", class_labels: Any = None,
+                guidance_scale: float | None = None, num_images: int | None = None,
+                outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                budget: int | None = None, inner: str = "ddrm", eta: float | None = None,
+                eta_b: float | None = None, outer_eta: float | None = None, steps: int = 100,
+                generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
+                output_type: str = "pil", decode_every: int = 1,
+                latents: torch.Tensor | None = None) -> PipelineSession:
+        """Anytime restoration of a linear measurement y = H x + σ_y n (PAPER.md, "Inverse problems"):
+        ``method="nested"`` (:func:`~nested_diffusion.restoration.nested_restore`, every frame a
+        measurement-consistent restoration) or ``"ddrm"`` (:func:`~nested_diffusion.restoration.ddrm_sample`
+        with ``steps`` network calls, frames = its x̂0 previews).
+
+        ``image`` is what was observed, as pixels in [0, 1] (PIL, array or tensor; see
+        :func:`~.session.to_pixels`): in the operator's measurement shape it *is* y (the small image of a
+        super-resolution, a blurred or noisy image); in the model's image shape it is measured by H
+        (``y = H image``: an inpainting input is the whole picture, its unobserved pixels ignored).
+        Or give ``measurement`` in the operator's own shape, on the model's [-1, 1] scale, e.g.
+        ``operator.measure(x, sigma_y, generator)`` to simulate one. ``sigma_y`` is the noise std of
+        y on that scale; nothing is added here. One restoration per measurement; ``num_images`` > 1
+        with a single measurement draws that many (posterior samples). Pixel-space models only: H acts
+        on pixels, and a latent model's decoder is nonlinear.
+        """
+        from ..restoration import DDRMSession, LinearOperator, NestedRestoreSession
+
+        a = self.adapter
+        if not getattr(a, "pixel_space", False):
+            raise ValueError(f"restoration needs a pixel-space model: H acts on pixels, but this {a.family} model "
+                             "samples VAE latents, and the VAE decoder is nonlinear, so a linear measurement of the "
+                             "image is not a linear measurement of the latents")
+        if method not in ("nested", "ddrm"):
+            raise ValueError(f"method must be 'nested' or 'ddrm', got {method!r}")
+        if not isinstance(operator, LinearOperator):
+            raise TypeError("operator must be a nested_diffusion.restoration operator (Inpainting, SuperResolution, "
+                            f"Deblur, Colorization, Denoising, Dense), got {type(operator).__name__}")
+        if (image is None) == (measurement is None):
+            raise ValueError("give exactly one of image (the observed pixels) and measurement (y itself)")
+        item = tuple(a.latent_shape(1, height, width)[1:])
+        y = self._measurement(operator, item, image, measurement)
+        if num_images is None:
+            num_images = len(y)
+        if len(y) == 1 and num_images > 1:
+            y = y.expand(num_images, *y.shape[1:])
+        if len(y) != num_images:
+            raise ValueError(f"num_images ({num_images}) must equal the number of measurements ({len(y)}) or "
+                             "there must be one measurement")
+        condition = dict(class_labels=class_labels, guidance_scale=guidance_scale)
+        # the spectral arithmetic runs in the state's dtype: at least float32 for half-precision models
+        model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width,
+                                          dtype=torch.promote_types(a.dtype, torch.float32))
+        common = dict(operator=operator, measurement=y.to(noise.device, noise.dtype), sigma_y=sigma_y,
+                      prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
+        etas = {k: v for k, v in (("eta", eta), ("eta_b", eta_b)) if v is not None}
+        if method == "nested":
+            outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
+            core = NestedRestoreSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
+                                        inner=inner, outer_eta=outer_eta, **etas, **common)
+        else:
+            if budget is not None or outer_steps is not None or inner_steps is not None:
+                raise ValueError("budget, outer_steps and inner_steps plan a nested layout; DDRM takes steps")
+            core = DDRMSession(a, a.alphas_cumprod, noise, steps=steps, **etas, **common)
+        return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
+
+    @staticmethod
+    def _measurement(operator: Any, item: tuple[int, ...], image: Any, measurement: Any) -> torch.Tensor:
+        """y on the model's [-1, 1] scale from the observed ``image`` (see :meth:`restore`) or as given."""
+        wanted = tuple(operator.measurement_shape(item))
+        if measurement is not None:
+            if not isinstance(measurement, torch.Tensor) or not measurement.is_floating_point():
+                raise TypeError(f"measurement must be a float tensor of shape (N, {', '.join(map(str, wanted))})")
+            return measurement.detach()
+        pixels = to_pixels(image, item[0]) * 2 - 1
+        shape = tuple(pixels.shape[1:])
+        if shape == wanted:
+            return pixels
+        if shape == item:
+            return operator(pixels)
+        raise ValueError(f"image has shape {shape}: expected the measurement's {wanted} (y itself) or the model's "
+                         f"{item} (measured by {operator!r})")
+
+    def anytime(self, **kwargs: Any) -> PipelineSession:
+        """Nested diffusion: iterate for one decoded frame per outer step."""
+        return self.session("nested", **kwargs)
+
+    def vanilla(self, **kwargs: Any) -> PipelineSession:
+        """The baseline: one x̂0-preview frame per network call (``num_inference_steps``)."""
+        return self.session("vanilla", **kwargs)
+
+    def __call__(self, **kwargs: Any) -> PipelineFrame:
+        """Run nested sampling to the end and return the final frame (``.images``)."""
+        return self.anytime(**kwargs).run()
+
+
+def _dtype_keyword(diffusers_version: str) -> str:
+    """``"dtype"`` for diffusers >= 0.40, else ``"torch_dtype"``."""
+    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in diffusers_version.split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 40) else "torch_dtype"
+
+
+def _batch_size(prompt: Any, class_labels: Any) -> int:
+    if isinstance(prompt, (list, tuple)):
+        return len(prompt)
+    if class_labels is not None:
+        n = torch.as_tensor(class_labels).numel()
+        return max(n, 1)
+    return 1

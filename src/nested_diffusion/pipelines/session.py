@@ -1,0 +1,213 @@
+"""``PipelineSession``: a core session whose frames are decoded by a pipeline adapter, with the
+paper's interventions (change the condition between outer steps, fork, stop at a budget or deadline)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from ..session import CancelToken, Session, check_indices
+
+__all__ = ["PipelineSession", "PipelineFrame", "OUTPUT_TYPES", "to_output", "to_pixels"]
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass(frozen=True)
+class PipelineFrame:
+    """A decoded anytime frame: ``images`` by ``output_type`` (``None`` for frames skipped by
+    ``decode_every``), ``latents`` the raw x̂0 in model space, and the core frame's counters."""
+
+    images: Any
+    latents: torch.Tensor
+    nfe: int
+    step: int
+    timestep: int
+    num_steps: int
+    elapsed: float
+
+    @property
+    def is_final(self) -> bool:
+        return self.step == self.num_steps
+
+
+def to_pixels(image: Any, channels: int) -> torch.Tensor:
+    """The inverse of :func:`to_output`: PIL image(s), a uint8 or float (in [0, 1]) NHWC / HWC
+    array, or a float ``[N, C, H, W]`` / ``[C, H, W]`` tensor in [0, 1] → float32 ``[N, channels,
+    H, W]`` in [0, 1] (PIL images are converted to ``L`` or ``RGB``)."""
+    import numpy as np
+
+    images = image if isinstance(image, (list, tuple)) else [image]
+    if images and all(hasattr(im, "convert") and hasattr(im, "size") for im in images):  # PIL
+        mode = "L" if channels == 1 else "RGB"
+        arrays = [np.asarray(im.convert(mode), dtype=np.float32) / 255 for im in images]
+        if len({a.shape for a in arrays}) != 1:
+            raise ValueError(f"image: all images must have one size, got {[im.size for im in images]}")
+        pixels = torch.from_numpy(np.stack([a.reshape(*a.shape[:2], -1) for a in arrays])).permute(0, 3, 1, 2)
+    elif isinstance(image, np.ndarray):
+        array = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image.astype(np.float32)
+        array = array[None] if array.ndim == 3 else array
+        if array.ndim != 4:
+            raise ValueError(f"image: an array must be HWC or NHWC, got shape {image.shape}")
+        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
+    elif isinstance(image, torch.Tensor) and image.is_floating_point() and image.ndim in (3, 4):
+        pixels = (image[None] if image.ndim == 3 else image).detach().float().cpu()
+    else:
+        raise TypeError("image must be a PIL image, a list of them, an HWC/NHWC array or a float "
+                        f"[N, C, H, W] tensor in [0, 1], got {type(image).__name__}")
+    if pixels.shape[1] != channels:
+        raise ValueError(f"image must have {channels} channel(s) for this model, got {pixels.shape[1]}")
+    if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError("image values must lie in [0, 1] (uint8 arrays are scaled by 1/255)")
+    return pixels
+
+
+def to_output(pixels: torch.Tensor, output_type: str) -> Any:
+    """Convert ``[N, C, H, W]`` pixels in [0, 1] to ``"pt"``, ``"np"`` (NHWC) or ``"pil"``."""
+    if output_type == "pt":
+        return pixels.cpu()
+    array = pixels.permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return array
+    from PIL import Image
+
+    array = (array * 255).round().astype("uint8")
+    return [Image.fromarray(a[..., 0], mode="L") if a.shape[-1] == 1 else Image.fromarray(a) for a in array]
+
+
+class PipelineSession:
+    """A core :class:`~nested_diffusion.session.Session` whose frames are decoded, plus the
+    interventions of the paper: change prompt / class / guidance between steps, fork, budgets."""
+
+    def __init__(self, pipeline: Any, core: Session, condition: dict[str, Any],
+                 output_type: str = "pil", decode_every: int = 1) -> None:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if isinstance(decode_every, bool) or not isinstance(decode_every, int) or decode_every < 1:
+            raise ValueError(f"decode_every must be a positive integer, got {decode_every!r}")
+        self.pipeline, self.core, self.output_type, self.decode_every = pipeline, core, output_type, decode_every
+        self.condition = condition  # the user-level arguments, kept for set_condition
+        self.last_frame: PipelineFrame | None = None
+        self._source = None  # the core frame behind last_frame
+
+    @property
+    def done(self) -> bool:
+        return self.core.done
+
+    @property
+    def nfe(self) -> int:
+        return self.core.nfe
+
+    @property
+    def num_steps(self) -> int:
+        return self.core.num_steps
+
+    def checkpoints(self) -> list[int]:
+        return self.core.checkpoints()
+
+    def set_condition(self, **changes: Any) -> None:
+        """Change ``prompt``, ``negative_prompt``, ``class_labels`` or ``guidance_scale`` for the
+        steps that follow; frames already produced are unaffected."""
+        allowed = {"prompt", "negative_prompt", "class_labels", "guidance_scale"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise TypeError(f"set_condition accepts {sorted(allowed)}, got {sorted(unknown)}")
+        condition = {**self.condition, **changes}
+        with torch.inference_mode():
+            self.core.model_kwargs = self.pipeline.adapter.condition(len(self.core.x), **condition)
+        self.condition = condition
+
+    def decode(self, latents: torch.Tensor, output_type: str | None = None) -> Any:
+        """Decode x̂0 latents to ``output_type`` (default: the session's)."""
+        output_type = output_type or self.output_type
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if output_type == "latent":
+            return latents
+        with torch.inference_mode():
+            return to_output(self.pipeline.adapter.decode(latents), output_type)
+
+    def _wrap(self, frame, decode: bool) -> PipelineFrame:
+        self._source = frame
+        self.last_frame = PipelineFrame(
+            images=self.decode(frame.image) if decode else None, latents=frame.image, nfe=frame.nfe,
+            step=frame.step, timestep=frame.timestep, num_steps=frame.num_steps, elapsed=frame.elapsed)
+        return self.last_frame
+
+    def step(self, deadline: float | None = None, cancel: CancelToken | None = None) -> PipelineFrame:
+        """One step, decoded (see :meth:`Session.step` for ``deadline`` and ``cancel``: an
+        interrupted step raises and leaves the session exactly as before)."""
+        with torch.inference_mode():
+            frame = self.core.step(deadline, cancel)
+        return self._wrap(frame, frame.step % self.decode_every == 0 or frame.is_final)
+
+    def __iter__(self) -> Iterator[PipelineFrame]:
+        return self
+
+    def __next__(self) -> PipelineFrame:
+        if self.core.done:
+            raise StopIteration
+        return self.step()
+
+    def frames(self, max_nfe: int | None = None, deadline: float | None = None) -> Iterator[PipelineFrame]:
+        """Stream decoded frames until done, an NFE budget or a deadline (seconds from this call)."""
+        core_frames = self.core.frames(max_nfe, deadline)  # validates eagerly
+        while True:
+            with torch.inference_mode():
+                frame = next(core_frames, None)
+            if frame is None:
+                return
+            yield self._wrap(frame, frame.step % self.decode_every == 0 or frame.is_final)
+
+    def run(self, max_nfe: int | None = None, deadline: float | None = None) -> PipelineFrame | None:
+        """Run to the end, an NFE budget or a deadline (seconds); the last complete frame, decoded."""
+        with torch.inference_mode():
+            frame = self.core.run(max_nfe=max_nfe, deadline=deadline)
+        if frame is None:
+            return None
+        if self.last_frame is None or self._source is not frame or self.last_frame.images is None:
+            self._wrap(frame, decode=True)
+        return self.last_frame
+
+    def __repr__(self) -> str:
+        condition = ", ".join(f"{k}={v!r}" for k, v in self.condition.items() if v is not None)
+        return (f"PipelineSession({self.pipeline.adapter.family}, step {self.core.k}/{self.core.num_steps}, "
+                f"nfe {self.core.nfe}/{self.core.total_nfe}, {type(self.core).__name__}"
+                f"{', ' + condition if condition else ''})")
+
+    def fork(self, generator: torch.Generator | None = None, indices: Sequence[int] | None = None) -> "PipelineSession":
+        """Independent continuation (see :meth:`Session.fork`); ``indices`` keeps only those images
+        (``[i] * 4``: four continuations of image i), selecting the per-image condition with them."""
+        if indices is None:
+            child = PipelineSession(self.pipeline, self.core.fork(generator), dict(self.condition),
+                                    self.output_type, self.decode_every)
+            child.last_frame, child._source = self.last_frame, self._source
+            return child
+        size = len(self.core.x)
+        rows = check_indices(indices, size)
+        condition = {k: _select_images(v, rows, size) for k, v in self.condition.items()}
+        child = PipelineSession(self.pipeline, self.core.fork(generator, rows), condition,
+                                self.output_type, self.decode_every)
+        if self.last_frame is not None:
+            child._source = child.core.last_frame
+            images = self.last_frame.images
+            child.last_frame = dataclasses.replace(
+                self.last_frame, latents=child.core.last_frame.image,
+                images=None if images is None else _select_images(images, rows, size))
+        return child
+
+
+def _select_images(value: Any, rows: list[int], size: int) -> Any:
+    """Rows ``rows`` of a per-image value (a list of prompts, labels or PIL images, an array or a
+    tensor of ``size`` rows); a single value shared by every image is kept as it is. A list whose
+    length divides ``size`` (prompts with several images each, adjacent as in diffusers'
+    ``num_images_per_prompt``) is first repeated to one entry per image."""
+    if isinstance(value, (list, tuple)) and len(value) > 1 and size % len(value) == 0:
+        per = size // len(value)
+        return [value[i // per] for i in rows]
+    if hasattr(value, "shape") and len(value.shape) > 0 and value.shape[0] == size:
+        return value[rows] if not isinstance(value, torch.Tensor) else value[torch.tensor(rows, device=value.device)]
+    return value

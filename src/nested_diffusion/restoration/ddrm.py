@@ -1,0 +1,195 @@
+"""DDRM (Kawar et al., NeurIPS 2022) as a sampler over a denoiser, and its vanilla session.
+
+Variables follow PAPER.md: for y = Hx + σ_y n with H = U Σ Vᵀ (singular values s_i), the scaled
+spectral space is x̄ = Vᵀx_t / √ᾱ_t with noise level σ_t = √(1-ᾱ_t)/√ᾱ_t; ȳ_i = (Uᵀy)_i / s_i,
+x̄_θ = Vᵀx̂0 and ε̄ = (x̄_t - x̄_θ)/σ_t. Every update is elementwise in that space, so the operator is
+only ever applied through its implicit SVD.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..defaults import DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B, DEFAULT_DDRM_GRID_POWER
+from ..samplers.noise import randn_like
+from ..schedules import spaced_timesteps
+from ..session import Model
+from ..vanilla import VanillaSession
+from .operators import LinearOperator, check_sigma_y
+
+__all__ = ["ddrm_initial", "ddrm_step", "InverseProblem", "DDRM", "DDRMSession", "ddrm_sample", "check_eta",
+           "check_grid_power"]
+
+
+def check_eta(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(value).__name__}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return float(value)
+
+
+def check_grid_power(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number >= 1, got {type(value).__name__}")
+    if not 1.0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 1 (1: evenly spaced timesteps), got {value}")
+    return float(value)
+
+
+def _sigma(alpha_bar: float) -> float:
+    """σ_t = √(1-ᾱ_t)/√ᾱ_t, the noise level of x̄ (0 at ᾱ = 1, the clean end)."""
+    return math.sqrt(max(1.0 - alpha_bar, 0.0) / alpha_bar)
+
+
+def ddrm_initial(n: torch.Tensor, y_bar: torch.Tensor, s: torch.Tensor, sigma: float, sigma_y: float) -> torch.Tensor:
+    """x̄ at the first timestep (PAPER.md): ȳ_i + √(σ² - σ_y²/s_i²) n_i where s_i σ > σ_y, else σ n_i."""
+    informative = s * sigma > sigma_y
+    s_safe = torch.where(s > 0, s, torch.ones_like(s))
+    return torch.where(informative, y_bar + (sigma**2 - sigma_y**2 / s_safe**2).clamp_min(0).sqrt() * n, sigma * n)
+
+
+def ddrm_step(x_bar: torch.Tensor, x_bar_theta: torch.Tensor, y_bar: torch.Tensor, s: torch.Tensor, sigma: float,
+              sigma_next: float, sigma_y: float, eta: float, eta_b: float,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """One DDRM update x̄_t → x̄_t' (PAPER.md; Kawar et al. 2022, eqs. 7–8), n ~ N(0, I) fresh:
+
+    - s_i = 0:               x̄'_i = x̄_θ,i + √(1-η²) σ' ε̄_i + η σ' n_i
+    - 0 < s_i σ' < σ_y:      x̄'_i = x̄_θ,i + √(1-η²) σ' (ȳ_i - x̄_θ,i) s_i/σ_y + η σ' n_i
+    - s_i σ' ≥ σ_y:          x̄'_i = (1-η_b) x̄_θ,i + η_b ȳ_i + √(σ'² - η_b² σ_y²/s_i²) n_i
+
+    ``s`` and ``y_bar`` are padded with zeros to the spectral length n. At σ' = 0 nothing is
+    random: the result is x̄_θ, with the measured components replaced by ȳ when σ_y = 0 (η_b = 1).
+    """
+    eps_bar = (x_bar - x_bar_theta) / sigma if sigma > 0 else torch.zeros_like(x_bar)
+    n = randn_like(x_bar, generator) if sigma_next > 0 else torch.zeros_like(x_bar)
+    s_safe = torch.where(s > 0, s, torch.ones_like(s))
+    keep = math.sqrt(1.0 - eta**2) * sigma_next  # the deterministic share of σ'
+    # unmeasured directions: a DDIM-like step (η² of the variance is fresh noise)
+    unmeasured = x_bar_theta + keep * eps_bar + eta * sigma_next * n
+    # y noisier than x̄_t' would be: move towards ȳ by the deterministic share, in units of σ_y/s
+    noisier_y = x_bar_theta + keep * (y_bar - x_bar_theta) * s / (sigma_y or 1.0) + eta * sigma_next * n
+    # y at least as clean as x̄_t': blend in ȳ and add the variance y lacks
+    cleaner_y = (1.0 - eta_b) * x_bar_theta + eta_b * y_bar \
+        + (sigma_next**2 - eta_b**2 * sigma_y**2 / s_safe**2).clamp_min(0).sqrt() * n
+    return torch.where(s == 0, unmeasured, torch.where(s * sigma_next < sigma_y, noisier_y, cleaner_y))
+
+
+class InverseProblem:
+    """One batch of measurements ``y`` (one per item) of items shaped like ``like[0]`` through
+    ``operator`` with noise σ_y, in the scaled spectral space: ``s`` (n,) and ``y_bar`` (batch, n),
+    both zero in the unmeasured components. Validates everything before any network call."""
+
+    def __init__(self, operator: LinearOperator, measurement: torch.Tensor, sigma_y: float, like: torch.Tensor) -> None:
+        if not isinstance(operator, LinearOperator):
+            raise TypeError(f"operator must be a nested_diffusion.restoration operator (Inpainting, SuperResolution, "
+                            f"Deblur, Colorization, Denoising, Dense), got {type(operator).__name__}")
+        self.sigma_y = check_sigma_y(sigma_y)
+        self.shape = tuple(like.shape[1:])
+        expected = (like.shape[0], *operator.measurement_shape(self.shape))
+        if not isinstance(measurement, torch.Tensor) or not measurement.is_floating_point():
+            raise TypeError(f"measurement must be a floating-point tensor of shape {expected}, "
+                            f"got {type(measurement).__name__}")
+        if tuple(measurement.shape) != expected:
+            raise ValueError(f"measurement must have shape {expected} (one measurement per item of noise, "
+                             f"{operator!r} on items of shape {self.shape}), got {tuple(measurement.shape)}")
+        if not torch.isfinite(measurement).all():
+            raise ValueError("measurement contains NaN or infinite values")
+        s = operator.singular_values(self.shape, like.device, like.dtype)
+        if not (s > 0).any():
+            raise ValueError(f"{operator!r} measures nothing on items of shape {self.shape} (all singular values are 0)")
+        self.operator = operator
+        self.measurement = measurement.to(device=like.device, dtype=like.dtype)
+        n, r = like[0].numel(), s.numel()
+        self.s = torch.zeros(n, device=like.device, dtype=like.dtype)
+        self.s[:r] = s
+        inv = torch.where(s > 0, 1.0 / torch.where(s > 0, s, torch.ones_like(s)), torch.zeros_like(s))
+        self.y_bar = torch.zeros(like.shape[0], n, device=like.device, dtype=like.dtype)
+        self.y_bar[:, :r] = operator.Ut(self.measurement, self.shape)[:, :r] * inv
+
+    def select_rows(self, rows: list[int]) -> "InverseProblem":
+        """The same problem for the measurements ``rows`` only (``Session.fork(indices=)``)."""
+        child = copy.copy(self)
+        index = torch.tensor(rows, dtype=torch.long, device=self.y_bar.device)
+        child.measurement, child.y_bar = self.measurement[index], self.y_bar[index]
+        return child
+
+    def to_spectral(self, x: torch.Tensor, alpha_bar: float = 1.0) -> torch.Tensor:
+        """x̄ = Vᵀx / √ᾱ."""
+        return self.operator.Vt(x) / math.sqrt(alpha_bar)
+
+    def from_spectral(self, x_bar: torch.Tensor, alpha_bar: float = 1.0) -> torch.Tensor:
+        """x = √ᾱ V x̄."""
+        return math.sqrt(alpha_bar) * self.operator.V(x_bar, self.shape)
+
+    def initial_state(self, noise: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+        """x_T' = √ᾱ_T' V x̄_T' with x̄_T' from :func:`ddrm_initial` and n = Vᵀ noise (still N(0, I))."""
+        x_bar = ddrm_initial(self.operator.Vt(noise), self.y_bar, self.s, _sigma(alpha_bar), self.sigma_y)
+        return self.from_spectral(x_bar, alpha_bar)
+
+
+@dataclass(frozen=True)
+class DDRM:
+    """The DDRM update as a :class:`~nested_diffusion.samplers.Sampler`: ``step(x_t, x̂0, ᾱ_t, ᾱ_t')``
+    maps to the scaled spectral space, applies :func:`ddrm_step` and maps back (x_t' = √ᾱ_t' V x̄')."""
+
+    problem: InverseProblem
+    eta: float = DEFAULT_DDRM_ETA
+    eta_b: float = DEFAULT_DDRM_ETA_B
+
+    def select_rows(self, rows: list[int]) -> "DDRM":
+        return dataclasses.replace(self, problem=self.problem.select_rows(rows))
+
+    def step(self, x: torch.Tensor, denoised: torch.Tensor, alpha_bar: float, alpha_bar_next: float,
+             carry: Any = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
+        p = self.problem
+        alpha_bar_next = min(alpha_bar_next, 1.0)
+        x_bar_next = ddrm_step(p.to_spectral(x, alpha_bar), p.to_spectral(denoised), p.y_bar, p.s, _sigma(alpha_bar),
+                               _sigma(alpha_bar_next), p.sigma_y, self.eta, self.eta_b, generator)
+        return p.from_spectral(x_bar_next, alpha_bar_next), None
+
+
+class DDRMSession(VanillaSession):
+    """Vanilla DDRM as a session: ``steps`` network calls on ``spaced_timesteps(T-1, steps,
+    grid_power)``, started from DDRM's x_T' given y (:meth:`InverseProblem.initial_state`). Frames
+    are the x̂0 previews; the last frame is the restoration."""
+
+    batch_state = ("x", "carry", "problem", "sampler")  # fork(indices=) also picks the measurements
+
+    def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
+                 operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,
+                 prediction_type: str = "epsilon", steps: int = 100, eta: float = DEFAULT_DDRM_ETA,
+                 eta_b: float = DEFAULT_DDRM_ETA_B, grid_power: float = DEFAULT_DDRM_GRID_POWER,
+                 generator: torch.Generator | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+        eta, eta_b = check_eta(eta, "eta"), check_eta(eta_b, "eta_b")
+        grid_power = check_grid_power(grid_power, "grid_power")
+        super().__init__(model, alphas_cumprod, noise, prediction_type=prediction_type, steps=steps,
+                         sampler="ddim", eta=eta, generator=generator, model_kwargs=model_kwargs)
+        self.timesteps = spaced_timesteps(self.num_train_timesteps - 1, steps, grid_power)
+        self.problem = InverseProblem(operator, measurement, sigma_y, self.x)
+        self.sampler = DDRM(self.problem, eta, eta_b)
+        self.x = self.problem.initial_state(self.x, self.alphas_cumprod[self.timesteps[0]])
+
+
+def ddrm_sample(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *, operator: LinearOperator,
+                measurement: torch.Tensor, sigma_y: float, prediction_type: str = "epsilon", steps: int = 100,
+                eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
+                grid_power: float = DEFAULT_DDRM_GRID_POWER, generator: torch.Generator | None = None,
+                model_kwargs: dict[str, Any] | None = None) -> DDRMSession:
+    """DDRM restoration of ``measurement`` = H x + σ_y n (one per item of ``noise``); iterate for one
+    :class:`~nested_diffusion.Frame` per network call (x̂0 previews; the last is the restoration).
+
+    ``operator`` is a :mod:`nested_diffusion.restoration` operator, σ_y is on the model's data scale
+    ([-1, 1] for images), η / η_b follow Kawar et al. (defaults 0.85 / 1). ``grid_power`` bends the
+    timestep grid towards t = 0 (:func:`~nested_diffusion.schedules.spaced_timesteps`; 1: evenly
+    spaced, 2: DDIM's quadratic). Everything is validated here, before any network call.
+    """
+    return DDRMSession(model, alphas_cumprod, noise, operator=operator, measurement=measurement, sigma_y=sigma_y,
+                       prediction_type=prediction_type, steps=steps, eta=eta, eta_b=eta_b, grid_power=grid_power,
+                       generator=generator, model_kwargs=model_kwargs)

@@ -1,0 +1,37 @@
+"""The studio's caps: what one client may ask of a shared local server (all checked before any work)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on sessions, request bodies and the work and memory one session may claim."""
+
+    #: live sessions (a session lives until DELETE or ``idle_timeout`` without a request or stream)
+    max_sessions: int = 8
+    #: seconds without any request or open event stream before a session expires
+    idle_timeout: float = 600.0
+    #: JSON request bodies, bytes (413 beyond)
+    max_body_bytes: int = 64 * 1024
+    #: images in one branch (num_images, and fork variations)
+    max_images: int = 16
+    #: NFEs one branch may plan (budget and outer × inner)
+    max_nfe: int = 1000
+    #: outer steps (frames) per branch
+    max_outer_steps: int = 100
+    #: characters in a prompt or negative prompt
+    max_prompt_chars: int = 1000
+    #: live branches in a session (the vanilla lane included)
+    max_branches: int = 16
+    #: decoded images kept per session; beyond it the oldest frames (never a branch's latest) are dropped
+    max_kept_images: int = 2048
+    #: height × width in pixels
+    max_pixels: int = 1024 * 1024
+    #: a session's deadline, seconds
+    max_deadline: float = 24 * 3600.0
+    #: concurrent event streams per session
+    max_streams: int = 8

@@ -1,0 +1,84 @@
+"""Shared helpers of the studio tests: the embedded digit pipeline, in-process apps, a real uvicorn
+server on 127.0.0.1 and a free port, and frame comparisons."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+BASE = "http://127.0.0.1:7860"
+_PIPE = None
+
+
+def digits():
+    """The embedded digit pipeline, loaded once per test process."""
+    global _PIPE
+    if _PIPE is None:
+        from nested_diffusion import NestedPipeline
+
+        _PIPE = NestedPipeline.from_pretrained()
+    return _PIPE
+
+
+def client(app, **kwargs):
+    """An httpx-based TestClient that talks to ``app`` as http://127.0.0.1:7860."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url=BASE, **kwargs)
+
+
+def drain(app, limit: int = 10_000) -> int:
+    """Run the worker's units synchronously until no branch is running; returns how many ran."""
+    worker = app.state.worker
+    for n in range(limit):
+        if not worker.run_once():
+            return n
+    raise AssertionError("the worker did not finish")
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im).copy()
+
+
+def wait_for(condition, timeout: float = 60.0, interval: float = 0.02, what: str = "condition"):
+    """Poll ``condition()`` until truthy (bounded by ``timeout`` seconds); returns its value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class LiveServer:
+    """A real uvicorn serving ``app`` on 127.0.0.1 and a free port, in a background thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.app = app
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        wait_for(lambda: self.server.started, 30, what="uvicorn to start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.app.state.store.shutdown()
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()

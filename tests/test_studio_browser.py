@@ -1,0 +1,244 @@
+"""The studio page end to end: Playwright driving Debian's Chromium (/usr/bin/chromium, never a
+downloaded browser) against a real uvicorn on 127.0.0.1 and a free port.
+
+Without Chromium or the playwright package these tests skip with the reason — except when
+NESTED_DIFFUSION_REQUIRE_BROWSER=1 (set by .ci/run, which installs Chromium): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from nested_diffusion.studio.app import create_app
+from studio_support import LiveServer, digits, pixels
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+TIMEOUT_MS = 90_000
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install -e '.[test]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is not installed (apt-get install -y chromium)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("NESTED_DIFFUSION_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"NESTED_DIFFUSION_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LiveServer(create_app(digits())) as live:
+        yield live
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def open_studio(page, url):
+    page.goto(url)
+    page.wait_for_selector("body[data-ready=true]")
+
+
+def start(page, digit="3", budget=100, seed=0):
+    page.get_by_test_id("condition-class").select_option(digit)
+    page.get_by_test_id("budget").fill(str(budget))
+    page.get_by_test_id("seed").fill(str(seed))
+    page.get_by_test_id("start").click()
+
+
+def pane(page, branch="b0"):
+    return page.locator(f"[data-testid=branch][data-branch={branch}]")
+
+
+def nfe(page, branch="b0") -> int:
+    return int(pane(page, branch).get_by_test_id("nfe").text_content())
+
+
+def wait_status(page, word, branch="b0"):
+    page.wait_for_function("([b, w]) => document.querySelector(`[data-branch=${b}] [data-testid=status]`)"
+                           "?.textContent === w", arg=[branch, word], timeout=TIMEOUT_MS)
+
+
+def wait_nfe(page, at_least, branch="b0"):
+    page.wait_for_function("([b, n]) => +(document.querySelector(`[data-branch=${b}] [data-testid=nfe]`)"
+                           "?.textContent || 0) >= n", arg=[branch, at_least], timeout=TIMEOUT_MS)
+
+
+def session_id(page) -> str:
+    return page.get_by_test_id("session-id").text_content()
+
+
+def snapshot(server, page):
+    return httpx.get(f"{server.url}/v1/sessions/{session_id(page)}", timeout=30).json()
+
+
+def shown_url(page, branch="b0") -> str:
+    return pane(page, branch).get_by_test_id("frame").first.get_attribute("data-url")
+
+
+def timeline(page, branch="b0") -> list[int]:
+    return [int(t) for t in pane(page, branch).locator(".timeline span").all_text_contents()]
+
+
+def test_nfe_rises_frame_by_frame(page, server):
+    open_studio(page, server.url)
+    page.evaluate("""() => {
+        window.seen = [];
+        new MutationObserver(() => {
+            const el = document.querySelector('[data-branch=b0] [data-testid=nfe]');
+            if (el && window.seen.at(-1) !== el.textContent) window.seen.push(el.textContent);
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
+    start(page, "3", budget=20)
+    wait_status(page, "done")
+    seen = [int(v) for v in page.evaluate("window.seen") if v != "0"]
+    assert seen == sorted(set(seen)) and seen[-1] == 20 and len(seen) >= 3  # rising, one frame at a time
+    assert timeline(page) == [2, 4, 6, 10, 15, 20] == snapshot(server, page)["checkpoints"]
+    assert pane(page).get_by_test_id("frame").first.evaluate("img => img.naturalWidth") == 28
+
+
+def test_applied_condition_returns_its_receipt_and_later_frames_carry_it(page, server):
+    open_studio(page, server.url)
+    start(page, "3", budget=100)
+    wait_nfe(page, 10)
+    pane(page).get_by_test_id("pause").click()
+    wait_status(page, "paused")
+    step = snapshot(server, page)["branches"][0]["step"]
+    page.get_by_test_id("condition-class").select_option("7")
+    pane(page).get_by_test_id("apply").click()
+    receipt = pane(page).get_by_test_id("receipt")
+    page.wait_for_function("el => /applies from step \\d+/.test(el.textContent)", arg=receipt.element_handle())
+    applies_from = int(re.search(r"step (\d+)", receipt.text_content()).group(1))
+    assert applies_from == step + 1
+    pane(page).get_by_test_id("resume").click()
+    wait_status(page, "done")
+    assert f"in effect since step {applies_from}" in receipt.text_content()
+    b0 = snapshot(server, page)["branches"][0]
+    assert [f["condition_rev"] for f in b0["frames"]] == [0 if f["step"] < applies_from else 1 for f in b0["frames"]]
+    assert b0["condition"]["class_labels"] == [7]
+
+
+def test_a_fork_shows_diverging_panes(page, server):
+    open_studio(page, server.url)
+    start(page, "5", budget=50)
+    wait_nfe(page, 5)
+    pane(page).get_by_test_id("fork").click()
+    for branch in ("b1", "b2"):
+        pane(page, branch).wait_for()
+    for branch in ("b0", "b1", "b2"):
+        wait_status(page, "done", branch)
+    finals = {b: pixels(httpx.get(server.url + shown_url(page, b), timeout=30).content) for b in ("b0", "b1", "b2")}
+    assert not np.array_equal(finals["b1"], finals["b2"]) and not np.array_equal(finals["b0"], finals["b1"])
+    fork_step = snapshot(server, page)["branches"][1]["at_step"]
+    assert timeline(page, "b1")[0] == timeline(page, "b0")[fork_step - 1]  # the child grew from the parent's frame
+    assert page.get_by_test_id("tree").locator("button").all_text_contents() == ["b0", "b1", "b2"]
+
+
+def test_after_stop_the_shown_image_is_the_downloaded_png(page, server):
+    open_studio(page, server.url)
+    start(page, "8", budget=200)
+    wait_nfe(page, 1)
+    pane(page).get_by_test_id("stop").click()
+    wait_status(page, "stopped")
+    b0 = snapshot(server, page)["branches"][0]
+    assert b0["state"] == "stopped" and nfe(page) == b0["nfe"] == b0["frames"][-1]["nfe"]
+    url = shown_url(page)
+    assert url == b0["frames"][-1]["images"][0]
+    with page.expect_download() as download:
+        pane(page).get_by_test_id("download").click()
+    downloaded = open(download.value.path(), "rb").read()
+    assert downloaded == httpx.get(server.url + url, timeout=30).content
+    shown = page.evaluate("""async img => new Uint8Array(await (await fetch(img.src)).arrayBuffer()).length""",
+                          pane(page).get_by_test_id("frame").first.element_handle())
+    assert shown == len(downloaded)
+
+
+def test_a_reload_mid_run_loses_no_frame(page, server):
+    open_studio(page, server.url)
+    start(page, "2", budget=200)
+    wait_nfe(page, 20)
+    before = nfe(page)
+    page.reload()
+    page.wait_for_selector("body[data-ready=true]")
+    wait_status(page, "done")
+    checkpoints = snapshot(server, page)["checkpoints"]
+    assert before < checkpoints[-1]  # the reload happened mid-run
+    assert timeline(page) == checkpoints and nfe(page) == checkpoints[-1]
+
+
+def test_two_browser_contexts_never_mix_state(browser, server):
+    pages = []
+    try:
+        for _ in range(2):
+            context = browser.new_context()
+            p = context.new_page()
+            p.set_default_timeout(TIMEOUT_MS)
+            open_studio(p, server.url)
+            pages.append(p)
+        start(pages[0], "1", budget=20, seed=1)
+        start(pages[1], "9", budget=20, seed=2)
+        for p in pages:
+            wait_status(p, "done")
+        ids = [session_id(p) for p in pages]
+        assert ids[0] != ids[1]
+        for p, own in zip(pages, ids):
+            urls = p.locator("img[data-url]").evaluate_all("imgs => imgs.map(i => i.dataset.url)")
+            assert urls and all(f"/v1/sessions/{own}/" in u for u in urls)
+            assert p.evaluate("sessionStorage.getItem('studio-session')") == own
+            assert timeline(p) == [2, 4, 6, 10, 15, 20]
+        pages[0].reload()
+        pages[0].wait_for_selector("body[data-ready=true]")
+        pane(pages[0]).wait_for()
+        assert session_id(pages[0]) == ids[0]
+    finally:
+        for p in pages:
+            p.context.close()
+
+
+def test_token_mode_sends_the_token_and_shows_frames_as_blobs(browser):
+    token = "browser-test-token-0123456789"
+    with LiveServer(create_app(digits(), token=token)) as live:
+        context = browser.new_context()
+        try:
+            p = context.new_page()
+            p.set_default_timeout(TIMEOUT_MS)
+            open_studio(p, f"{live.url}/#token={token}")
+            assert token not in p.url  # kept out of the address bar
+            start(p, "4", budget=10)
+            wait_status(p, "done")
+            img = pane(p).get_by_test_id("frame").first
+            p.wait_for_function("img => img.src.startsWith('blob:') && img.naturalWidth === 28", arg=img.element_handle())
+        finally:
+            context.close()
