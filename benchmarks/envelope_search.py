@@ -25,7 +25,8 @@ from nested_diffusion.evaluation import (EvalConfig, default_checkpoints, evalua
 from nested_diffusion.planner import outer_timesteps_at_sigmas, plan_schedule
 
 ENVELOPE = ["ddim:0", "ddim:1", "dpmpp-2m:0", "dpmpp-2m:1"]
-RULE = "1.4/0.42/0.42/0.4/0.14"  # the default's noise levels (defaults.DEFAULT_OUTER_SIGMAS)
+RULE = "1.4/0.42/0.42/0.4/0.14"  # the first search's noise levels
+RULE_B = "0.7/0.42/0.42/0.4/0.14"  # σ_2 halved: the cosine schedule's 20-NFE frame
 
 
 def candidates(budget: int) -> dict[str, str]:
@@ -50,6 +51,11 @@ def candidates(budget: int) -> dict[str, str]:
         "L, η 0 then .85, σ grid ×2, renoise": f"{L}:dpmpp-2m:{first}:renoise@σ:2.8/0.84/0.84/0.8/0.28",
         "L, η 0 then .85, σ grid ×0.5, renoise": f"{L}:dpmpp-2m:{first}:renoise@σ:0.7/0.21/0.21/0.2/0.07",
         "L, η 0 then .85, log-SNR-uniform grid, renoise": f"{L}:dpmpp-2m:{first}:renoise@λ",
+        "L, DPM++ η .85, σ grid B, renoise": f"{L}:dpmpp-2m:0.85:renoise@σ:{RULE_B}",
+        "L, DPM++ η .85, σ grid B, DDIM outer": f"{L}:dpmpp-2m@σ:{RULE_B}",
+        "L, DPM++ η 1, σ grid B, renoise": f"{L}:dpmpp-2m:1:renoise@σ:{RULE_B}",
+        "L, DPM++ η .85, σ grid ×2, renoise": f"{L}:dpmpp-2m:0.85:renoise@σ:2.8/0.84/0.84/0.8/0.28",
+        "L, DPM++ η .85, σ grid ×3, renoise": f"{L}:dpmpp-2m:0.85:renoise@σ:4.2/1.26/1.26/1.2/0.42",
     }
 
 

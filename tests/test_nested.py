@@ -440,3 +440,25 @@ def test_resolve_layout_is_the_one_rule():
         resolve_layout(inner_steps=10, budget=5)
     with pytest.raises(ValueError, match="budget must be a positive integer"):
         resolve_layout(budget=0)
+
+
+def test_plan_session_is_the_one_rule_with_a_schedule(linear):
+    from nested_diffusion.planner import plan_layout, plan_session
+
+    cosine = make_alphas_cumprod("cosine")
+    # nothing given: the planned layout for the budget and this schedule
+    assert plan_session(linear) == plan_layout(100, linear).session_kwargs()
+    assert plan_session(cosine, budget=50) == plan_layout(50, cosine).session_kwargs()
+    assert plan_session(linear)["outer_timesteps"] != plan_session(cosine)["outer_timesteps"]
+    # explicit choices replace the plan's; an outer η selects the paper's DDIM outer step
+    assert plan_session(linear, inner_eta=0.5)["inner_eta"] == 0.5
+    assert plan_session(linear, outer_eta=0.3)["outer_update"] == "ddim"
+    assert plan_session(linear, inner_sampler="ddim")["inner_sampler"] == "ddim"
+    # counts given: resolve_layout's counts, uniform grid, DDIM outer step, DPM-Solver++(2M) inner runs
+    assert plan_session(linear, outer_steps=10, inner_steps=10) == dict(
+        outer_steps=10, inner_steps=10, outer_timesteps=None, inner_sampler="dpmpp-2m", inner_eta=None,
+        outer_eta=None, outer_update="ddim")
+    assert plan_session(linear, inner_steps=4, budget=40)["outer_steps"] == 10
+    assert plan_session(linear, outer_timesteps=[999, 100])["inner_steps"] == 10
+    with pytest.raises(ValueError, match="budget"):
+        plan_session(linear, budget=0)
