@@ -133,12 +133,13 @@ def main() -> None:
         gen, x, frames, o.nfe = torch.Generator().manual_seed(1), o.noise, [], 0
         for k, tau in enumerate(layout.outer_timesteps):  # the default, trailing grids
             d = sample(o.denoise, x, spaced_timesteps(tau, layout.inner_steps[k]), o.a,
-                       make_sampler("dpmpp-2m", layout.inner_eta[k]), gen)
+                       make_sampler("dpmpp-2m", layout.inner_eta), gen)
             frames.append((o.nfe, o.fd(d)))
             if k + 1 < len(layout.outer_timesteps):
                 abn = o.a[layout.outer_timesteps[k + 1]]
                 x = math.sqrt(abn) * d + math.sqrt(1 - abn) * randn_like(d, gen)
-        logsnr = nested_logsnr_inner(o, layout.outer_timesteps, layout.inner_steps, list(layout.inner_eta))
+        logsnr = nested_logsnr_inner(o, layout.outer_timesteps, layout.inner_steps,
+                                     [layout.inner_eta] * len(layout.inner_steps))
         print(f"| {schedule} | {worst(frames, env):.2f} ({worst(frames, env_l):.2f}) / {frames[-1][1]:.3f} | "
               f"{worst(logsnr, env):.2f} ({worst(logsnr, env_l):.2f}) / {logsnr[-1][1]:.3f} | "
               + " / ".join(f"{env[c]:.3f}" for c in (10, 20, 30)) + " → "

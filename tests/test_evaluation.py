@@ -66,7 +66,7 @@ def test_outer_grid_renoise_and_per_step_eta_specs(linear):
     plan = parse_method("nested", "plan", budget=100, alphas_cumprod=linear)
     layout = plan_layout(100, linear)
     assert plan.outer_timesteps == tuple(layout.outer_timesteps) and plan.inner_steps == tuple(layout.inner_steps)
-    assert plan.session_kwargs()["inner_eta"] == list(layout.inner_eta) and plan.outer_update == layout.outer_update
+    assert plan.session_kwargs()["inner_eta"] == layout.inner_eta and plan.outer_update == layout.outer_update
     with pytest.raises(ValueError, match="alphas_cumprod"):
         parse_method("nested", "plan", budget=100)
 

@@ -396,7 +396,7 @@ def test_bad_outer_arguments(gmm, linear, kwargs, error, match):
 # -- the planned layout --------------------------------------------------------------------------
 def test_plan_layout_follows_the_schedule(gmm, counting):
     from nested_diffusion.defaults import DEFAULT_OUTER_SIGMAS
-    from nested_diffusion.planner import outer_timesteps_at_sigmas, plan_layout
+    from nested_diffusion.planner import default_outer_sigmas, outer_timesteps_at_sigmas, plan_layout
 
     for schedule in ("linear", "scaled_linear", "cosine"):
         ac = make_alphas_cumprod(schedule)
@@ -406,15 +406,18 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
         assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
         assert layout.inner_steps[:len(taus)] == [10, 10, 10, 20, 25, 25][:len(taus)]
         # each later outer timestep is the last one at or below its noise level (unless pushed down to decrease)
-        for tau, s in zip(taus[1:], DEFAULT_OUTER_SIGMAS):
+        for tau, s in zip(taus[1:], DEFAULT_OUTER_SIGMAS[100]):
             assert sigma[tau] <= s and (sigma[tau + 1] > s or tau + 1 in taus)
-        assert layout.inner_eta[0] == 0.0 and set(layout.inner_eta[1:]) == {0.85}
+        assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("dpmpp-2m", 0.85, "renoise")
         model = counting(gmm.model(ac))
         session = nested_sample(model, ac, noise(2), generator=gen(), **layout.session_kwargs())
         assert session.run().nfe == model.calls == layout.nfe <= 100
     # the same noise level is a different timestep on each schedule
     levels = [outer_timesteps_at_sigmas(make_alphas_cumprod(s), [1.0])[1] for s in ("linear", "scaled_linear", "cosine")]
     assert levels == [258, 353, 495]
+    # the restart levels follow the budget: the entry of the largest reference budget not above it
+    assert default_outer_sigmas(100) == default_outer_sigmas(400) == DEFAULT_OUTER_SIGMAS[100]
+    assert default_outer_sigmas(99) == DEFAULT_OUTER_SIGMAS[50] and default_outer_sigmas(5) == DEFAULT_OUTER_SIGMAS[20]
     assert plan_layout(100, make_alphas_cumprod("linear")).nfe == 100
     # a short schedule gives fewer, still decreasing outer steps
     short = plan_layout(10, make_alphas_cumprod("linear", 4))

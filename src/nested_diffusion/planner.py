@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple, Sequence
 
-from .defaults import (DEFAULT_BUDGET, DEFAULT_FIRST_INNER_ETA, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA,
-                       DEFAULT_INNER_EXPONENT, DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS,
-                       DEFAULT_OUTER_UPDATE)
+from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_EXPONENT,
+                       DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS, DEFAULT_OUTER_UPDATE)
 
-__all__ = ["Plan", "Layout", "plan_steps", "plan_schedule", "plan_layout", "outer_timesteps_at_sigmas",
+__all__ = ["Plan", "Layout", "plan_steps", "plan_schedule", "plan_layout", "default_outer_sigmas",
+           "outer_timesteps_at_sigmas",
            "resolve_layout", "plan_session", "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS",
            "DEFAULT_OUTER_SIGMAS"]
 
@@ -32,7 +32,7 @@ class Layout(NamedTuple):
     outer_timesteps: list[int]
     inner_steps: list[int]
     inner_sampler: str
-    inner_eta: tuple[float, ...]
+    inner_eta: float | tuple[float, ...]
     outer_update: str
     outer_eta: float
 
@@ -43,7 +43,9 @@ class Layout(NamedTuple):
 
     def session_kwargs(self) -> dict[str, Any]:
         return dict(outer_timesteps=list(self.outer_timesteps), inner_steps=list(self.inner_steps),
-                    inner_sampler=self.inner_sampler, inner_eta=list(self.inner_eta), outer_update=self.outer_update,
+                    inner_sampler=self.inner_sampler,
+                    inner_eta=list(self.inner_eta) if isinstance(self.inner_eta, tuple) else self.inner_eta,
+                    outer_update=self.outer_update,
                     outer_eta=self.outer_eta)
 
 
@@ -114,24 +116,32 @@ def outer_timesteps_at_sigmas(alphas_cumprod: Any, sigmas: Sequence[float]) -> l
 
 
 def plan_layout(budget: int, alphas_cumprod: Any, *, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS,
-                sigmas: Sequence[float] = DEFAULT_OUTER_SIGMAS) -> Layout:
+                sigmas: Sequence[float] | None = None) -> Layout:
     """The project default layout for ``budget`` NFEs on a model trained with ``alphas_cumprod``.
 
     Frames at ``fractions`` of the budget (:func:`plan_schedule`: 100 NFEs → inner runs of 10, 10,
-    10, 20, 25, 25); the first inner run starts at T-1, the later ones at the noise levels ``sigmas``,
-    mapped to the model's own timesteps by :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M)
-    inner runs, deterministic for the first frame and η = 0.85 after it; the outer step re-noises
-    each frame (``outer_update="renoise"``). Measured in BENCHMARKS.md §8.
+    10, 20, 25, 25); the first inner run starts at T-1, each later one from the previous frame
+    re-noised (``outer_update="renoise"``) to the noise levels ``sigmas`` (default
+    :func:`default_outer_sigmas` of the budget), mapped to the model's own timesteps by
+    :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M) inner runs with η = 0.85. Measured in
+    BENCHMARKS.md §8.
     """
     from .schedules import check_alphas_cumprod
 
     _check_budget(budget)
     a = check_alphas_cumprod(alphas_cumprod)
     inner = plan_schedule(budget, fractions, max_steps=len(a))
-    outer = outer_timesteps_at_sigmas(a, list(sigmas)[:len(inner) - 1])
+    levels = default_outer_sigmas(budget) if sigmas is None else sigmas
+    outer = outer_timesteps_at_sigmas(a, list(levels)[:len(inner) - 1])
     inner = inner[:len(outer)]
-    etas = (DEFAULT_FIRST_INNER_ETA,) + (DEFAULT_INNER_ETA,) * (len(inner) - 1)
-    return Layout(outer, inner, DEFAULT_INNER_SAMPLER, etas, DEFAULT_OUTER_UPDATE, DEFAULT_OUTER_ETA)
+    return Layout(outer, inner, DEFAULT_INNER_SAMPLER, DEFAULT_INNER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_OUTER_ETA)
+
+
+def default_outer_sigmas(budget: int) -> tuple[float, ...]:
+    """The measured restart noise levels for ``budget``: the :data:`DEFAULT_OUTER_SIGMAS` entry of the
+    largest reference budget not above it (the smallest reference budget's below all of them)."""
+    references = sorted(DEFAULT_OUTER_SIGMAS)
+    return DEFAULT_OUTER_SIGMAS[max([b for b in references if b <= budget], default=references[0])]
 
 
 def resolve_layout(outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
