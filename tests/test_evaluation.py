@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -45,6 +46,65 @@ def test_method_specs_and_names():
     assert parse_method("nested", "5x20").cost((10, 20, 30), 1000) == 20
     assert parse_method("envelope", "ddim:0").cost((10, 20, 30), 1000) == 60
     assert frame_at([20, 40, 60], 10) is None and frame_at([20, 40, 60], 59) == 1 and frame_at([20, 40, 60], 60) == 2
+
+
+def test_outer_grid_renoise_and_per_step_eta_specs(linear):
+    from nested_diffusion.planner import plan_layout
+
+    m = parse_method("nested", "3x10/10/20:dpmpp-2m:0/0.85/0.85:renoise@999/300/80")
+    assert (m.outer_update, m.outer_timesteps, m.eta) == ("renoise", (999, 300, 80), (0.0, 0.85, 0.85))
+    assert m.name == "nested-3x10.10.20-dpmpp-2m-eta0_0.85x2-renoise-at999.300.80"
+    assert m.frame_nfes(1000) == [10, 20, 40]
+    assert m.session_kwargs() == dict(outer_steps=3, inner_steps=[10, 10, 20], inner_sampler="dpmpp-2m",
+                                      inner_eta=[0.0, 0.85, 0.85], outer_eta=1.0, outer_update="renoise",
+                                      outer_timesteps=[999, 300, 80])
+    assert parse_method("nested", "2x10@999/5").frame_nfes(1000) == [10, 16]  # min(M, τ+1)
+    # specs without the new fields keep their shard keys (to_dict) and names
+    assert set(parse_method("nested", "10x10").to_dict()) == {"name", "kind", "sampler", "eta", "outer_steps",
+                                                             "inner_steps", "outer_eta", "steps"}
+    # 'plan': the planner's layout for the budget and the model's schedule
+    plan = parse_method("nested", "plan", budget=100, alphas_cumprod=linear)
+    layout = plan_layout(100, linear)
+    assert plan.outer_timesteps == tuple(layout.outer_timesteps) and plan.inner_steps == tuple(layout.inner_steps)
+    assert plan.session_kwargs()["inner_eta"] == layout.inner_eta and plan.outer_update == layout.outer_update
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        parse_method("nested", "plan", budget=100)
+
+
+@pytest.mark.parametrize("kind, spec, words", [
+    ("nested", "2x10@999", "2 strictly decreasing"), ("nested", "2x10@5/9", "strictly decreasing"),
+    ("nested", "2x10@999/x", "@TAUS"), ("nested", "2x10:ddim:0/0.5/1", "one η per outer step"),
+    ("nested", "2x10:ddim:0.5:warp", "outer eta (or 'renoise')"), ("envelope", "ddim:1@999", "'@' outer timesteps"),
+])
+def test_bad_outer_specs(kind, spec, words):
+    with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        parse_method(kind, spec, budget=10)
+
+
+def test_gmm_prediction_types_give_the_same_curves(tmp_path):
+    """The oracle is exact, so ε, v and x0 parameterisations sample the same images (up to rounding)."""
+    from nested_diffusion.evaluation import anytime_score
+
+    results = {}
+    for pred in ("epsilon", "v_prediction", "sample"):
+        target = load_target(f"gmm:cosine:{pred}")
+        assert target.name == "gmm:cosine" + ("" if pred == "epsilon" else f":{pred}")
+        methods = [parse_method("nested", "plan", budget=20, alphas_cumprod=target.alphas_cumprod)]
+        methods += methods_of(["vanilla:ddim:1", "envelope:dpmpp-2m:0", "envelope:ddim:1"])
+        results[pred] = evaluate(target, methods, [make_metric("gmm-fd")], EvalConfig(64, (4, 10, 20), batch_size=64),
+                                 tmp_path / pred)
+    for pred in ("v_prediction", "sample"):
+        for a, b in zip(results["epsilon"].rows, results[pred].rows):
+            assert a["method"] == b["method"] and a["value"] == pytest.approx(b["value"], rel=1e-6)
+    r = results["epsilon"]
+    name = methods[0].name
+    expected = math.exp(sum(math.log(r.value(name, c, "gmm-fd") / r.value("envelope-best", c, "gmm-fd"))
+                            for c in (4, 10, 20)) / 3)
+    assert anytime_score(r, name, "gmm-fd") == pytest.approx(expected, rel=1e-12)
+    assert anytime_score(r, name, "gmm-fd", "envelope-best", [10]) == pytest.approx(
+        r.value(name, 10, "gmm-fd") / r.value("envelope-best", 10, "gmm-fd"))
+    with pytest.raises(ValueError, match="no 'fid' values"):
+        anytime_score(r, name, "fid")
 
 
 @pytest.mark.parametrize("kind, spec, words", [

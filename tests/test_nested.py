@@ -311,6 +311,123 @@ def test_model_returning_wrong_shape(linear):
     assert session.nfe == 0 and session.last_frame is None
 
 
+# -- outer grids, outer updates, per-step η (issue 12) ------------------------------------------
+def test_explicit_outer_grid_sets_timesteps_and_nfe(gmm, linear, counting):
+    model = counting(gmm.model(linear))
+    session = nested_sample(model, linear, noise(4), outer_timesteps=[999, 300, 40, 5], inner_steps=[10, 10, 20, 20],
+                            inner_sampler="dpmpp-2m", generator=gen())
+    assert session.num_steps == 4 and session.outer_timesteps == [999, 300, 40, 5]
+    frames = list(session)
+    assert [f.timestep for f in frames] == [999, 300, 40, 5]
+    assert [f.nfe for f in frames] == [10, 20, 40, 46] == session.checkpoints()  # the last run capped at τ+1 = 6
+    assert model.timesteps[10:20] == spaced_timesteps(300, 10) and model.timesteps[40:] == spaced_timesteps(5, 20)
+
+
+def test_default_grid_given_explicitly_changes_nothing(gmm, linear):
+    model = gmm.model(linear)
+    a = list(nested_sample(model, linear, noise(), outer_steps=5, inner_steps=4, generator=gen()))
+    b = list(nested_sample(model, linear, noise(), outer_timesteps=spaced_timesteps(999, 5), inner_steps=4,
+                           generator=gen()))
+    assert all(torch.equal(x.image, y.image) for x, y in zip(a, b))
+
+
+def test_renoise_outer_step_is_the_forward_process_from_the_frame(gmm, linear):
+    """outer_update="renoise": the next inner run starts from √ᾱ' x̂0' + √(1-ᾱ') z, z drawn from the
+    session's generator right after the inner run — reproduced here by hand."""
+    from nested_diffusion.samplers import make_sampler, sample
+    from nested_diffusion.schedules import to_denoised
+
+    model, a = gmm.model(linear), linear.tolist()
+    frames = list(nested_sample(model, linear, noise(), outer_timesteps=[999, 200], inner_steps=[5, 6],
+                                inner_sampler="dpmpp-2m", inner_eta=[0.0, 0.5], outer_update="renoise",
+                                generator=gen(7)))
+    denoise = lambda x, t: to_denoised(model(x, torch.full((len(x),), t)), x, a[t], "epsilon")  # noqa: E731
+    g = gen(7)
+    first = sample(denoise, noise(), spaced_timesteps(999, 5), a, make_sampler("dpmpp-2m", 0.0), g)
+    x = a[200] ** 0.5 * first + (1 - a[200]) ** 0.5 * torch.randn(first.shape, generator=g, dtype=first.dtype)
+    second = sample(denoise, x, spaced_timesteps(200, 6), a, make_sampler("dpmpp-2m", 0.5), g)
+    torch.testing.assert_close(frames[0].image, first, rtol=0, atol=0)
+    torch.testing.assert_close(frames[1].image, second, rtol=1e-12, atol=1e-12)
+
+
+def test_renoise_makes_an_exact_marginal_sampler_exact(counting):
+    """With an exact sampler of p(x0) inside (a one-Gaussian prior: x̂0 at t = 0 of a 1-step run from
+    τ = 0 is not exact, so use the exact posterior sample directly), the renoised outer state has
+    exactly the marginal of x_τ': mean √ᾱ' μ, covariance ᾱ'Σ + (1-ᾱ')I."""
+    from nested_diffusion.nested import renoise
+
+    torch.manual_seed(0)
+    mu, std, a = torch.tensor([0.5, -1.0]), torch.tensor([0.3, 2.0]), 0.3
+    x0 = mu + std * torch.randn(200_000, 2, dtype=torch.float64)
+    x = renoise(x0, a, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(x.mean(0), a ** 0.5 * mu.double(), atol=0.01, rtol=0)
+    torch.testing.assert_close(x.var(0), a * std.double() ** 2 + 1 - a, atol=0.02, rtol=0)
+    assert torch.equal(renoise(x0[:3], 1.0), x0[:3])
+
+
+def test_per_step_inner_eta(gmm, linear):
+    """η = 0 for the first inner run makes the first frame independent of the generator."""
+    model = gmm.model(linear)
+    kw = dict(outer_timesteps=[999, 300, 80], inner_steps=4, inner_sampler="dpmpp-2m", inner_eta=[0.0, 0.85, 0.85],
+              outer_update="renoise")
+    a = list(nested_sample(model, linear, noise(), generator=gen(1), **kw))
+    b = list(nested_sample(model, linear, noise(), generator=gen(2), **kw))
+    assert torch.equal(a[0].image, b[0].image) and not torch.allclose(a[1].image, b[1].image)
+    session = nested_sample(model, linear, noise(), **kw)
+    assert [s.eta for s in session.inner_samplers] == [0.0, 0.85, 0.85]
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(outer_timesteps=[999, 999]), ValueError, "strictly"),
+    (dict(outer_timesteps=[1000, 10]), ValueError, r"\[0, 999\]"),
+    (dict(outer_timesteps=[999, -1]), ValueError, "strictly"),
+    (dict(outer_timesteps=[999.0, 10]), TypeError, "integers"),
+    (dict(outer_timesteps=[]), TypeError, "non-empty"),
+    (dict(outer_timesteps=[999, 10], outer_steps=3), ValueError, "len\\(outer_timesteps\\)"),
+    (dict(outer_update="restart"), ValueError, "outer_update must be one of"),
+    (dict(outer_steps=3, inner_eta=[0.0, 0.5]), ValueError, "inner_eta as a sequence"),
+    (dict(outer_steps=2, inner_eta=[0.0, 1.5]), ValueError, "eta must lie"),
+])
+def test_bad_outer_arguments(gmm, linear, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        nested_sample(gmm.model(linear), linear, noise(2), **kwargs)
+
+
+# -- the planned layout --------------------------------------------------------------------------
+def test_plan_layout_follows_the_schedule(gmm, counting):
+    from nested_diffusion.defaults import DEFAULT_OUTER_SIGMAS
+    from nested_diffusion.planner import default_outer_sigmas, outer_timesteps_at_sigmas, plan_layout
+
+    for schedule in ("linear", "scaled_linear", "cosine"):
+        ac = make_alphas_cumprod(schedule)
+        sigma = ((1 - ac) / ac).sqrt()
+        layout = plan_layout(100, ac)
+        taus = layout.outer_timesteps
+        assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
+        assert layout.inner_steps[:len(taus)] == [10, 10, 10, 20, 25, 25][:len(taus)]
+        # each later outer timestep is the last one at or below its noise level (unless pushed down to decrease)
+        for tau, s in zip(taus[1:], DEFAULT_OUTER_SIGMAS[100]):
+            assert sigma[tau] <= s and (sigma[tau + 1] > s or tau + 1 in taus)
+        assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("dpmpp-2m", 0.85, "renoise")
+        model = counting(gmm.model(ac))
+        session = nested_sample(model, ac, noise(2), generator=gen(), **layout.session_kwargs())
+        assert session.run().nfe == model.calls == layout.nfe <= 100
+    # the same noise level is a different timestep on each schedule
+    levels = [outer_timesteps_at_sigmas(make_alphas_cumprod(s), [1.0])[1] for s in ("linear", "scaled_linear", "cosine")]
+    assert levels == [258, 353, 495]
+    # the restart levels follow the budget: the entry of the largest reference budget not above it
+    assert default_outer_sigmas(100) == default_outer_sigmas(400) == DEFAULT_OUTER_SIGMAS[100]
+    assert default_outer_sigmas(99) == DEFAULT_OUTER_SIGMAS[50] and default_outer_sigmas(5) == DEFAULT_OUTER_SIGMAS[20]
+    assert plan_layout(100, make_alphas_cumprod("linear")).nfe == 100
+    # a short schedule gives fewer, still decreasing outer steps
+    short = plan_layout(10, make_alphas_cumprod("linear", 4))
+    assert short.outer_timesteps == [3, 2, 1, 0] and len(short.inner_steps) == 4
+    with pytest.raises(ValueError, match="budget"):
+        plan_layout(0, make_alphas_cumprod("linear"))
+    with pytest.raises(ValueError, match="sigmas"):
+        outer_timesteps_at_sigmas(make_alphas_cumprod("linear"), [1.0, -2.0])
+
+
 def test_resolve_layout_is_the_one_rule():
     from nested_diffusion import resolve_layout
 
@@ -326,3 +443,25 @@ def test_resolve_layout_is_the_one_rule():
         resolve_layout(inner_steps=10, budget=5)
     with pytest.raises(ValueError, match="budget must be a positive integer"):
         resolve_layout(budget=0)
+
+
+def test_plan_session_is_the_one_rule_with_a_schedule(linear):
+    from nested_diffusion.planner import plan_layout, plan_session
+
+    cosine = make_alphas_cumprod("cosine")
+    # nothing given: the planned layout for the budget and this schedule
+    assert plan_session(linear) == plan_layout(100, linear).session_kwargs()
+    assert plan_session(cosine, budget=50) == plan_layout(50, cosine).session_kwargs()
+    assert plan_session(linear)["outer_timesteps"] != plan_session(cosine)["outer_timesteps"]
+    # explicit choices replace the plan's; an outer η selects the paper's DDIM outer step
+    assert plan_session(linear, inner_eta=0.5)["inner_eta"] == 0.5
+    assert plan_session(linear, outer_eta=0.3)["outer_update"] == "ddim"
+    assert plan_session(linear, inner_sampler="ddim")["inner_sampler"] == "ddim"
+    # counts given: resolve_layout's counts, uniform grid, DDIM outer step, DPM-Solver++(2M) inner runs
+    assert plan_session(linear, outer_steps=10, inner_steps=10) == dict(
+        outer_steps=10, inner_steps=10, outer_timesteps=None, inner_sampler="dpmpp-2m", inner_eta=None,
+        outer_eta=None, outer_update="ddim")
+    assert plan_session(linear, inner_steps=4, budget=40)["outer_steps"] == 10
+    assert plan_session(linear, outer_timesteps=[999, 100])["inner_steps"] == 10
+    with pytest.raises(ValueError, match="budget"):
+        plan_session(linear, budget=0)

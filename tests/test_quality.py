@@ -68,3 +68,28 @@ def test_defaults_hold_across_schedules_and_parameterisations(gmm, schedule, pre
     assert nested[100] <= 1.3 * vanilla[100] + 0.05
     frames = [nested[n] for n in range(10, 101, 10)]
     assert frames[-1] <= min(frames) * 1.05  # no late degradation
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "cosine"])
+def test_planned_default_tracks_the_envelope(gmm, schedule):
+    """The project default (plan_layout, BENCHMARKS.md §8) at 100 NFEs: a frame at 10 NFEs, frames
+    close to the best separate exact-N run at every checkpoint >= 20 NFEs, far better than the x̂0
+    previews up to 50 NFEs, and a final no worse than vanilla DDIM's (margins for 1,000 samples,
+    whose exact-sample FD floor is about 0.15)."""
+    from nested_diffusion import plan_layout
+
+    ac = make_alphas_cumprod(schedule)
+    model = gmm.model(ac)
+    x = noise()
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    nested = fd_curve(gmm, nested_sample(model, ac, x, generator=g(), **plan_layout(100, ac).session_kwargs()))
+    vanilla = fd_curve(gmm, vanilla_sample(model, ac, x, steps=100, eta=1.0, generator=g()))
+    at = lambda curve, n: curve[max(k for k in curve if k <= n)]  # noqa: E731
+    assert min(nested) == 10
+    for n in (20, 30, 50, 75, 100):
+        envelope = min(gmm.frechet_distance(vanilla_sample(model, ac, x, steps=n, sampler="dpmpp-2m", eta=eta,
+                                                          generator=g()).run().image) for eta in (0.0, 1.0))
+        assert at(nested, n) <= 1.3 * envelope + 0.03, (n, at(nested, n), envelope)
+    for n in (10, 20, 30, 50):
+        assert at(nested, n) * 10 <= at(vanilla, n), n
+    assert at(nested, 100) <= at(vanilla, 100) + 0.02

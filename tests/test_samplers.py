@@ -1,5 +1,7 @@
 """Parity of our samplers with diffusers' schedulers on identical timesteps and noise."""
 
+import math
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -89,7 +91,7 @@ def test_sample_returns_last_denoised(gmm, linear, x_start):
     a = linear.tolist()
     grid = spaced_timesteps(999, 5)
     denoise = make_denoiser(model, linear, "epsilon")
-    for name in ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde"):
+    for name in ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde", "dpmpp-3m", "dpmpp-3m-sde"):
         steps = list(iterate(denoise, x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0)))
         assert torch.equal(steps[-1][1], steps[-1][2])
         x = sample(denoise, x_start, grid, a, make_sampler(name), torch.Generator().manual_seed(0))
@@ -105,6 +107,69 @@ def test_make_sampler_errors():
         make_sampler("ddpm", 0.3)
     with pytest.raises(TypeError, match="eta"):
         make_sampler("ddim", "0.5")
+
+
+@pytest.mark.parametrize("pred", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("start,steps", [(999, 15), (999, 40), (700, 16)])
+def test_dpmpp_3m_matches_diffusers(gmm, x_start, pred, start, steps):
+    """Third-order multistep, η = 0. From 15 steps on, diffusers stays third order until the final
+    (first-order, to σ = 0) step, as ours does."""
+    s = DPMSolverMultistepScheduler(num_train_timesteps=1000, beta_schedule="linear", solver_order=3,
+                                    algorithm_type="dpmsolver++", final_sigmas_type="zero", prediction_type=pred)
+    grid = spaced_timesteps(start, steps)
+    s.set_timesteps(timesteps=grid)
+    model = gmm.model(s.alphas_cumprod, pred)
+    ref = diffusers_run(s, model, x_start, grid, 7)
+    got = ours(model, x_start, grid, s.alphas_cumprod, pred, make_sampler("dpmpp-3m"), 7)
+    assert_trajectories_close(got, ref)
+
+
+def _kdiffusion_3m_sde(denoise, x, timesteps, alphas_cumprod, eta, generator):
+    """k-diffusion's ``sample_dpmpp_3m_sde`` ported verbatim to VP timesteps: it runs in the EDM
+    variable x/α with σ = √(1-ᾱ)/√ᾱ and t = -log σ (the reference for η > 0)."""
+    a = alphas_cumprod
+    sig = [math.sqrt((1 - a[t]) / a[t]) for t in timesteps] + [0.0]
+    x = x / math.sqrt(a[timesteps[0]])
+    d_1 = d_2 = h_1 = h_2 = None
+    for i, t in enumerate(timesteps):
+        denoised = denoise(x * math.sqrt(a[t]), t)
+        if sig[i + 1] == 0:
+            x = denoised
+        else:
+            tt, s = -math.log(sig[i]), -math.log(sig[i + 1])
+            h = s - tt
+            h_eta = h * (eta + 1)
+            x = math.exp(-h_eta) * x + (-math.expm1(-h_eta)) * denoised
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0, d1_1 = (denoised - d_1) / r0, (d_1 - d_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = math.expm1(-h_eta) / h_eta + 1
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + phi_2 * d1 - phi_3 * d2
+            elif h_1 is not None:  # ours (and diffusers) warm up with the 2M midpoint step
+                x = x + 0.5 * (-math.expm1(-h_eta)) * (h / h_1) * (denoised - d_1)
+            if eta:
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                x = x + noise * sig[i + 1] * math.sqrt(-math.expm1(-2 * h * eta))
+            h_1, h_2 = h, h_1
+        d_1, d_2 = denoised, d_1
+        x_vp = x if sig[i + 1] == 0 else x * math.sqrt(a[timesteps[i + 1]])
+        yield x_vp
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_dpmpp_3m_sde_matches_kdiffusion(gmm, linear, x_start, eta):
+    a = linear.double().tolist()
+    model = gmm.model(linear, "epsilon")
+    denoise = make_denoiser(model, linear, "epsilon")
+    grid = spaced_timesteps(999, 12)
+    ref = list(_kdiffusion_3m_sde(denoise, x_start.double(), grid, a, eta, torch.Generator().manual_seed(4)))
+    got = [xn for _, _, xn in iterate(denoise, x_start.double(), grid, a, make_sampler("dpmpp-3m", eta),
+                                      torch.Generator().manual_seed(4))]
+    assert_trajectories_close(got, ref)
+    assert make_sampler("dpmpp-3m-sde").eta == 1.0
 
 
 @pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])

@@ -27,6 +27,7 @@ _EXPORTS = {
     "plan_steps": "planner",
     "resolve_layout": "planner",
     "plan_schedule": "planner",
+    "plan_layout": "planner",
     "NestedPipeline": "pipelines",
     "PipelineSession": "pipelines",
     "PipelineFrame": "pipelines",
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .denoiser import make_denoiser
     from .nested import NestedSession, nested_sample
     from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
-    from .planner import plan_schedule, plan_steps, resolve_layout
+    from .planner import plan_layout, plan_schedule, plan_steps, resolve_layout
     from .restoration import DDRMSession, NestedRestoreSession, ddrm_sample, nested_restore
     from .session import Frame, Session
     from .vanilla import VanillaSession, vanilla_sample

@@ -1,13 +1,17 @@
-"""Choosing outer × inner steps for an NFE budget."""
+"""Choosing the nested layout for an NFE budget and the model's own noise schedule."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
-from .defaults import DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_EXPONENT
+from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_EXPONENT,
+                       DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS, DEFAULT_OUTER_UPDATE)
 
-__all__ = ["Plan", "plan_steps", "plan_schedule", "resolve_layout", "DEFAULT_INNER_EXPONENT",
-           "DEFAULT_FRAME_FRACTIONS"]
+__all__ = ["Plan", "Layout", "plan_steps", "plan_schedule", "plan_layout", "default_outer_sigmas",
+           "outer_timesteps_at_sigmas",
+           "resolve_layout", "plan_session", "DEFAULT_INNER_EXPONENT", "DEFAULT_FRAME_FRACTIONS",
+           "DEFAULT_OUTER_SIGMAS"]
 
 #: outer or inner step count used when only the other one is given (the paper's 10 × 10)
 DEFAULT_STEPS = 10
@@ -20,6 +24,29 @@ class Plan(NamedTuple):
     def nfe(self) -> int:
         """Upper bound on the NFEs spent (exact when every outer timestep τ >= inner_steps - 1)."""
         return self.outer_steps * self.inner_steps
+
+
+class Layout(NamedTuple):
+    """A complete nested layout: the keyword arguments of :func:`~nested_diffusion.nested_sample`."""
+
+    outer_timesteps: list[int]
+    inner_steps: list[int]
+    inner_sampler: str
+    inner_eta: float | tuple[float, ...]
+    outer_update: str
+    outer_eta: float
+
+    @property
+    def nfe(self) -> int:
+        """NFEs spent: an inner run from τ costs min(M, τ + 1)."""
+        return sum(min(m, tau + 1) for tau, m in zip(self.outer_timesteps, self.inner_steps))
+
+    def session_kwargs(self) -> dict[str, Any]:
+        return dict(outer_timesteps=list(self.outer_timesteps), inner_steps=list(self.inner_steps),
+                    inner_sampler=self.inner_sampler,
+                    inner_eta=list(self.inner_eta) if isinstance(self.inner_eta, tuple) else self.inner_eta,
+                    outer_update=self.outer_update,
+                    outer_eta=self.outer_eta)
 
 
 def _check_budget(budget: Any) -> int:
@@ -48,11 +75,9 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
                   max_steps: int = 1000) -> list[int]:
     """Inner step counts, one per outer step, so that frames arrive at ``fractions`` of ``budget``.
 
-    The project default (BENCHMARKS.md §5): inner runs grow with the outer step, so the first
-    frames come early and the last inner runs are long, accurate solves — 100 NFEs → 10, 10, 10,
-    20, 25, 25 (frames at 10, 20, 30, 50, 75 and 100 NFEs). Fractions that round to an already
-    reached NFE count are dropped, so small budgets give fewer outer steps; the counts sum to
-    ``budget`` (each capped at ``max_steps``).
+    100 NFEs → 10, 10, 10, 20, 25, 25 (frames at 10, 20, 30, 50, 75 and 100 NFEs). Fractions that
+    round to an already reached NFE count are dropped, so small budgets give fewer outer steps; the
+    counts sum to ``budget`` (each capped at ``max_steps``).
     """
     _check_budget(budget)
     fractions = list(fractions)
@@ -65,6 +90,58 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
             inner.append(min(target - reached, max_steps))
             reached = target
     return inner
+
+
+def outer_timesteps_at_sigmas(alphas_cumprod: Any, sigmas: Sequence[float]) -> list[int]:
+    """Outer grid ``[T-1, τ_2, …]`` with τ_k the largest timestep whose noise level
+    σ_t = √((1-ᾱ_t)/ᾱ_t) is at most ``sigmas[k-2]``, kept strictly decreasing (so a schedule too
+    short for every level gives fewer outer steps).
+
+    Noise levels, not timesteps, are what a layout transfers between training schedules: the same
+    σ = 1 is t = 258 on the linear schedule, 353 on scaled-linear and 495 on cosine."""
+    from .schedules import check_alphas_cumprod
+
+    a = check_alphas_cumprod(alphas_cumprod)
+    sigma_t = ((1 - a) / a).sqrt().tolist()  # non-decreasing in t
+    outer = [len(sigma_t) - 1]
+    for s in sigmas:
+        if not (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 and math.isfinite(s)):
+            raise ValueError(f"sigmas must be positive noise levels, got {list(sigmas)}")
+        t = max((i for i, v in enumerate(sigma_t) if v <= s), default=0)
+        t = min(t, outer[-1] - 1)
+        if t < 0:
+            break
+        outer.append(t)
+    return outer
+
+
+def plan_layout(budget: int, alphas_cumprod: Any, *, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS,
+                sigmas: Sequence[float] | None = None) -> Layout:
+    """The project default layout for ``budget`` NFEs on a model trained with ``alphas_cumprod``.
+
+    Frames at ``fractions`` of the budget (:func:`plan_schedule`: 100 NFEs → inner runs of 10, 10,
+    10, 20, 25, 25); the first inner run starts at T-1, each later one from the previous frame
+    re-noised (``outer_update="renoise"``) to the noise levels ``sigmas`` (default
+    :func:`default_outer_sigmas` of the budget), mapped to the model's own timesteps by
+    :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M) inner runs with η = 0.85. Measured in
+    BENCHMARKS.md §8.
+    """
+    from .schedules import check_alphas_cumprod
+
+    _check_budget(budget)
+    a = check_alphas_cumprod(alphas_cumprod)
+    inner = plan_schedule(budget, fractions, max_steps=len(a))
+    levels = default_outer_sigmas(budget) if sigmas is None else sigmas
+    outer = outer_timesteps_at_sigmas(a, list(levels)[:len(inner) - 1])
+    inner = inner[:len(outer)]
+    return Layout(outer, inner, DEFAULT_INNER_SAMPLER, DEFAULT_INNER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_OUTER_ETA)
+
+
+def default_outer_sigmas(budget: int) -> tuple[float, ...]:
+    """The measured restart noise levels for ``budget``: the :data:`DEFAULT_OUTER_SIGMAS` entry of the
+    largest reference budget not above it (the smallest reference budget's below all of them)."""
+    references = sorted(DEFAULT_OUTER_SIGMAS)
+    return DEFAULT_OUTER_SIGMAS[max([b for b in references if b <= budget], default=references[0])]
 
 
 def resolve_layout(outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
@@ -99,3 +176,37 @@ def resolve_layout(outer_steps: int | None = None, inner_steps: int | Sequence[i
         if inner_steps is None:
             inner_steps = max(1, budget // outer_steps) if isinstance(outer_steps, int) else DEFAULT_STEPS
     return (DEFAULT_STEPS if outer_steps is None else outer_steps), (DEFAULT_STEPS if inner_steps is None else inner_steps)
+
+
+def plan_session(alphas_cumprod: Any, *, outer_steps: int | None = None,
+                 inner_steps: int | Sequence[int] | None = None, budget: int | None = None,
+                 inner_sampler: str | None = None, inner_eta: float | Sequence[float] | None = None,
+                 outer_eta: float | None = None, outer_timesteps: Sequence[int] | None = None,
+                 outer_update: str | None = None) -> dict[str, Any]:
+    """The :class:`~nested_diffusion.NestedSession` keyword arguments for what a user asked for on a
+    model trained with ``alphas_cumprod`` — the rule behind ``generate``, ``evaluate`` and
+    :class:`~nested_diffusion.NestedPipeline`.
+
+    * no counts and no outer grid: :func:`plan_layout` for ``budget`` (default
+      :data:`~nested_diffusion.defaults.DEFAULT_BUDGET`) and this schedule; an explicit
+      ``inner_sampler``, ``inner_eta`` or ``outer_update`` replaces the plan's, and an explicit
+      ``outer_eta`` selects the paper's DDIM outer step (unless ``outer_update`` says otherwise);
+    * otherwise the counts of :func:`resolve_layout` (or, with ``outer_timesteps``, one outer step per
+      timestep and 10 inner steps unless given), the DPM-Solver++(2M) inner sampler and a DDIM outer step
+      unless given.
+    """
+    if outer_steps is None and inner_steps is None and outer_timesteps is None:
+        layout = plan_layout(DEFAULT_BUDGET if budget is None else _check_budget(budget), alphas_cumprod).session_kwargs()
+        if outer_eta is not None:
+            layout.update(outer_eta=outer_eta, outer_update="ddim")
+        for name, value in (("inner_sampler", inner_sampler), ("inner_eta", inner_eta), ("outer_update", outer_update)):
+            if value is not None:
+                layout[name] = value
+        return layout
+    if outer_timesteps is None:
+        outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
+    elif inner_steps is None:
+        inner_steps = DEFAULT_STEPS
+    return dict(outer_steps=outer_steps, inner_steps=inner_steps, outer_timesteps=outer_timesteps,
+                inner_sampler=DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler, inner_eta=inner_eta,
+                outer_eta=outer_eta, outer_update="ddim" if outer_update is None else outer_update)

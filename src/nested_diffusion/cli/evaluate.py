@@ -64,9 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"metric(s), repeatable or comma-separated: {', '.join(METRIC_NAMES)} (default: digit-fd and "
                         "accuracy for digit models, gmm-fd for the oracle, fid otherwise)")
     p.add_argument("--nested", action="append", default=None, metavar="SPEC",
-                   help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER_ETA]]], repeatable, e.g. 10x10, "
-                        "20x5:dpmpp-2m, 4x40/30/20/10 (default: the project layout for the budget, "
-                        "100 → 6x10/10/10/20/25/25:dpmpp-2m)")
+                   help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER]]][@TAUS], repeatable, e.g. 10x10, "
+                        "20x5:dpmpp-2m, 4x40/30/20/10, 2x10/20:dpmpp-2m:0/0.85:renoise@999/300, or 'plan': the "
+                        "project layout for the budget and the model's noise schedule (the default)")
     p.add_argument("--vanilla", action="append", default=None, metavar="SPEC",
                    help="vanilla sampler SAMPLER[:ETA] with --budget steps, repeatable (default: ddim:1)")
     p.add_argument("--envelope", action="append", default=None, metavar="SPEC",
@@ -128,6 +128,11 @@ def run(args: argparse.Namespace) -> int:
 
         target = RestorationTarget(target, args.task, args.sigma_y, per_measurement=args.per_measurement,
                                    box=args.box, blur_sigma=args.blur_sigma, seed=args.seed)
+    if args.task is None:  # the project default ('plan') follows the model's own noise schedule
+        methods = default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
+                                  vanilla=[] if args.no_vanilla else args.vanilla,
+                                  envelope=[] if args.no_envelope else args.envelope,
+                                  alphas_cumprod=target.alphas_cumprod)
     check_methods(target, methods, config)  # before any output
     names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)

@@ -38,14 +38,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-images", type=positive_int, default=None,
                    help="number of images; classes are cycled (default: one per class, or 1)")
     p.add_argument("--outer", type=positive_int, default=None,
-                   help="outer steps K (default: planned from --budget; 10 with --inner)")
+                   help="outer steps K (default: planned from --budget and the model's noise schedule; 10 with "
+                        "--inner)")
     p.add_argument("--inner", type=positive_int, default=None,
-                   help="inner steps M per outer step (default: planned from --budget, growing: 100 NFEs → "
-                        "10,10,10,20,25,25; 10 with --outer)")
+                   help="inner steps M per outer step (default: planned, growing: 100 NFEs → 10,10,10,20,25,25 "
+                        "with renoised restarts at measured noise levels; 10 with --outer)")
     p.add_argument("--inner-sampler", choices=SAMPLERS, default=DEFAULT_INNER_SAMPLER, help="inner sampler")
     p.add_argument("--inner-eta", type=eta, default=None,
-                   help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
-    p.add_argument("--outer-eta", type=eta, default=None, help=f"outer DDIM η (default: {DEFAULT_OUTER_ETA}, measured)")
+                   help=f"inner sampler η (default: planned, 0 for the first inner run and {DEFAULT_INNER_ETA} after it; "
+                        f"{DEFAULT_INNER_ETA} with --outer/--inner; 1 for ddpm and dpmpp-2m-sde)")
+    p.add_argument("--outer-eta", type=eta, default=None,
+                   help=f"outer DDIM η (default: {DEFAULT_OUTER_ETA}, measured; given without --outer/--inner it "
+                        "replaces the planned renoising outer step by the paper's DDIM step)")
     p.add_argument("--guidance", type=guidance, default=None,
                    help="classifier-free guidance scale (default: the model's; 1 = no guidance)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. what the user asked for is checked before the model loads
     check_out(args.out, MARKER, "nested-diffusion")
-    outer, inner = resolve_layout(args.outer, args.inner, args.budget)
+    resolve_layout(args.outer, args.inner, args.budget)  # checked here; planned for the model's schedule below
     import torch
     from tqdm import tqdm
 
@@ -84,11 +88,15 @@ def run(args: argparse.Namespace) -> int:
     num_images = args.num_images or (len(labels) if labels else 1)
     condition = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, class_labels=labels,
                      guidance_scale=args.guidance, num_images=num_images, height=args.height, width=args.width)
-    session = pipe.anytime(outer_steps=outer, inner_steps=inner, inner_sampler=args.inner_sampler,
-                           inner_eta=args.inner_eta, outer_eta=args.outer_eta,
+    session = pipe.anytime(outer_steps=args.outer, inner_steps=args.inner, budget=args.budget,
+                           inner_sampler=args.inner_sampler, inner_eta=args.inner_eta, outer_eta=args.outer_eta,
                            generator=torch.Generator().manual_seed(args.seed), **condition)
     if args.check and (labels is None or tuple(session.core.x.shape[1:]) != (1, 28, 28)):
         raise CLIError("--check needs a class-conditional 28×28 digit model (like the embedded one)")
+    core = session.core
+    listed = args.outer is None and args.inner is None  # a planned layout lists its inner counts
+    outer = core.num_steps
+    inner = core.inner_steps if listed or len(set(core.inner_steps)) > 1 else core.inner_steps[0]
     layout = f"{outer}x{'/'.join(map(str, inner)) if isinstance(inner, list) else inner}"
 
     # 2. the nested frames, then (optionally) the vanilla previews at the same NFEs
@@ -133,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             "nested-diffusion": __import__("nested_diffusion").__version__,
             "model": args.model or "embedded:digits", "device": str(pipe.adapter.device), "dtype": args.dtype,
             "outer_steps": outer, "inner_steps": inner, "inner_sampler": args.inner_sampler,
+            "outer_timesteps": core.outer_timesteps, "outer_update": core.outer_update,
+            "inner_eta": [s.eta for s in core.inner_samplers] if core.inner_samplers else core.inner_sampler.eta,
             "guidance_scale": session.core.model_kwargs.get("guidance_scale"), "seed": args.seed,
             "class_labels": labels, "prompt": args.prompt, "nfe": checkpoints,
             "seconds": {"load": round(load_s, 3), "nested": round(nested_s, 3)},

@@ -12,14 +12,13 @@ exact Gaussian-mixture Fréchet distance. ``nested-diffusion evaluate`` is its c
 from .plan import default_checkpoints, default_methods, default_metrics
 from .backends import METRICS, MetricBackend, make_metric
 from .methods import Method, frame_at, parse_method
-from .report import load_results, markdown_table, plot_curves, write_results
+from .report import anytime_score, load_results, markdown_table, plot_curves, value_at, write_results
 from .runner import DistributedContext, EvalConfig, Result, batch_seed, check_methods, evaluate
 from .restoration import RestorationTarget
 from .targets import GMMTarget, PipelineTarget, load_target
 
 __all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table",
-           "load_results", "plot_curves", "write_results", "DistributedContext", "EvalConfig", "Result", "batch_seed", "check_methods",
-           "evaluate",
-           "GMMTarget", "PipelineTarget", "RestorationTarget", "load_target", "default_checkpoints", "default_methods",
-           "default_metrics"]
+           "anytime_score", "value_at", "load_results", "plot_curves", "write_results", "DistributedContext",
+           "EvalConfig", "Result", "batch_seed", "check_methods", "evaluate", "GMMTarget", "PipelineTarget",
+           "RestorationTarget", "load_target", "default_checkpoints", "default_methods", "default_metrics"]
 

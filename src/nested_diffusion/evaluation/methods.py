@@ -4,8 +4,13 @@ A :class:`Method` is a frozen description; its :attr:`~Method.name` is the row l
 ``results.csv`` (``nested-…``, ``vanilla-…``, ``envelope-…``) and the folder of its cached shards.
 Spec strings, as the command line takes them::
 
-    nested    OUTERxINNER[:SAMPLER[:ETA[:OUTER_ETA]]]   10x10, 20x5:dpmpp-2m, 5x20:ddim:0.5,
-                                                         4x40/30/20/10 (one inner count per outer step)
+    nested    OUTERxINNER[:SAMPLER[:ETA[:OUTER]]][@TAUS]  10x10, 20x5:dpmpp-2m, 5x20:ddim:0.5,
+                                                         4x40/30/20/10 (one inner count per outer step),
+                                                         3x10/10/20:dpmpp-2m:0/0.85/0.85:renoise@999/300/80
+              ETA: one inner η, or one per outer step; OUTER: the outer η (DDIM outer step) or
+              ``renoise``; TAUS: the outer timesteps (default: uniform)
+    nested    plan                                       the project default for the budget and the
+                                                         model's schedule (:func:`~nested_diffusion.planner.plan_layout`)
     vanilla   SAMPLER[:ETA]                              ddim:1, dpmpp-2m   (budget steps, x̂0 previews)
     envelope  SAMPLER[:ETA]                              dpmpp-2m:0          (one run of exactly N steps
                                                                               per checkpoint N)
@@ -25,9 +30,9 @@ from typing import Any, Sequence
 from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA, DEFAULT_RESTORE_INNER_ETA,
                         DEFAULT_RESTORE_OUTER_ETA)
 from ..samplers import SAMPLERS, make_sampler
-from ..nested import nested_grids
+from ..nested import OUTER_UPDATES, nested_grids
 
-__all__ = ["Method", "parse_method", "KINDS", "frame_at", "DDRM"]
+__all__ = ["Method", "parse_method", "plan_method", "KINDS", "frame_at", "DDRM"]
 
 KINDS = ("nested", "vanilla", "envelope")
 #: η when a spec names none: the nested inner default, DDIM η = 1 for vanilla previews (what
@@ -43,31 +48,46 @@ class Method:
     """One curve of an anytime evaluation.
 
     ``kind="nested"``: ``outer_steps`` × ``inner_steps`` (one entry per outer step) with the inner
-    ``sampler``/``eta`` and outer DDIM ``outer_eta``. ``kind="vanilla"``: ``sampler``/``eta`` with
+    ``sampler``/``eta``, the ``outer_update`` (DDIM with ``outer_eta``, or ``"renoise"``) and the outer
+    grid ``outer_timesteps`` (empty: uniform). ``kind="vanilla"``: ``sampler``/``eta`` with
     ``steps`` network calls, frames are x̂0 previews. ``kind="envelope"``: for each checkpoint N a
     separate, non-anytime ``sampler`` run of exactly N steps (what knowing the budget buys).
     """
 
     kind: str
     sampler: str = "ddim"
-    eta: float = 0.0
+    eta: float | tuple[float, ...] = 0.0
     outer_steps: int = 0
     inner_steps: tuple[int, ...] = ()
     outer_eta: float = DEFAULT_OUTER_ETA
     steps: int = 0
+    outer_update: str = "ddim"
+    outer_timesteps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"method kind must be one of {KINDS}, got {self.kind!r}")
-        if self.sampler == DDRM:
-            make_sampler("ddim", self.eta, argument=f"{self.kind} ddrm")  # η in [0, 1]
-        else:
-            make_sampler(self.sampler, self.eta, argument=f"{self.kind} sampler")  # validates name and η
+        etas = self.eta if isinstance(self.eta, tuple) else (self.eta,)
+        for eta in etas:  # validates name and η
+            if self.sampler == DDRM:
+                make_sampler("ddim", eta, argument=f"{self.kind} ddrm")  # η in [0, 1]
+            else:
+                make_sampler(self.sampler, eta, argument=f"{self.kind} sampler")
+        if isinstance(self.eta, tuple) and (self.kind != "nested" or len(self.eta) != self.outer_steps):
+            raise ValueError(f"one η per outer step is for nested methods ({self.outer_steps} outer steps), "
+                             f"got {list(self.eta)}")
         if self.kind == "nested":
             if self.outer_steps < 1 or len(self.inner_steps) != self.outer_steps or min(self.inner_steps) < 1:
                 raise ValueError(f"nested method needs outer_steps >= 1 and one inner count >= 1 per outer step, "
                                  f"got {self.outer_steps} × {list(self.inner_steps)}")
             make_sampler("ddim", self.outer_eta, argument="nested outer")
+            if self.outer_update not in OUTER_UPDATES:
+                raise ValueError(f"nested outer update must be one of {OUTER_UPDATES}, got {self.outer_update!r}")
+            taus = self.outer_timesteps
+            if taus and (len(taus) != self.outer_steps or min(taus) < 0
+                         or any(a <= b for a, b in zip(taus, taus[1:]))):
+                raise ValueError(f"nested outer timesteps must be {self.outer_steps} strictly decreasing timesteps "
+                                 f">= 0, got {list(taus)}")
         if self.kind == "vanilla" and self.steps < 1:
             raise ValueError(f"vanilla method needs steps >= 1, got {self.steps}")
 
@@ -75,13 +95,18 @@ class Method:
     def name(self) -> str:
         """Row label and cache folder: ``nested-10x10-ddim-eta0.85``, ``vanilla-ddim-eta1-100``, …"""
         fixed = self.sampler in SAMPLERS and SAMPLERS[self.sampler][2]
-        sampler = self.sampler if fixed else f"{self.sampler}-eta{self.eta:g}"
+        eta = _runs(self.eta) if isinstance(self.eta, tuple) else f"{self.eta:g}"
+        sampler = self.sampler if fixed else f"{self.sampler}-eta{eta}"
         if self.kind == "nested":
             inner = (str(self.inner_steps[0]) if len(set(self.inner_steps)) == 1
                      else ".".join(map(str, self.inner_steps)))
             default_outer = DEFAULT_RESTORE_OUTER_ETA if self.sampler == DDRM else DEFAULT_OUTER_ETA
-            tail = "" if self.outer_eta == default_outer else f"-outer{self.outer_eta:g}"
-            return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}"
+            if self.outer_update == "renoise":
+                tail = "-renoise"
+            else:
+                tail = "" if self.outer_eta == default_outer else f"-outer{self.outer_eta:g}"
+            grid = f"-at{'.'.join(map(str, self.outer_timesteps))}" if self.outer_timesteps else ""
+            return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}{grid}"
         if self.kind == "vanilla":
             return f"vanilla-{sampler}-{self.steps}"
         return f"envelope-{sampler}"
@@ -89,12 +114,26 @@ class Method:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["inner_steps"] = list(self.inner_steps)
+        if isinstance(self.eta, tuple):
+            d["eta"] = list(self.eta)
+        d["outer_timesteps"] = list(self.outer_timesteps)
+        if self.outer_update == "ddim" and not self.outer_timesteps:  # the keys of shards cached before these fields
+            del d["outer_update"], d["outer_timesteps"]
         return {"name": self.name, **d}
+
+    def session_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`~nested_diffusion.nested_sample` (and ``NestedPipeline.anytime``)."""
+        if self.kind != "nested":
+            raise ValueError(f"session_kwargs is for nested methods, not {self.kind!r}")
+        return dict(outer_steps=self.outer_steps, inner_steps=list(self.inner_steps), inner_sampler=self.sampler,
+                    inner_eta=list(self.eta) if isinstance(self.eta, tuple) else self.eta, outer_eta=self.outer_eta, outer_update=self.outer_update,
+                    outer_timesteps=list(self.outer_timesteps) or None)
 
     def frame_nfes(self, num_train_timesteps: int) -> list[int]:
         """Cumulative NFEs after each frame (nested: an inner run from τ costs min(M, τ+1))."""
         if self.kind == "nested":
-            _, grids = nested_grids(num_train_timesteps, self.outer_steps, self.inner_steps)
+            _, grids = nested_grids(num_train_timesteps, self.outer_steps, self.inner_steps,
+                                    outer_timesteps=self.outer_timesteps or None)
             return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
@@ -107,6 +146,15 @@ class Method:
         nfes = self.frame_nfes(num_train_timesteps)
         needed = [n for n in nfes if n <= max(checkpoints)]
         return needed[-1] if needed else 0
+
+
+def _runs(values: Sequence[float]) -> str:
+    """``0_0.85x5`` for (0, 0.85, 0.85, 0.85, 0.85, 0.85): runs of equal values, ``_``-separated."""
+    out = []
+    for value, group in itertools.groupby(values):
+        n = len(list(group))
+        out.append(f"{value:g}" + (f"x{n}" if n > 1 else ""))
+    return "_".join(out)
 
 
 def frame_at(frame_nfes: Sequence[int], checkpoint: int) -> int | None:
@@ -140,14 +188,32 @@ def _sampler_eta(parts: list[str], kind: str, spec: str) -> tuple[str, float]:
     return sampler, eta
 
 
-def parse_method(kind: str, spec: str, *, budget: int | None = None) -> Method:
-    """Parse a command-line spec (see the module docstring); ``budget`` sets vanilla ``steps``."""
+def plan_method(budget: int, alphas_cumprod: Any) -> Method:
+    """The project default layout for ``budget`` NFEs on a model with training schedule ``alphas_cumprod``."""
+    from ..planner import plan_layout
+
+    layout = plan_layout(budget, alphas_cumprod)
+    eta = tuple(layout.inner_eta) if isinstance(layout.inner_eta, (list, tuple)) else layout.inner_eta
+    return Method("nested", layout.inner_sampler, eta, len(layout.inner_steps), tuple(layout.inner_steps),
+                  layout.outer_eta, outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps))
+
+
+def parse_method(kind: str, spec: str, *, budget: int | None = None, alphas_cumprod: Any = None) -> Method:
+    """Parse a command-line spec (see the module docstring); ``budget`` sets vanilla ``steps``;
+    ``plan`` needs the ``budget`` and the model's ``alphas_cumprod``."""
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {KINDS}, got {kind!r}")
-    parts = spec.strip().split(":")
+    if kind == "nested" and spec.strip() == "plan":
+        if budget is None or alphas_cumprod is None:
+            raise ValueError("the nested spec 'plan' needs the budget and the model's alphas_cumprod")
+        return plan_method(budget, alphas_cumprod)
+    spec, _, taus_text = spec.strip().partition("@")
+    parts = spec.split(":")
+    if kind != "nested" and taus_text:
+        raise ValueError(f"{kind} spec {spec!r}: '@' outer timesteps are for nested specs")
     if kind == "nested":
         if len(parts) > 4:
-            raise ValueError(f"nested spec {spec!r}: expected OUTERxINNER[:SAMPLER[:ETA[:OUTER_ETA]]]")
+            raise ValueError(f"nested spec {spec!r}: expected OUTERxINNER[:SAMPLER[:ETA[:OUTER]]][@TAUS]")
         try:
             outer_text, inner_text = parts[0].lower().split("x")
             outer = int(outer_text)
@@ -157,10 +223,22 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None) -> Method:
                              "inner count per outer step") from None
         if len(inner) == 1:
             inner = inner * max(outer, 1)
-        sampler, eta = _sampler_eta(parts[1:3], "nested", spec)
-        default_outer = DEFAULT_RESTORE_OUTER_ETA if sampler == DDRM else DEFAULT_OUTER_ETA
-        outer_eta = _float(parts[3], f"nested spec {spec!r}: outer eta") if len(parts) > 3 else default_outer
-        return Method("nested", sampler, eta, outer, tuple(inner), outer_eta)
+        etas = parts[2].split("/") if len(parts) > 2 else []
+        sampler, eta = _sampler_eta(parts[1:2] + etas[:1], "nested", spec)
+        if len(etas) > 1:
+            eta = tuple(_float(e, f"nested spec {spec!r}: eta") for e in etas)
+        outer_update = "ddim"
+        outer_eta = DEFAULT_RESTORE_OUTER_ETA if sampler == DDRM else DEFAULT_OUTER_ETA
+        if len(parts) > 3 and parts[3] == "renoise":
+            outer_update = "renoise"
+        elif len(parts) > 3:
+            outer_eta = _float(parts[3], f"nested spec {spec!r}: outer eta (or 'renoise')")
+        try:
+            taus = tuple(int(t) for t in taus_text.split("/")) if taus_text else ()
+        except ValueError:
+            raise ValueError(f"nested spec {spec!r}: expected @TAUS as outer timesteps like @999/400/100") from None
+        return Method("nested", sampler, eta, outer, tuple(inner), outer_eta, outer_update=outer_update,
+                      outer_timesteps=taus)
     if len(parts) > 2:
         raise ValueError(f"{kind} spec {spec!r}: expected SAMPLER[:ETA]")
     sampler, eta = _sampler_eta(parts, kind, spec)

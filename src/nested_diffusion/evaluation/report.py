@@ -7,14 +7,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ._files import replacing
 from .runner import Result
 
-__all__ = ["write_results", "load_results", "plot_curves", "markdown_table", "COLUMNS"]
+__all__ = ["write_results", "load_results", "plot_curves", "markdown_table", "anytime_score", "value_at", "COLUMNS"]
 
 COLUMNS = ("method", "kind", "nfe", "metric", "value", "num_samples")
 
@@ -119,3 +119,24 @@ def markdown_table(result: Result, metric: str, fmt: str = "{:.3g}") -> str:
         cells = {r["nfe"]: r["value"] for r in result.rows if r["method"] == method and r["metric"] == metric}
         lines.append(f"| {method} | " + " | ".join(fmt.format(cells[n]) if n in cells else "–" for n in nfes) + " |")
     return "\n".join(lines)
+
+
+def value_at(result: Result, method: str, nfe: int, metric: str) -> float:
+    """The metric of ``method`` at checkpoint ``nfe``; ``inf`` where it has no frame yet."""
+    try:
+        return result.value(method, nfe, metric)
+    except KeyError:
+        return math.inf
+
+
+def anytime_score(result: Result, method: str, metric: str, reference: str = "envelope-best",
+                  checkpoints: Sequence[int] | None = None) -> float:
+    """Geometric mean over ``checkpoints`` (default: all of the reference's) of ``method``'s value
+    divided by ``reference``'s — 1 means "as good as a sampler that knew the budget"; ``inf`` when
+    the method has no frame at some checkpoint. For lower-is-better metrics."""
+    if checkpoints is None:
+        checkpoints = sorted({r["nfe"] for r in result.rows if r["method"] == reference and r["metric"] == metric})
+    if not checkpoints:
+        raise ValueError(f"no {metric!r} values of {reference!r} in this result")
+    logs = [math.log(value_at(result, method, c, metric) / result.value(reference, c, metric)) for c in checkpoints]
+    return math.exp(sum(logs) / len(logs))

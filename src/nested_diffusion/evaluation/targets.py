@@ -5,8 +5,8 @@ A target runs a method's sessions on a batch and turns raw samples (model space:
 
 * :class:`PipelineTarget` — any :class:`~nested_diffusion.pipelines.NestedPipeline` (the embedded
   digit model, DDPM, SD/SDXL, DiT);
-* :class:`GMMTarget` — the exact Gaussian-mixture oracle (``--model gmm[:SCHEDULE]``), whose
-  samples are 8×8 "digits".
+* :class:`GMMTarget` — the exact Gaussian-mixture oracle (``--model gmm[:SCHEDULE[:PREDICTION]]``),
+  whose samples are 8×8 "digits".
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class PipelineTarget:
                  fingerprint: str | None = None) -> None:
         self.pipe, self.name, self.fingerprint = pipe, name, fingerprint
         adapter = pipe.adapter
+        self.alphas_cumprod = adapter.alphas_cumprod
         self.num_train_timesteps = len(adapter.alphas_cumprod)
         self.num_classes = getattr(adapter, "num_classes", None)
         self.guidance_scale = adapter.default_guidance if guidance_scale is None else guidance_scale
@@ -70,9 +71,7 @@ class PipelineTarget:
                       guidance_scale=self.guidance_scale, generator=generator, output_type="latent",
                       height=self.height, width=self.width)
         if method.kind == "nested":
-            session = self.pipe.anytime(outer_steps=method.outer_steps, inner_steps=list(method.inner_steps),
-                                        inner_sampler=method.sampler, inner_eta=method.eta,
-                                        outer_eta=method.outer_eta, **common)
+            session = self.pipe.anytime(**method.session_kwargs(), **common)
         else:
             session = self.pipe.vanilla(num_inference_steps=steps or method.steps, sampler=method.sampler,
                                         eta=method.eta, **common)
@@ -91,20 +90,22 @@ class PipelineTarget:
 
 
 class GMMTarget:
-    """The exact oracle: a Gaussian mixture fitted to scikit-learn's 8×8 digits, ε-prediction."""
+    """The exact oracle: a Gaussian mixture fitted to scikit-learn's 8×8 digits, behind a "network"
+    with the given training schedule and prediction type."""
 
-    def __init__(self, schedule: str = "linear", num_train_timesteps: int = 1000) -> None:
+    def __init__(self, schedule: str = "linear", prediction_type: str = "epsilon",
+                 num_train_timesteps: int = 1000) -> None:
         from ..schedules import make_alphas_cumprod
         from ..testing import GaussianMixture
 
         self.gmm = GaussianMixture.from_digits()
-        self.schedule = schedule
+        self.schedule, self.prediction_type = schedule, prediction_type
         self.alphas_cumprod = make_alphas_cumprod(schedule, num_train_timesteps)
-        self.model = self.gmm.model(self.alphas_cumprod, "epsilon")
+        self.model = self.gmm.model(self.alphas_cumprod, prediction_type)
         self.num_train_timesteps = num_train_timesteps
         self.num_classes, self.class_names, self.prompts = None, None, None
         self.image_shape = None  # vectors, not images: FID/CLIP/classifier metrics do not apply
-        self.name = f"gmm:{schedule}"
+        self.name = f"gmm:{schedule}" + ("" if prediction_type == "epsilon" else f":{prediction_type}")
 
     def condition(self, indices: range) -> tuple[None, None]:
         return None, None
@@ -116,13 +117,12 @@ class GMMTarget:
 
         check_sampler(method, restoration=False)
         noise = torch.randn(len(rows), self.gmm.dim, generator=generator, dtype=torch.float64)
+        common = dict(prediction_type=self.prediction_type, generator=generator)
         if method.kind == "nested":
-            session = nested_sample(self.model, self.alphas_cumprod, noise, outer_steps=method.outer_steps,
-                                    inner_steps=list(method.inner_steps), inner_sampler=method.sampler,
-                                    inner_eta=method.eta, outer_eta=method.outer_eta, generator=generator)
+            session = nested_sample(self.model, self.alphas_cumprod, noise, **method.session_kwargs(), **common)
         else:
             session = vanilla_sample(self.model, self.alphas_cumprod, noise, steps=steps or method.steps,
-                                     sampler=method.sampler, eta=method.eta, generator=generator)
+                                     sampler=method.sampler, eta=method.eta, **common)
         for frame in session:
             yield frame.nfe, frame.image
 
@@ -166,15 +166,23 @@ def _fingerprint(model: str | None) -> str | None:
 def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                 guidance_scale: float | None = None, prompts: Sequence[str] | None = None,
                 height: int | None = None, width: int | None = None):
-    """``None``: the embedded digit model; ``"gmm"``/``"gmm:cosine"``…: the oracle; otherwise a
-    diffusers folder or hub id."""
+    """``None``: the embedded digit model; ``"gmm"``, ``"gmm:cosine"``, ``"gmm:cosine:v_prediction"``…:
+    the oracle (default linear, epsilon); otherwise a diffusers folder or hub id."""
     if model is not None and (model == "gmm" or model.startswith("gmm:")):
-        schedule = model.split(":", 1)[1] if ":" in model else "linear"
-        if schedule not in GMM_SCHEDULES:
-            raise ValueError(f"model 'gmm:SCHEDULE': schedule must be one of {list(GMM_SCHEDULES)}, got {schedule!r}")
+        from ..schedules import PREDICTION_TYPES
+
+        parts = model.split(":")[1:]
+        schedule = parts[0] if parts else "linear"
+        prediction_type = parts[1] if len(parts) > 1 else "epsilon"
+        if len(parts) > 2 or schedule not in GMM_SCHEDULES:
+            raise ValueError(f"model 'gmm[:SCHEDULE[:PREDICTION]]': schedule must be one of {list(GMM_SCHEDULES)}, "
+                             f"got {model!r}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"model 'gmm:SCHEDULE:PREDICTION': prediction must be one of {list(PREDICTION_TYPES)}, "
+                             f"got {prediction_type!r}")
         if prompts or guidance_scale is not None:
             raise ValueError("the Gaussian-mixture oracle is unconditional: no prompts or guidance_scale")
-        return GMMTarget(schedule)
+        return GMMTarget(schedule, prediction_type)
     from ..pipelines import NestedPipeline
 
     pipe = NestedPipeline.from_pretrained(model, dtype=dtype, device=device)

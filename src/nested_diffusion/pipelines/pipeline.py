@@ -15,9 +15,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..defaults import DEFAULT_INNER_SAMPLER
 from ..nested import NestedSession
-from ..planner import resolve_layout
+from ..planner import plan_session, resolve_layout
 from ..vanilla import VanillaSession
 from .adapter import Adapter, UnsupportedPipelineError
 from .dit import DiTAdapter
@@ -105,7 +104,8 @@ class NestedPipeline:
                 class_labels: Any = None, num_images: int | None = None, guidance_scale: float | None = None,
                 outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
                 budget: int | None = None, inner_sampler: str | None = None,
-                inner_eta: float | None = None, outer_eta: float | None = None,
+                inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
+                outer_timesteps: Sequence[int] | None = None, outer_update: str | None = None,
                 num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
                 generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
                 output_type: str = "pil", decode_every: int = 1,
@@ -113,11 +113,11 @@ class NestedPipeline:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
         (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
 
-        Nested defaults are the project's measured layout: with neither ``outer_steps`` nor
-        ``inner_steps``, inner runs of :func:`~nested_diffusion.planner.plan_schedule` for ``budget``
-        NFEs (default 100: 10, 10, 10, 20, 25, 25) with the DPM-Solver++(2M) inner sampler; give
-        ``outer_steps=10, inner_steps=10, inner_sampler="ddim"`` for the paper's layout. The rules
-        for partial layouts are :func:`~nested_diffusion.planner.resolve_layout`'s.
+        Nested defaults are the project's measured layout: with neither ``outer_steps``,
+        ``inner_steps`` nor ``outer_timesteps``, :func:`~nested_diffusion.planner.plan_layout` for
+        ``budget`` NFEs (default 100) and this model's noise schedule; give ``outer_steps=10,
+        inner_steps=10, inner_sampler="ddim"`` for the paper's layout. The rules for partial layouts
+        are :func:`~nested_diffusion.planner.plan_session`'s.
 
         ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
         is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
@@ -131,10 +131,10 @@ class NestedPipeline:
         a = self.adapter
         common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         if method == "nested":
-            outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
-            inner_sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
-            core = NestedSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
-                                 inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta, **common)
+            layout = plan_session(a.alphas_cumprod, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget,
+                                  inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta,
+                                  outer_timesteps=outer_timesteps, outer_update=outer_update)
+            core = NestedSession(a, a.alphas_cumprod, noise, **layout, **common)
         else:
             core = VanillaSession(a, a.alphas_cumprod, noise, steps=num_inference_steps, sampler=sampler, eta=eta,
                                   **common)

@@ -12,10 +12,10 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 
 from .ddim import DDIM, ddim_step
-from .dpmpp import DPMSolverPP2M
+from .dpmpp import DPMSolverPP2M, DPMSolverPP3M
 from .noise import randn_like
 
-__all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "SAMPLERS", "make_sampler", "sample", "iterate",
+__all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "DPMSolverPP3M", "SAMPLERS", "make_sampler", "sample", "iterate",
            "ddim_step", "randn_like"]
 
 
@@ -32,11 +32,13 @@ SAMPLERS: dict[str, tuple[type, float, bool]] = {
     "ddpm": (DDIM, 1.0, True),
     "dpmpp-2m": (DPMSolverPP2M, 0.0, False),
     "dpmpp-2m-sde": (DPMSolverPP2M, 1.0, True),
+    "dpmpp-3m": (DPMSolverPP3M, 0.0, False),
+    "dpmpp-3m-sde": (DPMSolverPP3M, 1.0, True),
 }
 
 
 def make_sampler(name: str, eta: float | None = None, *, argument: str = "sampler") -> Sampler:
-    """Build a named sampler. ``eta=None`` takes the name's default (0 for "ddim"/"dpmpp-2m")."""
+    """Build a named sampler. ``eta=None`` takes the name's default (0 for "ddim"/"dpmpp-2m"/"dpmpp-3m")."""
     if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"{argument} must be one of {sorted(SAMPLERS)}, got {name!r}")
     cls, default_eta, fixed = SAMPLERS[name]
@@ -47,8 +49,8 @@ def make_sampler(name: str, eta: float | None = None, *, argument: str = "sample
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"{argument} eta must lie in [0, 1], got {eta}")
     if fixed and eta != default_eta:
-        raise ValueError(f"{argument} {name!r} fixes eta = {default_eta}; use "
-                         f"{'ddim' if cls is DDIM else 'dpmpp-2m'!r} with eta={eta} instead")
+        free = next(n for n, (c, _, f) in SAMPLERS.items() if c is cls and not f)
+        raise ValueError(f"{argument} {name!r} fixes eta = {default_eta}; use {free!r} with eta={eta} instead")
     return cls(eta=float(eta))
 
 
