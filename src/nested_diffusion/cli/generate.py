@@ -45,8 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "with renoised restarts at measured noise levels; 10 with --outer)")
     p.add_argument("--inner-sampler", choices=SAMPLERS, default=DEFAULT_INNER_SAMPLER, help="inner sampler")
     p.add_argument("--inner-eta", type=eta, default=None,
-                   help=f"inner sampler η (default: planned, 0 for the first inner run and {DEFAULT_INNER_ETA} after it; "
-                        f"{DEFAULT_INNER_ETA} with --outer/--inner; 1 for ddpm and dpmpp-2m-sde)")
+                   help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
     p.add_argument("--outer-eta", type=eta, default=None,
                    help=f"outer DDIM η (default: {DEFAULT_OUTER_ETA}, measured; given without --outer/--inner it "
                         "replaces the planned renoising outer step by the paper's DDIM step)")
