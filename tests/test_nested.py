@@ -406,8 +406,9 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
         assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
         assert layout.inner_steps[:len(taus)] == [10, 10, 10, 20, 25, 25][:len(taus)]
         # each later outer timestep is the last one at or below its noise level (unless pushed down to decrease)
-        for tau, s in zip(taus[1:], DEFAULT_OUTER_SIGMAS[100]):
-            assert sigma[tau] <= s and (sigma[tau + 1] > s or tau + 1 in taus)
+        # (or raised just enough for its run to fit: an inner run of M steps needs τ >= M - 1)
+        for tau, s, m in zip(taus[1:], DEFAULT_OUTER_SIGMAS[100], layout.inner_steps[1:]):
+            assert (sigma[tau] <= s and (sigma[tau + 1] > s or tau + 1 in taus)) or tau == m - 1
         assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("dpmpp-2m", 0.85, "renoise")
         model = counting(gmm.model(ac))
         session = nested_sample(model, ac, noise(2), generator=gen(), **layout.session_kwargs())
@@ -419,6 +420,9 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
     assert default_outer_sigmas(100) == default_outer_sigmas(400) == DEFAULT_OUTER_SIGMAS[100]
     assert default_outer_sigmas(99) == DEFAULT_OUTER_SIGMAS[50] and default_outer_sigmas(5) == DEFAULT_OUTER_SIGMAS[20]
     assert plan_layout(100, make_alphas_cumprod("linear")).nfe == 100
+    # the measured grids at 100 NFEs (BENCHMARKS.md §8); scaled-linear's last restart raised from 20 to fit 25 steps
+    assert [plan_layout(100, make_alphas_cumprod(s)).outer_timesteps for s in ("linear", "scaled_linear", "cosine")] \
+        == [[999, 194, 122, 121, 116, 38], [999, 251, 133, 132, 125, 24], [999, 382, 246, 245, 235, 80]]
     # a short schedule gives fewer, still decreasing outer steps
     short = plan_layout(10, make_alphas_cumprod("linear", 4))
     assert short.outer_timesteps == [3, 2, 1, 0] and len(short.inner_steps) == 4
@@ -465,3 +469,20 @@ def test_plan_session_is_the_one_rule_with_a_schedule(linear):
     assert plan_session(linear, outer_timesteps=[999, 100])["inner_steps"] == 10
     with pytest.raises(ValueError, match="budget"):
         plan_session(linear, budget=0)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "cosine"])
+def test_plan_layout_spends_the_budget(schedule, counting, gmm):
+    """Low restarts would cap long inner runs (a run of M steps from τ costs min(M, τ + 1)): the plan
+    raises them so every budget is spent exactly, with a strictly decreasing grid."""
+    from nested_diffusion.planner import plan_layout
+
+    ac = make_alphas_cumprod(schedule)
+    for budget in (1, 7, 20, 50, 99, 100, 137, 200, 500, 1000, 3000):
+        layout = plan_layout(budget, ac)
+        taus = layout.outer_timesteps
+        assert layout.nfe == budget, (budget, taus, layout.inner_steps)
+        assert taus[0] == 999 and all(x > y >= 0 for x, y in zip(taus, taus[1:]))
+    model = counting(gmm.model(ac))
+    layout = plan_layout(1000, ac)
+    assert nested_sample(model, ac, noise(1), generator=gen(), **layout.session_kwargs()).run().nfe == model.calls == 1000
