@@ -127,6 +127,11 @@ def test_first_run_prints_only_its_own_lines(tmp_path):
     lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert lines and all(line.startswith("nested:") for line in lines), lines
     assert res.stdout.startswith("nested 3x1/1/1: 3 frames × 1 images (3 NFEs")
+    from nested_diffusion import plan_layout
+    from nested_diffusion.schedules import make_alphas_cumprod
+
+    restarts = plan_layout(3, make_alphas_cumprod("linear")).outer_timesteps[1:]  # the embedded model's schedule
+    assert f"re-noised to t = {', '.join(map(str, restarts))}\n" in res.stdout
 
 
 def test_library_errors_name_the_flags(tmp_path, capsys):

@@ -153,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     # 4. what was written
     print(f"nested {layout}: {len(nested)} frames × {num_images} images "
           f"({checkpoints[-1]} NFEs, {nested_s:.1f} s) on {pipe.adapter.device}")
+    if core.outer_update == "renoise":  # the planned default: say where each later inner run restarts
+        print(f"  inner runs restart from the previous frame re-noised to t = "
+              f"{', '.join(map(str, core.outer_timesteps[1:]))}")
     print(f"  {args.out / 'frames'}/  ({sum(1 for _ in (args.out / 'frames').rglob('*.png'))} PNGs named by NFE count)")
     print(f"  {args.out / 'contact_sheet.png'}")
     print(f"  {args.out / 'anytime.gif'}")
