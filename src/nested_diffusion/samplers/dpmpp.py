@@ -71,22 +71,19 @@ class DPMSolverPP3M:
              carry: Any = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
         if alpha_bar_next >= 1.0:
             return denoised, None
-        h, cx, alpha_next, h_eta, noise = _coefficients(alpha_bar, alpha_bar_next, self.eta)
         history = carry or ()
-        phi1 = -math.expm1(-h_eta)
         if len(history) < 2:  # warm-up: first order, then the 2M midpoint step
-            d = denoised
-            if history:
-                denoised_prev, h_prev = history[-1]
-                d = denoised + (denoised - denoised_prev) * (h / (2.0 * h_prev))
-            x_next = cx * x + alpha_next * phi1 * d
-        else:
-            (denoised_2, h_2), (denoised_1, h_1) = history
-            r0, r1 = h_1 / h, h_2 / h
-            d1_0, d1_1 = (denoised - denoised_1) / r0, (denoised_1 - denoised_2) / r1
-            d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
-            d2 = (d1_0 - d1_1) / (r0 + r1)
-            phi2 = 1.0 - phi1 / h_eta
-            phi3 = phi2 / h_eta - 0.5
-            x_next = cx * x + alpha_next * (phi1 * denoised + phi2 * d1 - phi3 * d2)
-        return _finish(x_next, noise, generator), (history + ((denoised, h),))[-2:]
+            x_next, (_, h) = DPMSolverPP2M(self.eta).step(x, denoised, alpha_bar, alpha_bar_next,
+                                                          history[-1] if history else None, generator)
+            return x_next, history + ((denoised, h),)
+        h, cx, alpha_next, h_eta, noise = _coefficients(alpha_bar, alpha_bar_next, self.eta)
+        (denoised_2, h_2), (denoised_1, h_1) = history
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0, d1_1 = (denoised - denoised_1) / r0, (denoised_1 - denoised_2) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi1 = -math.expm1(-h_eta)
+        phi2 = 1.0 - phi1 / h_eta
+        phi3 = phi2 / h_eta - 0.5
+        x_next = cx * x + alpha_next * (phi1 * denoised + phi2 * d1 - phi3 * d2)
+        return _finish(x_next, noise, generator), (history[-1], (denoised, h))
