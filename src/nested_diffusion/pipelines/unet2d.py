@@ -106,7 +106,8 @@ class UNet2DAdapter:
         uncond = None if class_labels is None else {"class_labels": torch.full_like(class_labels, self.null_class)}
         out = classifier_free_guidance(self._unet, x, t, guidance_scale, {"class_labels": class_labels}, uncond)
         if self.clip_sample is not None:  # clip x̂0, then express it again as the model's prediction
-            a = self.alphas_cumprod[t.cpu()].to(out.device, torch.float32).view(-1, *[1] * (out.ndim - 1))
+            dtype = torch.promote_types(out.dtype, torch.float32)  # ᾱ at least in float32, in float64 for float64 models
+            a = self.alphas_cumprod[t.cpu()].to(out.device, dtype).view(-1, *[1] * (out.ndim - 1))
             denoised = to_denoised(out, x, a, self.prediction_type).clamp(-self.clip_sample, self.clip_sample)
             out = from_denoised(denoised, x, a, self.prediction_type).to(out.dtype)
         return out
