@@ -28,7 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from nested_diffusion import NestedPipeline
 from nested_diffusion.cli import main as cli_main
-from nested_diffusion.schedules import spaced_timesteps
+from nested_diffusion.schedules import flow_matching, spaced_timesteps
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 PROMPT = "a photo of a cat"
@@ -200,8 +200,8 @@ def test_families_read_the_pipeline_configs(sd, sd_v, sdxl, dit, ddpm):
     for family, pipe in expected.items():
         a = NestedPipeline.from_pipe(pipe).adapter
         assert a.family == family
-        assert a.alphas_cumprod.dtype == torch.float64
-        assert torch.equal(a.alphas_cumprod, pipe.scheduler.alphas_cumprod.double())
+        assert a.schedule.alphas_cumprod.dtype == torch.float64
+        assert torch.equal(a.schedule.alphas_cumprod, pipe.scheduler.alphas_cumprod.double())
     a = NestedPipeline.from_pipe(sd).adapter
     assert a.prediction_type == "epsilon" and a.scaling_factor == 0.5 and a.vae_scale_factor == 2
     assert a.default_guidance == 7.5 and a.default_size == (16, 16)
@@ -211,7 +211,7 @@ def test_families_read_the_pipeline_configs(sd, sd_v, sdxl, dit, ddpm):
     assert (d.num_classes, d.null_class, d.learned_sigma, d.default_guidance) == (1000, 1000, True, 4.0)
     assert d.class_names[207] == "golden retriever" and d.class_names[0] == "tench" and d.class_names[5] == "5"
     # schedule from the config, not literals: a different beta schedule gives a different ᾱ
-    assert not torch.allclose(NestedPipeline.from_pipe(dit).adapter.alphas_cumprod, a.alphas_cumprod)
+    assert not torch.allclose(NestedPipeline.from_pipe(dit).adapter.schedule.alphas_cumprod, a.schedule.alphas_cumprod)
 
 
 def test_unsupported_pipelines_fail_clearly(sd):
@@ -219,9 +219,18 @@ def test_unsupported_pipelines_fail_clearly(sd):
     with pytest.raises(ValueError, match="unsupported pipeline StableDiffusionImg2ImgPipeline.*stable-diffusion, "
                                          "stable-diffusion-xl, dit"):
         NestedPipeline.from_pipe(img2img)
-    flow = StableDiffusionPipeline(**{**sd.components, "scheduler": FlowMatchEulerDiscreteScheduler()})
-    with pytest.raises(ValueError, match="alphas_cumprod"):
-        NestedPipeline.from_pipe(flow)
+    from diffusers import EDMEulerScheduler
+
+    edm = StableDiffusionPipeline(**{**sd.components, "scheduler": EDMEulerScheduler()})
+    with pytest.raises(ValueError, match="neither alphas_cumprod nor a flow-matching config"):
+        NestedPipeline.from_pipe(edm)
+    karras = StableDiffusionPipeline(**{**sd.components, "scheduler": FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)})
+    with pytest.raises(ValueError, match="Karras"):
+        NestedPipeline.from_pipe(karras)
+    # a flow-matching scheduler is a schedule the core speaks now (its network predicts the velocity)
+    flow = StableDiffusionPipeline(**{**sd.components, "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)})
+    adapter = NestedPipeline.from_pipe(flow).adapter
+    assert adapter.prediction_type == "flow" and adapter.schedule == flow_matching(3.0)
     with pytest.raises(ValueError, match="unsupported pipeline"):
         NestedPipeline.from_pipe(object())
 

@@ -116,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(args.num_samples, args.checkpoints or default_checkpoints(args.budget), args.batch_size,
                         args.seed, args.grid_samples)
 
-    def chosen_methods(alphas_cumprod=None) -> list:
+    def chosen_methods(schedule=None) -> list:
         return default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
                                vanilla=[] if args.no_vanilla else args.vanilla,
                                envelope=[] if args.no_envelope else args.envelope,
-                               restoration=args.task is not None, alphas_cumprod=alphas_cumprod)
+                               restoration=args.task is not None, schedule=schedule)
 
     methods = chosen_methods()  # the specs' syntax, before the model loads
     context = DistributedContext(cpu=args.device == "cpu")
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         target = RestorationTarget(target, args.task, args.sigma_y, per_measurement=args.per_measurement,
                                    box=args.box, blur_sigma=args.blur_sigma, seed=args.seed)
     else:  # the project default ('plan') follows the model's own noise schedule
-        methods = chosen_methods(target.alphas_cumprod)
+        methods = chosen_methods(target.schedule)
     check_methods(target, methods, config)  # before any output
     names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)

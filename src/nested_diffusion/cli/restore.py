@@ -55,8 +55,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..planner import resolve_layout
-
     # 1. what the user asked for is checked before the model loads
     check_out(args.out, MARKER, "nested-diffusion restore")
     if args.input is not None and args.digits is not None:
@@ -69,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--mask goes with --task inpaint-mask (and that task needs one)")
     if args.mask is not None and not args.mask.is_file():
         raise CLIError(f"--mask {str(args.mask)!r} is not a file")
-    outer, inner = resolve_layout(args.outer, args.inner, args.budget)
     import torch
     from tqdm import tqdm
 
@@ -87,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         measurement = measurement.repeat_interleave(per, 0)
         truth, labels = truth.repeat_interleave(per, 0), [c for c in labels for _ in range(per)]
     session = pipe.restore(image, operator, args.sigma_y, measurement=measurement, num_images=per if image is not None else None,
-                           outer_steps=outer, inner_steps=inner, generator=torch.Generator().manual_seed(args.seed))
+                           outer_steps=args.outer, inner_steps=args.inner, budget=args.budget,
+                           generator=torch.Generator().manual_seed(args.seed))
     y = session.core.problem.measurement
 
     # 2. the nested frames, then (optionally) DDRM's previews at the same NFEs
@@ -135,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             "model": args.model or "embedded:digits", "task": args.task, "operator": repr(operator),
             "sigma_y": args.sigma_y, "input": None if args.input is None else str(args.input),
             "digits": None if truth is None else len(truth) // per, "class_labels": labels or None,
-            "outer_steps": outer, "inner_steps": inner, "seed": args.seed, "nfe": checkpoints,
+            "outer_steps": session.core.num_steps, "inner_steps": session.core.inner_steps, "seed": args.seed, "nfe": checkpoints,
             "quality": {lane: {k: [q[k] for q in rows] for k in rows[0]} for lane, rows in quality.items()},
             "seconds": {"nested": round(nested_s, 3)},
         }

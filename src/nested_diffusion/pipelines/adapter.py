@@ -1,7 +1,7 @@
 """The adapter interface every pipeline family implements, and the rules they share.
 
 An *adapter* turns one loaded diffusers pipeline into what the model-agnostic core needs: the
-training schedule ᾱ, the prediction type, initial noise, a network call ``adapter(x_t, t,
+noise schedule (:mod:`nested_diffusion.schedules`, read from the pipeline's scheduler), the prediction type, initial noise, a network call ``adapter(x_t, t,
 **model_kwargs)`` (one call = one NFE, classifier-free guidance included) and decoding to pixels.
 Family modules (``unet2d``, ``latent``, ``stable_diffusion``, ``dit``) import only this module;
 :mod:`~nested_diffusion.pipelines.pipeline` imports the families into one registry — imports run
@@ -33,7 +33,8 @@ class Adapter(Protocol):
     """
 
     family: str
-    alphas_cumprod: torch.Tensor
+    #: the scheduler's noise schedule (a discrete VP table or flow matching); see :meth:`schedule_for`
+    schedule: Any
     prediction_type: str
     default_guidance: float
     num_classes: int | None
@@ -42,6 +43,10 @@ class Adapter(Protocol):
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "Adapter": ...
+
+    def schedule_for(self, height: int | None = None, width: int | None = None) -> Any:
+        """The schedule for images of that size (a size-dependent shift, as Flux has, changes it)."""
+        ...
 
     @property
     def device(self) -> torch.device: ...

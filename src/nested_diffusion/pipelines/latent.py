@@ -1,7 +1,7 @@
 """Shared parts of the latent-space adapters (Stable Diffusion 1.x/2.x, SDXL, DiT).
 
-Everything model-specific is read from the loaded pipeline: the training schedule ᾱ from its
-scheduler, the prediction type from the scheduler config, the latent scale (and, for SDXL-style
+Everything model-specific is read from the loaded pipeline: the noise schedule and the prediction
+type from its scheduler (:func:`~nested_diffusion.schedules.from_scheduler`), the latent scale (and, for SDXL-style
 VAEs, ``latents_mean``/``latents_std``) from the VAE config. Initial noise is drawn with diffusers'
 own ``randn_tensor`` so that one generator gives the same latents as the diffusers pipeline.
 """
@@ -13,27 +13,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..schedules import PREDICTION_TYPES
+from ..schedules import Schedule, from_scheduler
 from .adapter import check_image_size
 
-__all__ = ["LatentAdapter", "scheduler_schedule", "call_default", "prompt_batch"]
-
-
-def scheduler_schedule(scheduler: Any) -> tuple[torch.Tensor, str]:
-    """``(alphas_cumprod as float64, prediction_type)`` of a diffusers scheduler.
-
-    Raises ``ValueError`` for schedulers without a VP (DDPM-type) training schedule, e.g. flow
-    matching, or with a prediction type the core does not know.
-    """
-    ac = getattr(scheduler, "alphas_cumprod", None)
-    if not isinstance(ac, torch.Tensor):
-        raise ValueError(f"scheduler {type(scheduler).__name__} has no alphas_cumprod: nested diffusion needs a "
-                         "VP (DDPM-type) training schedule, e.g. DDIMScheduler or DPMSolverMultistepScheduler")
-    prediction_type = scheduler.config.get("prediction_type", "epsilon")
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"scheduler prediction_type {prediction_type!r} is not supported; "
-                         f"expected one of {PREDICTION_TYPES}")
-    return ac.detach().to("cpu", torch.float64), prediction_type
+__all__ = ["LatentAdapter", "call_default", "prompt_batch"]
 
 
 def call_default(pipe: Any, name: str, fallback: Any) -> Any:
@@ -69,7 +52,7 @@ class LatentAdapter:
         self.vae = getattr(pipe, "vae", None)
         if self.vae is None:
             raise ValueError(f"{type(pipe).__name__} has no VAE: a latent pipeline needs pipe.vae")
-        self.alphas_cumprod, self.prediction_type = scheduler_schedule(pipe.scheduler)
+        self.schedule, self.prediction_type = from_scheduler(pipe.scheduler)
         vae_config = self.vae.config
         self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)
         self.scaling_factor = float(vae_config.scaling_factor)
@@ -79,6 +62,11 @@ class LatentAdapter:
             raise ValueError(f"{type(network).__name__} takes {self.channels} input channels but the VAE has "
                              f"{latent_channels} latent channels: not a text-to-image / class-to-image model")
         self.latent_size = _size(network.config.sample_size)
+
+    def schedule_for(self, height: int | None = None, width: int | None = None) -> Schedule:
+        """The noise schedule for images of ``height`` × ``width`` pixels: the scheduler's (a family whose
+        shift depends on the image size overrides this)."""
+        return self.schedule
 
     # -- device and dtype ------------------------------------------------------------------------
     @property

@@ -1,7 +1,7 @@
 """``NestedPipeline``: nested (and vanilla-with-previews) sampling for loaded diffusers pipelines.
 
 The registry of families lives here: each family is a thin adapter (:mod:`.adapter`) exposing the
-pipeline's own schedule (ᾱ from its scheduler), prediction type, initial noise, a guided network
+pipeline's own noise schedule (from its scheduler), prediction type, initial noise, a guided network
 call (classifier-free guidance in one doubled batch = one NFE) and decoding. The sampling itself is
 the model-agnostic core (:mod:`nested_diffusion.nested`, :mod:`nested_diffusion.vanilla`); no
 pipeline ``__call__`` is copied. Families import only :mod:`.adapter`, never this module.
@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from ..nested import NestedSession
-from ..planner import plan_session, resolve_layout
+from ..planner import plan_schedule, resolve_layout
 from ..vanilla import VanillaSession
 from .adapter import Adapter, UnsupportedPipelineError
 from .dit import DiTAdapter
@@ -107,7 +107,7 @@ class NestedPipeline:
                 inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
                 outer_timesteps: Sequence[int] | None = None, outer_update: str | None = None,
                 num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
-                generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
+                generator: Any = None, height: int | None = None, width: int | None = None,
                 output_type: str = "pil", decode_every: int = 1,
                 latents: torch.Tensor | None = None) -> PipelineSession:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
@@ -117,10 +117,11 @@ class NestedPipeline:
         ``inner_steps`` nor ``outer_timesteps``, :func:`~nested_diffusion.planner.plan_layout` for
         ``budget`` NFEs (default 100) and this model's noise schedule; give ``outer_steps=10,
         inner_steps=10, inner_sampler="ddim"`` for the paper's layout. The rules for partial layouts
-        are :func:`~nested_diffusion.planner.plan_session`'s.
+        are :func:`~nested_diffusion.planner.resolve_layout`'s.
 
         ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
-        is drawn from ``generator`` exactly as the diffusers pipeline draws it."""
+        is drawn from ``generator`` (one ``torch.Generator``, or a list with one per image, as in
+        diffusers) exactly as the diffusers pipeline draws it."""
         if method not in ("nested", "vanilla"):
             raise ValueError(f"method must be 'nested' or 'vanilla', got {method!r}")
         condition = dict(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
@@ -129,18 +130,18 @@ class NestedPipeline:
         if method == "vanilla" and budget is not None:
             raise ValueError("budget plans a nested layout; a vanilla session takes num_inference_steps")
         a = self.adapter
+        schedule = a.schedule_for(height, width)
         common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         if method == "nested":
-            layout = plan_session(a.alphas_cumprod, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget,
-                                  inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta,
-                                  outer_timesteps=outer_timesteps, outer_update=outer_update)
-            core = NestedSession(a, a.alphas_cumprod, noise, **layout, **common)
+            layout = resolve_layout(schedule, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget,
+                                    inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta,
+                                    outer_timesteps=outer_timesteps, outer_update=outer_update)
+            core = NestedSession(a, schedule, noise, **layout.session_kwargs(), **common)
         else:
-            core = VanillaSession(a, a.alphas_cumprod, noise, steps=num_inference_steps, sampler=sampler, eta=eta,
-                                  **common)
+            core = VanillaSession(a, schedule, noise, steps=num_inference_steps, sampler=sampler, eta=eta, **common)
         return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
 
-    def _start(self, condition: dict[str, Any], num_images: int | None, generator: torch.Generator | None,
+    def _start(self, condition: dict[str, Any], num_images: int | None, generator: Any,
                latents: torch.Tensor | None, height: int | None, width: int | None,
                dtype: torch.dtype | None = None) -> tuple[dict[str, Any], torch.Tensor]:
         """Validated ``(model_kwargs, x_T)`` of a new session: the condition encoded by the adapter
@@ -176,7 +177,7 @@ class NestedPipeline:
                 outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
                 budget: int | None = None, inner: str = "ddrm", eta: float | None = None,
                 eta_b: float | None = None, outer_eta: float | None = None, steps: int = 100,
-                generator: torch.Generator | None = None, height: int | None = None, width: int | None = None,
+                generator: Any = None, height: int | None = None, width: int | None = None,
                 output_type: str = "pil", decode_every: int = 1,
                 latents: torch.Tensor | None = None) -> PipelineSession:
         """Anytime restoration of a linear measurement y = H x + σ_y n (PAPER.md, "Inverse problems"):
@@ -224,14 +225,18 @@ class NestedPipeline:
         common = dict(operator=operator, measurement=y.to(noise.device, noise.dtype), sigma_y=sigma_y,
                       prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         etas = {k: v for k, v in (("eta", eta), ("eta_b", eta_b)) if v is not None}
+        schedule = a.schedule_for(height, width)
         if method == "nested":
-            outer_steps, inner_steps = resolve_layout(outer_steps, inner_steps, budget)
-            core = NestedRestoreSession(a, a.alphas_cumprod, noise, outer_steps=outer_steps, inner_steps=inner_steps,
-                                        inner=inner, outer_eta=outer_eta, **etas, **common)
+            if budget is not None and outer_steps is None and inner_steps is None:
+                inner_steps = plan_schedule(budget, max_steps=schedule.max_steps)
+            layout = resolve_layout(schedule, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget)
+            core = NestedRestoreSession(a, schedule, noise, outer_steps=len(layout.inner_steps),
+                                        inner_steps=layout.inner_steps, inner=inner, outer_eta=outer_eta, **etas,
+                                        **common)
         else:
             if budget is not None or outer_steps is not None or inner_steps is not None:
                 raise ValueError("budget, outer_steps and inner_steps plan a nested layout; DDRM takes steps")
-            core = DDRMSession(a, a.alphas_cumprod, noise, steps=steps, **etas, **common)
+            core = DDRMSession(a, schedule, noise, steps=steps, **etas, **common)
         return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
 
     @staticmethod

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from ..schedules import from_denoised, to_denoised
+from ..samplers.noise import randn_like
+from ..schedules import Level, Schedule, from_denoised, from_scheduler, to_denoised
 from .adapter import (UnsupportedPipelineError, check_guidance, check_image_size, check_labels,
                       classifier_free_guidance)
 
@@ -29,8 +30,7 @@ class UNet2DAdapter:
         self.null_class = self.num_classes
         self.class_names = self.metadata.get("class_names")
         self.default_guidance = float(self.metadata.get("default_guidance", 1.0 if self.num_classes is None else 2.0))
-        self.alphas_cumprod = scheduler.alphas_cumprod.detach().to(torch.float64)
-        self.prediction_type = scheduler.config.prediction_type
+        self.schedule, self.prediction_type = from_scheduler(scheduler)
         size = unet.config.sample_size
         self.sample_size = (size, size) if isinstance(size, int) else tuple(size)
         self.channels = unet.config.in_channels
@@ -52,6 +52,10 @@ class UNet2DAdapter:
         if folder and (Path(folder) / "nested_diffusion.json").is_file():
             metadata = json.loads((Path(folder) / "nested_diffusion.json").read_text())
         return cls(unet, pipe.scheduler, metadata)
+
+    def schedule_for(self, height: int | None = None, width: int | None = None) -> Schedule:
+        """The scheduler's noise schedule (the same at every image size)."""
+        return self.schedule
 
     @property
     def device(self) -> torch.device:
@@ -90,10 +94,10 @@ class UNet2DAdapter:
         h, w = check_image_size(height, width, self.sample_size, self.size_multiple)
         return (num_images, self.channels, h, w)
 
-    def initial_noise(self, num_images: int, generator: torch.Generator | None, height=None, width=None) -> torch.Tensor:
+    def initial_noise(self, num_images: int, generator: Any, height=None, width=None) -> torch.Tensor:
+        """x_T drawn on the generator's device (one generator, or one per image as diffusers' ``randn_tensor``)."""
         shape = self.latent_shape(num_images, height, width)
-        gdev = generator.device if generator is not None else self.device
-        return torch.randn(shape, generator=generator, device=gdev, dtype=self.dtype).to(self.device)
+        return randn_like(torch.empty(shape, dtype=self.dtype, device=self.device), generator)
 
     # -- the network ------------------------------------------------------------------------------
     def _unet(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
@@ -106,10 +110,10 @@ class UNet2DAdapter:
         uncond = None if class_labels is None else {"class_labels": torch.full_like(class_labels, self.null_class)}
         out = classifier_free_guidance(self._unet, x, t, guidance_scale, {"class_labels": class_labels}, uncond)
         if self.clip_sample is not None:  # clip x̂0, then express it again as the model's prediction
-            dtype = torch.promote_types(out.dtype, torch.float32)  # ᾱ at least in float32, in float64 for float64 models
-            a = self.alphas_cumprod[t.cpu()].to(out.device, dtype).view(-1, *[1] * (out.ndim - 1))
-            denoised = to_denoised(out, x, a, self.prediction_type).clamp(-self.clip_sample, self.clip_sample)
-            out = from_denoised(denoised, x, a, self.prediction_type).to(out.dtype)
+            shape, dtype = (-1, *[1] * (out.ndim - 1)), torch.promote_types(out.dtype, torch.float32)
+            level = Level(*(v.to(out.device, dtype).view(shape) for v in self.schedule.levels(t)))
+            denoised = to_denoised(out, x, level, self.prediction_type).clamp(-self.clip_sample, self.clip_sample)
+            out = from_denoised(denoised, x, level, self.prediction_type).to(out.dtype)
         return out
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
