@@ -353,7 +353,7 @@ def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: in
     return image_seq_len * m + b
 
 
-SPACINGS = ("linspace", "trailing")
+SPACINGS = ("linspace", "trailing", "dpmsolver")
 TIME_SHIFT_TYPES = ("exponential", "linear")
 
 
@@ -368,10 +368,10 @@ class FlowMatching(Schedule):
 
     ``spacing`` says how the vanilla N-step grid spaces u: ``"linspace"`` as ``set_timesteps(N)`` does
     (u from σ_max to σ_min of the scheduler's training sigmas, the default; SD3), ``"trailing"``
-    u_i = u_max (N-i)/N as ``FluxPipeline`` passes its sigmas (u_max = ``sigma_max``, 1 by default;
-    ``1 - 1/T`` is ``DPMSolverMultistepScheduler(use_flow_sigmas=True)``'s grid). Inner grids from a
-    start σ keep the spacing, from that σ's u down. σ values of the vanilla grid are rounded to float32
-    as diffusers' scheduler holds them.
+    u_i = (N-i)/N as ``FluxPipeline`` passes its sigmas, ``"dpmsolver"`` u_i = (1-1/T)(N-i)/N as
+    ``DPMSolverMultistepScheduler(use_flow_sigmas=True)`` makes them (Sana). Inner grids from a start σ
+    keep the spacing, from that σ's u down. σ values of the vanilla grid are rounded to float32 as
+    diffusers' schedulers hold them.
     """
 
     default_prediction_type = "flow"
@@ -379,8 +379,7 @@ class FlowMatching(Schedule):
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, *, use_dynamic_shifting: bool = False,
                  base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,
                  max_image_seq_len: int = 4096, time_shift_type: str = "exponential",
-                 shift_terminal: float | None = None, mu: float | None = None, spacing: str = "linspace",
-                 sigma_max: float | None = None) -> None:
+                 shift_terminal: float | None = None, mu: float | None = None, spacing: str = "linspace") -> None:
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
         for name, value in (("shift", shift), ("base_shift", base_shift), ("max_shift", max_shift)):
@@ -404,9 +403,6 @@ class FlowMatching(Schedule):
                 raise ValueError(f"shift_terminal must lie in (0, 1), got {shift_terminal!r}")
             if spacing != "linspace":
                 raise ValueError("shift_terminal stretches the grid to its last σ: it needs spacing='linspace'")
-        if sigma_max is not None and (isinstance(sigma_max, bool) or not isinstance(sigma_max, (int, float))
-                                      or not 0 < sigma_max <= 1):
-            raise ValueError(f"sigma_max must lie in (0, 1], got {sigma_max!r}")
         self.num_train_timesteps = T = num_train_timesteps
         self.shift, self.use_dynamic_shifting, self.mu = float(shift), bool(use_dynamic_shifting), mu
         self.base_shift, self.max_shift = float(base_shift), float(max_shift)
@@ -417,7 +413,7 @@ class FlowMatching(Schedule):
         train = torch.from_numpy(np.linspace(1, T, T, dtype=np.float32)[::-1].copy()) / T
         if not self.use_dynamic_shifting:
             train = self.shift * train / (1 + (self.shift - 1) * train)
-        self._u_max = float(sigma_max) if sigma_max is not None else train[0].item()
+        self._u_max = (1 - 1 / T) if spacing == "dpmsolver" else train[0].item()
         self._u_min = train[-1].item()
         self._stretch: float | None = None
         if shift_terminal is not None:  # 1-σ scaled so that the grid's last σ (at u_min) is shift_terminal
@@ -433,8 +429,7 @@ class FlowMatching(Schedule):
                     use_dynamic_shifting=self.use_dynamic_shifting, base_shift=self.base_shift,
                     max_shift=self.max_shift, base_image_seq_len=self.base_image_seq_len,
                     max_image_seq_len=self.max_image_seq_len, time_shift_type=self.time_shift_type,
-                    shift_terminal=self.shift_terminal, mu=self.mu, spacing=self.spacing,
-                    sigma_max=self._u_max if self._u_max != 1.0 else None)
+                    shift_terminal=self.shift_terminal, mu=self.mu, spacing=self.spacing)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FlowMatching) and self._config() == other._config()
@@ -517,9 +512,12 @@ class FlowMatching(Schedule):
         if self.spacing == "linspace":  # diffusers: timesteps linspace(σ_max·T, σ_min·T, N), σ = t/T, shifted
             u = np.linspace(self._u_max * T, self._u_min * T, steps) / T
             return self._times(self._sigma(u))
-        # FluxPipeline: sigmas = linspace(1, 1/N, N), cast to float32 by set_timesteps, then shifted
-        u = np.linspace(self._u_max, self._u_max / steps, steps).astype(np.float32)
-        return self._times(self._sigma(u))
+        if self.spacing == "trailing":  # FluxPipeline: sigmas = linspace(1, 1/N, N), cast to float32, then shifted
+            u = np.linspace(self._u_max, self._u_max / steps, steps).astype(np.float32)
+            return self._times(self._sigma(u))
+        # DPMSolverMultistepScheduler(use_flow_sigmas=True): 1 - linspace(1, 1/T, N+1), shifted in float64, flipped
+        u = 1.0 - np.linspace(1, 1 / self.num_train_timesteps, steps + 1)
+        return self._times(np.flip(self._sigma(u[1:])).copy())
 
     def inner_timesteps(self, start: Time, steps: int, power: float = 1.0) -> list[float]:
         """``steps`` times from ``start``: u from u(σ_start) spaced as the vanilla grid (down to σ_min's u
@@ -570,14 +568,14 @@ def flow_matching(shift: float = 1.0, *, num_train_timesteps: int = 1000, use_dy
                   mu: float | None = None, base_shift: float = 0.5, max_shift: float = 1.15,
                   base_image_seq_len: int = 256, max_image_seq_len: int = 4096,
                   time_shift_type: str = "exponential", shift_terminal: float | None = None,
-                  spacing: str = "linspace", sigma_max: float | None = None) -> FlowMatching:
+                  spacing: str = "linspace") -> FlowMatching:
     """A rectified-flow schedule (see :class:`FlowMatching`), e.g. ``flow_matching(3.0)`` for SD3 or
     ``flow_matching(use_dynamic_shifting=True, spacing="trailing").at_image_seq_len(4096)`` for Flux at
     1024²; models on it predict ``prediction_type="flow"`` (v = ε - x0) by default."""
     return FlowMatching(num_train_timesteps, shift, use_dynamic_shifting=use_dynamic_shifting, base_shift=base_shift,
                         max_shift=max_shift, base_image_seq_len=base_image_seq_len,
                         max_image_seq_len=max_image_seq_len, time_shift_type=time_shift_type,
-                        shift_terminal=shift_terminal, mu=mu, spacing=spacing, sigma_max=sigma_max)
+                        shift_terminal=shift_terminal, mu=mu, spacing=spacing)
 
 
 def _check_positive(value: Any, name: str) -> int:
@@ -623,7 +621,10 @@ def from_scheduler(scheduler: Any) -> tuple[Schedule, str]:
         return schedule, "flow"
     if get("use_flow_sigmas", False):
         T = int(get("num_train_timesteps", 1000))
-        schedule = FlowMatching(T, float(get("flow_shift", 1.0)), spacing="trailing", sigma_max=1 - 1 / T)
+        if get("use_dynamic_shifting", False):  # set_timesteps(mu=...) makes flow_shift = e^μ: the exponential shift
+            schedule = FlowMatching(T, use_dynamic_shifting=True, spacing="dpmsolver")
+        else:
+            schedule = FlowMatching(T, float(get("flow_shift", 1.0)), spacing="dpmsolver")
         return schedule, _PREDICTION_NAMES.get(get("prediction_type", "flow_prediction"),
                                                get("prediction_type", "flow_prediction"))
     ac = getattr(scheduler, "alphas_cumprod", None)
