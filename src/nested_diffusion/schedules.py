@@ -370,8 +370,8 @@ class FlowMatching(Schedule):
     (u from σ_max to σ_min of the scheduler's training sigmas, the default; SD3), ``"trailing"``
     u_i = (N-i)/N as ``FluxPipeline`` passes its sigmas, ``"dpmsolver"`` u_i = (1-1/T)(N-i)/N as
     ``DPMSolverMultistepScheduler(use_flow_sigmas=True)`` makes them (Sana). Inner grids from a start σ
-    keep the spacing, from that σ's u down. σ values of the vanilla grid are rounded to float32 as
-    diffusers' schedulers hold them.
+    are trailing in u from that σ's u down (:meth:`inner_timesteps`). σ values of the vanilla grid are
+    rounded to float32 as diffusers' schedulers hold them.
     """
 
     default_prediction_type = "flow"
@@ -520,20 +520,18 @@ class FlowMatching(Schedule):
         return self._times(np.flip(self._sigma(u[1:])).copy())
 
     def inner_timesteps(self, start: Time, steps: int, power: float = 1.0) -> list[float]:
-        """``steps`` times from ``start``: u from u(σ_start) spaced as the vanilla grid (down to σ_min's u
-        for ``"linspace"``, to u/steps for ``"trailing"``), bent by ``power`` towards the clean end."""
+        """``steps`` times from ``start``, trailing in the unshifted time whatever the vanilla spacing:
+        u_i = u(σ_start)((M-i)/M)^p, shifted — the continuous form of the VP trailing grid (a run ends one
+        M-th of the way from the clean end, never on the vanilla "linspace" grid's tiny last interval, which
+        multistep solvers extrapolate badly). From the top of a ``"trailing"`` schedule it is the vanilla grid."""
         _check_positive(steps, "steps")
         if not power >= 1.0:
             raise ValueError(f"power must be >= 1 (1: evenly spaced), got {power}")
-        if float(start) == self.top and power == 1.0:
-            return self.timesteps(steps)  # from the top, the vanilla grid (so nested(1, M) is vanilla(M))
+        if float(start) == self.top and power == 1.0 and self.spacing == "trailing":
+            return self.timesteps(steps)
         u0 = self._unshifted(float(start) / self.num_train_timesteps)
-        if self.spacing == "linspace" and u0 > self._u_min and steps > 1:
-            u = [self._u_min + (u0 - self._u_min) * ((steps - 1 - i) / (steps - 1)) ** power for i in range(steps)]
-        else:
-            u = [u0 * ((steps - i) / steps) ** power for i in range(steps)]
-        times = [float(start)] + [float(self._sigma(v)) * self.num_train_timesteps for v in u[1:]]
-        return times
+        u = [u0 * ((steps - i) / steps) ** power for i in range(1, steps)]
+        return [float(start)] + [float(self._sigma(v)) * self.num_train_timesteps for v in u]
 
     def capacity(self, start: Time) -> float:
         return math.inf

@@ -54,8 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(method,kind,nfe,metric,value,num_samples), results.json, quality_vs_nfe.png and sample "
                     "grids. Resumable; shards over processes under `accelerate launch`.",
         formatter_class=Formatter)
-    add_model_arguments(p, "diffusers folder or hub id, 'gmm' / 'gmm:cosine' / 'gmm:scaled_linear' for the exact "
-                           "Gaussian-mixture oracle (default: the embedded digit model)")
+    add_model_arguments(p, "diffusers folder or hub id; the exact Gaussian-mixture oracle as 'gmm[:SCHEDULE[:PREDICTION]]' "
+                           "with SCHEDULE linear (default), scaled_linear, cosine, flow, flow:SHIFT or flow:dynamic=N "
+                           "(Flux's shift for N latent tokens), e.g. 'gmm:cosine:v_prediction', 'gmm:flow:3' "
+                           "(default: the embedded digit model)")
     p.add_argument("--num-samples", type=positive_int, default=1000, help="samples per point")
     p.add_argument("--budget", type=positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,

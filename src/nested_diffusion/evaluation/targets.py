@@ -207,11 +207,14 @@ def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype:
     if model is not None and (model == "gmm" or model.startswith("gmm:")):
         from ..schedules import PREDICTION_TYPES
 
-        parts = model.split(":")[1:]
-        prediction_type = None
-        if parts and parts[-1] in PREDICTION_TYPES:
-            prediction_type = parts.pop()
-        schedule = ":".join(parts) if parts else "linear"
+        parts = model.split(":")[1:] or ["linear"]
+        schedule = parts.pop(0)  # the schedule comes first; a flow schedule may take an argument next
+        if schedule == "flow" and parts and parts[0] not in PREDICTION_TYPES:
+            schedule += ":" + parts.pop(0)
+        prediction_type = parts.pop(0) if parts else None
+        if parts or (prediction_type is not None and prediction_type not in PREDICTION_TYPES):
+            raise ValueError(f"model 'gmm[:SCHEDULE[:PREDICTION]]': prediction must be one of {list(PREDICTION_TYPES)}, "
+                             f"got {model!r}")
         try:
             gmm_schedule(schedule)
         except ValueError as e:

@@ -161,8 +161,8 @@ class DDRM:
 
 
 class DDRMSession(VanillaSession):
-    """Vanilla DDRM as a session: ``steps`` network calls on ``schedule.inner_timesteps(top, steps,
-    grid_power)`` (evenly spaced for power 1: the vanilla grid), started from DDRM's x_T' given y
+    """Vanilla DDRM as a session: ``steps`` network calls on the schedule's vanilla grid (``grid_power`` 1)
+    or on ``schedule.inner_timesteps(top, steps, grid_power)`` (bent towards the clean end), started from DDRM's x_T' given y
     (:meth:`InverseProblem.initial_state`), each step the :class:`DDRM` update. Frames are the x̂0
     previews; the last frame is the restoration. Composed from its parts: the measurements live in the
     sampler, so ``fork(indices=)`` picks them with the images."""
@@ -176,7 +176,9 @@ class DDRMSession(VanillaSession):
         grid_power = check_grid_power(grid_power, "grid_power")
         schedule = as_schedule(schedule)
         problem = InverseProblem(operator, measurement, sigma_y, check_noise(noise))
-        timesteps = schedule.inner_timesteps(schedule.top, check_steps(steps, "steps", schedule), grid_power)
+        steps = check_steps(steps, "steps", schedule)
+        timesteps = schedule.timesteps(steps) if grid_power == 1 else schedule.inner_timesteps(schedule.top, steps,
+                                                                                                 grid_power)
         super().__init__(model, schedule, noise, prediction_type=prediction_type, steps=len(timesteps),
                          sampler=DDRM(problem, eta, eta_b), timesteps=timesteps, start=problem.initial_state,
                          generator=generator, model_kwargs=model_kwargs)
