@@ -142,7 +142,7 @@ def test_nested_with_several_inner_steps_equals_diffusers_schedulers(sd, outer_e
     """nested(K, M) on the SD pipeline, reproduced with diffusers' own schedulers and the pipeline's UNet:
     each inner run a DPMSolverMultistepScheduler over the inner grid from the outer state, each outer step a
     DDIMScheduler step (trailing, η = outer η) whose x̂0 is the inner run's output (ε̂ rewritten from it)."""
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     K, M = 4, 3  # K divides 1000: diffusers' trailing DDIM then steps exactly between its own timesteps
     nested = NestedPipeline.from_pipe(sd)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 
 __all__ = ["Adapter", "UnsupportedPipelineError", "check_guidance", "check_labels", "check_image_size",
-           "classifier_free_guidance", "uses_guidance"]
+           "classifier_free_guidance", "uses_guidance", "check_condition_keys"]
 
 
 class UnsupportedPipelineError(Exception):
@@ -100,6 +100,18 @@ def classifier_free_guidance(network: Callable[..., torch.Tensor], x: torch.Tens
     both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
     out_u, out_c = network(torch.cat([x, x]), torch.cat([t, t]), **both, **shared).chunk(2)
     return out_u + guidance_scale * (out_c - out_u)
+
+
+def check_condition_keys(adapter: Any, condition: dict[str, Any]) -> None:
+    """``ValueError`` naming a condition argument the family does not take (e.g. Flux's ``true_cfg_scale`` on
+    another family): only the arguments of ``adapter.condition`` are conditions of that model."""
+    import inspect
+
+    accepted = [n for n, p in inspect.signature(adapter.condition).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key, value in condition.items():
+        if key not in accepted and value is not None:
+            raise ValueError(f"{key} is not a condition of this {adapter.family} model; it takes {', '.join(accepted)}")
 
 
 def check_labels(class_labels: Any, num_images: int, num_classes: int) -> torch.Tensor:

@@ -47,7 +47,8 @@ class LatentAdapter:
     size_multiple = 1
     pixel_space = False  # samples are VAE latents
 
-    def __init__(self, pipe: Any, network: torch.nn.Module) -> None:
+    def __init__(self, pipe: Any, network: torch.nn.Module, *, channels: int | None = None,
+                 sample_size: Any = None) -> None:
         self.pipe, self.network = pipe, network
         self.vae = getattr(pipe, "vae", None)
         if self.vae is None:
@@ -56,12 +57,13 @@ class LatentAdapter:
         vae_config = self.vae.config
         self.vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)
         self.scaling_factor = float(vae_config.scaling_factor)
-        self.channels = int(network.config.in_channels)
+        # the latent channels of the state (a family that packs latents, as Flux does, says how many)
+        self.channels = int(network.config.in_channels) if channels is None else int(channels)
         latent_channels = vae_config.get("latent_channels", self.channels)
         if latent_channels != self.channels:
-            raise ValueError(f"{type(network).__name__} takes {self.channels} input channels but the VAE has "
-                             f"{latent_channels} latent channels: not a text-to-image / class-to-image model")
-        self.latent_size = _size(network.config.sample_size)
+            raise ValueError(f"{type(network).__name__} takes {self.channels} latent channels but the VAE has "
+                             f"{latent_channels}: not a text-to-image / class-to-image model")
+        self.latent_size = _size(network.config.sample_size if sample_size is None else sample_size)
 
     def schedule_for(self, height: int | None = None, width: int | None = None) -> Schedule:
         """The noise schedule for images of ``height`` × ``width`` pixels: the scheduler's (a family whose
@@ -109,8 +111,12 @@ class LatentAdapter:
     upcast_vae = False  # SDXL: decode in float32 when the fp16 VAE asks for it (config.force_upcast)
 
     def unscale(self, x0: torch.Tensor) -> torch.Tensor:
-        """Model-space latents → VAE latents (``scaling_factor``; ``latents_mean``/``latents_std`` if set)."""
+        """Model-space latents → VAE latents: x0/scaling_factor + shift_factor (SD3, Flux), or with
+        ``latents_mean``/``latents_std`` (SDXL-style VAEs) where the config sets them."""
         config = self.vae.config
+        shift = config.get("shift_factor")
+        if shift is not None:
+            return x0 / self.scaling_factor + shift
         mean, std = config.get("latents_mean"), config.get("latents_std")
         if mean is not None and std is not None:
             shape = (1, len(mean), 1, 1)
@@ -133,6 +139,16 @@ class LatentAdapter:
             if restore is not None:
                 vae.to(restore)
         return (image.float() / 2 + 0.5).clamp(0, 1)
+
+
+def _ordinary_network(pipe: Any, packing: int) -> bool:
+    """True when the pipeline's network takes the VAE's latents only (``packing`` latent pixels per token),
+    not an inpainting network with the mask and masked image as extra input channels."""
+    network = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+    vae = getattr(pipe, "vae", None)
+    if network is None or vae is None:
+        return False
+    return int(network.config.in_channels) == int(vae.config.get("latent_channels", 4)) * packing
 
 
 def prompt_batch(prompt: Any, negative_prompt: Any, num_images: int) -> tuple[list[str], list[str] | None, int]:

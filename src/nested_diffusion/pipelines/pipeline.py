@@ -18,17 +18,21 @@ import torch
 from ..nested import NestedSession
 from ..planner import plan_schedule, resolve_layout
 from ..vanilla import VanillaSession
-from .adapter import Adapter, UnsupportedPipelineError
+from .adapter import Adapter, UnsupportedPipelineError, check_condition_keys
 from .dit import DiTAdapter
+from .flux import FluxAdapter
+from .sd3 import StableDiffusion3Adapter
 from .session import PipelineSession, to_pixels
 from .stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
 from .unet2d import UNet2DAdapter
 
 __all__ = ["NestedPipeline", "ADAPTERS"]
 
-#: Supported families, tried in order by :meth:`NestedPipeline.from_pipe` (SDXL before SD would
-#: not matter: neither pipeline class derives from the other).
-ADAPTERS: list[type] = [UNet2DAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, DiTAdapter]
+#: Supported families, tried in order by :meth:`NestedPipeline.from_pipe` (no pipeline class here derives
+#: from another, so the order does not matter): pixel UNets, SD 1.x/2.x, SDXL, DiT (VP schedules) and
+#: SD3/3.5, Flux.1 (flow matching).
+ADAPTERS: list[type] = [UNet2DAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, DiTAdapter,
+                        StableDiffusion3Adapter, FluxAdapter]
 
 
 class NestedPipeline:
@@ -102,7 +106,7 @@ class NestedPipeline:
     # -- sessions ---------------------------------------------------------------------------------
     def session(self, method: str = "nested", *, prompt: Any = None, negative_prompt: Any = None,
                 class_labels: Any = None, num_images: int | None = None, guidance_scale: float | None = None,
-                outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                true_cfg_scale: float | None = None, outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
                 budget: int | None = None, inner_sampler: str | None = None,
                 inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
                 outer_timesteps: Sequence[int] | None = None, outer_update: str | None = None,
@@ -112,6 +116,10 @@ class NestedPipeline:
                 latents: torch.Tensor | None = None) -> PipelineSession:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
         (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
+
+        ``guidance_scale`` is classifier-free guidance (SD, SDXL, DiT, SD3, pixel UNets) or the guidance
+        embedding of a guidance-distilled network (Flux.1-dev); ``true_cfg_scale`` with a
+        ``negative_prompt`` is Flux's true classifier-free guidance (one doubled batch per NFE).
 
         Nested defaults are the project's measured layout: with neither ``outer_steps``,
         ``inner_steps`` nor ``outer_timesteps``, :func:`~nested_diffusion.planner.plan_layout` for
@@ -126,6 +134,8 @@ class NestedPipeline:
             raise ValueError(f"method must be 'nested' or 'vanilla', got {method!r}")
         condition = dict(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
                          guidance_scale=guidance_scale)
+        if true_cfg_scale is not None:  # Flux's true classifier-free guidance (families that have it take it)
+            condition["true_cfg_scale"] = true_cfg_scale
         model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width)
         if method == "vanilla" and budget is not None:
             raise ValueError("budget plans a nested layout; a vanilla session takes num_inference_steps")
@@ -157,6 +167,7 @@ class NestedPipeline:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
         a = self.adapter
+        check_condition_keys(a, condition)
         with torch.inference_mode():
             model_kwargs = a.condition(num_images, **condition)
             if latents is None:

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..session import CancelToken, Session, check_indices
+from .adapter import check_condition_keys
 
 __all__ = ["PipelineSession", "PipelineFrame", "OUTPUT_TYPES", "to_output", "to_pixels"]
 
@@ -109,13 +110,15 @@ class PipelineSession:
         return self.core.checkpoints()
 
     def set_condition(self, **changes: Any) -> None:
-        """Change ``prompt``, ``negative_prompt``, ``class_labels`` or ``guidance_scale`` for the
-        steps that follow; frames already produced are unaffected."""
-        allowed = {"prompt", "negative_prompt", "class_labels", "guidance_scale"}
+        """Change ``prompt``, ``negative_prompt``, ``class_labels``, ``guidance_scale`` (or Flux's
+        ``true_cfg_scale``) for the steps that follow — every embedding the network sees (token and pooled
+        embeddings, the guidance value) is re-encoded; frames already produced are unaffected."""
+        allowed = {"prompt", "negative_prompt", "class_labels", "guidance_scale", "true_cfg_scale"}
         unknown = set(changes) - allowed
         if unknown:
             raise TypeError(f"set_condition accepts {sorted(allowed)}, got {sorted(unknown)}")
         condition = {**self.condition, **changes}
+        check_condition_keys(self.pipeline.adapter, condition)
         with torch.inference_mode():
             self.core.model_kwargs = self.pipeline.adapter.condition(len(self.core.x), **condition)
         self.condition = condition
