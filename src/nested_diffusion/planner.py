@@ -18,7 +18,7 @@ from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ET
 from .schedules import Schedule, Time, as_schedule
 
 __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "default_outer_sigmas",
-           "outer_timesteps_at_sigmas", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
+           "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
 
 
 class Layout(NamedTuple):
@@ -212,6 +212,13 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
     eta = (DEFAULT_INNER_ETA if inner_sampler is None else None) if inner_eta is None else inner_eta
     return _layout(schedule, outer, inner, sampler, eta, update, outer_eta)
+
+
+def vanilla_baseline(schedule: Schedule | Any) -> tuple[str, float]:
+    """The vanilla sampler whose x̂0 previews a user of this kind of model sees, ``(sampler, η)``: DDIM with
+    η = 1 (DDPM-like ancestral sampling, the measured VP baseline of BENCHMARKS.md) on VP schedules; on flow
+    schedules Euler on the velocity (DDIM η = 0), what SD3/Flux pipelines run."""
+    return ("ddim", 0.0) if as_schedule(schedule).default_prediction_type == "flow" else ("ddim", 1.0)
 
 
 def _positive(value: Any, name: str, schedule: Schedule) -> int:
