@@ -80,10 +80,15 @@ def test_families_read_the_pipeline_configs(sd, sd_v, sdxl, dit, ddpm):
 
 
 def test_unsupported_pipelines_fail_clearly(sd):
-    img2img = StableDiffusionImg2ImgPipeline(**sd.components)
-    with pytest.raises(ValueError, match="unsupported pipeline StableDiffusionImg2ImgPipeline.*stable-diffusion, "
+    class OtherPipeline:  # a pipeline of no supported family (an SD UNet inside does not make it one)
+        unet, scheduler, vae = sd.unet, sd.scheduler, sd.vae
+
+    with pytest.raises(ValueError, match="unsupported pipeline OtherPipeline.*stable-diffusion, "
                                          "stable-diffusion-xl, dit"):
-        NestedPipeline.from_pipe(img2img)
+        NestedPipeline.from_pipe(OtherPipeline())
+    # the img2img sibling's components make the text-to-image pipeline (issue 20: it edits through it)
+    img2img = StableDiffusionImg2ImgPipeline(**sd.components)
+    assert NestedPipeline.from_pipe(img2img).adapter.unet is sd.unet
     from diffusers import EDMEulerScheduler
 
     edm = StableDiffusionPipeline(**{**sd.components, "scheduler": EDMEulerScheduler()})

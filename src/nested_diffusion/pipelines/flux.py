@@ -23,7 +23,7 @@ import torch
 
 from ..schedules import Schedule
 from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
-from .latent import LatentAdapter, _ordinary_network, call_default, prompt_batch
+from .latent import LatentAdapter, _ordinary_network, _quiet_from_pipe, call_default, prompt_batch
 
 __all__ = ["FluxAdapter", "SIBLINGS"]
 
@@ -61,7 +61,7 @@ class FluxAdapter(LatentAdapter):
         if not isinstance(pipe, FluxPipeline):
             if type(pipe).__name__ not in SIBLINGS or not _ordinary_network(pipe, 4):
                 raise UnsupportedPipelineError
-            pipe = FluxPipeline.from_pipe(pipe)
+            pipe = _quiet_from_pipe(FluxPipeline, pipe)
         return cls(pipe)
 
     def schedule_for(self, height: int | None = None, width: int | None = None) -> Schedule:
@@ -69,6 +69,12 @@ class FluxAdapter(LatentAdapter):
         scheduler shifts dynamically (dev), the static shift otherwise (schnell)."""
         _, _, h, w = self.latent_shape(1, height, width)
         return self.schedule.at_image_seq_len((h // 2) * (w // 2))
+
+    def kept_steps(self, num_inference_steps: int, strength: float) -> int:
+        """Steps an edit with ``strength`` runs of an N-step grid: N - int(max(N - min(N·s, N), 0)), as the
+        Flux img2img / inpaint pipelines' ``get_timesteps`` compute it (a fraction rounds up, unlike SD's)."""
+        return num_inference_steps - int(max(num_inference_steps - min(num_inference_steps * strength,
+                                                                        num_inference_steps), 0))
 
     # -- conditions --------------------------------------------------------------------------------------
     def _text_condition(self, num_images: int, class_labels: Any, prompt: Any, negative_prompt: Any,

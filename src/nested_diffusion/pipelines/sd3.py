@@ -18,7 +18,7 @@ import torch
 
 from ..schedules import Schedule
 from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
-from .latent import LatentAdapter, _ordinary_network, call_default, prompt_batch
+from .latent import LatentAdapter, _ordinary_network, _quiet_from_pipe, call_default, prompt_batch
 
 __all__ = ["StableDiffusion3Adapter", "SIBLINGS"]
 
@@ -31,6 +31,7 @@ class StableDiffusion3Adapter(LatentAdapter):
 
     family = "stable-diffusion-3"
     num_classes = None  # text-conditional
+    inpaint_networks = True  # 33-channel inpainting transformers: latents, the mask, the masked image's latents
 
     def __init__(self, pipe: Any) -> None:
         transformer = pipe.transformer
@@ -49,12 +50,15 @@ class StableDiffusion3Adapter(LatentAdapter):
     def from_pipe(cls, pipe: Any) -> "StableDiffusion3Adapter":
         """Wrap a ``StableDiffusion3Pipeline`` (or a subclass); its img2img / inpaint siblings with an ordinary
         16-channel transformer are wrapped through ``StableDiffusion3Pipeline.from_pipe`` (shared components)."""
-        from diffusers import StableDiffusion3Pipeline
+        from diffusers import StableDiffusion3InpaintPipeline, StableDiffusion3Pipeline
 
         if not isinstance(pipe, StableDiffusion3Pipeline):
-            if type(pipe).__name__ not in SIBLINGS or not _ordinary_network(pipe, 1):
+            if type(pipe).__name__ not in SIBLINGS:
                 raise UnsupportedPipelineError
-            pipe = StableDiffusion3Pipeline.from_pipe(pipe)
+            if _ordinary_network(pipe, 1):
+                pipe = _quiet_from_pipe(StableDiffusion3Pipeline, pipe)
+            elif not isinstance(pipe, StableDiffusion3InpaintPipeline):  # a dedicated inpainting transformer stays
+                raise UnsupportedPipelineError
         return cls(pipe)
 
     def schedule_for(self, height: int | None = None, width: int | None = None) -> Schedule:
@@ -64,6 +68,12 @@ class StableDiffusion3Adapter(LatentAdapter):
             return self.schedule
         _, _, h, w = self.latent_shape(1, height, width)
         return self.schedule.at_image_seq_len((h // self.patch_size) * (w // self.patch_size))
+
+    def kept_steps(self, num_inference_steps: int, strength: float) -> int:
+        """Steps an edit with ``strength`` runs of an N-step grid: N - int(max(N - min(N·s, N), 0)), as the
+        SD3 img2img / inpaint pipelines' ``get_timesteps`` compute it (a fraction rounds up, unlike SD's)."""
+        return num_inference_steps - int(max(num_inference_steps - min(num_inference_steps * strength,
+                                                                        num_inference_steps), 0))
 
     # -- conditions --------------------------------------------------------------------------------------
     def _text_condition(self, num_images: int, class_labels: Any, prompt: Any, negative_prompt: Any,
@@ -93,17 +103,28 @@ class StableDiffusion3Adapter(LatentAdapter):
 
     # -- the network -------------------------------------------------------------------------------------
     def _transformer(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                     pooled_projections: torch.Tensor) -> torch.Tensor:
-        out = self.transformer(hidden_states=x.to(self.dtype), timestep=t, encoder_hidden_states=encoder_hidden_states,
-                               pooled_projections=pooled_projections, return_dict=False)[0]
+                     pooled_projections: torch.Tensor, mask: torch.Tensor | None = None,
+                     masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = x if mask is None else torch.cat([x, mask, masked_image_latents], dim=1)  # a 33-channel inpainter
+        out = self.transformer(hidden_states=inputs.to(self.dtype), timestep=t,
+                               encoder_hidden_states=encoder_hidden_states, pooled_projections=pooled_projections,
+                               return_dict=False)[0]
         return out.to(x.dtype)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  pooled_projections: torch.Tensor, negative_encoder_hidden_states: torch.Tensor | None = None,
                  negative_pooled_projections: torch.Tensor | None = None,
-                 guidance_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
+                 guidance_scale: float | torch.Tensor = 1.0, mask: torch.Tensor | None = None,
+                 masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
         """The velocity at model time ``t`` = σ·1000, guided in one doubled batch: one NFE."""
-        cond = {"encoder_hidden_states": encoder_hidden_states, "pooled_projections": pooled_projections}
+        extra = {}
+        if self.extra_channels:
+            if mask is None:
+                raise ValueError("this SD3 transformer is an inpainting network (33 input channels): it needs an edit "
+                                 "with image and mask_image")
+            extra = {"mask": mask, "masked_image_latents": masked_image_latents}
+        cond = {"encoder_hidden_states": encoder_hidden_states, "pooled_projections": pooled_projections, **extra}
         uncond = None if negative_encoder_hidden_states is None else {
-            "encoder_hidden_states": negative_encoder_hidden_states, "pooled_projections": negative_pooled_projections}
+            "encoder_hidden_states": negative_encoder_hidden_states, "pooled_projections": negative_pooled_projections,
+            **extra}
         return classifier_free_guidance(self._transformer, x, t, guidance_scale, cond, uncond)

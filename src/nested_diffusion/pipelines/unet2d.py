@@ -99,6 +99,33 @@ class UNet2DAdapter:
         shape = self.latent_shape(num_images, height, width)
         return randn_like(torch.empty(shape, dtype=self.dtype, device=self.device), generator)
 
+    # -- editing: the state is the image itself ------------------------------------------------------
+    def preprocess(self, image: Any, height: int, width: int) -> torch.Tensor:
+        """An input image as ``[N, C, height, width]`` in [-1, 1] (grayscale for 1-channel models)."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        processor = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=self.channels == 1)
+        return processor.preprocess(image, height=height, width=width).to(torch.float32)
+
+    def preprocess_mask(self, mask_image: Any, height: int, width: int) -> torch.Tensor:
+        """A mask (white = repaint), grayscale and binarized at 0.5: ``[N, 1, height, width]`` in {0, 1}."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=False, do_binarize=True,
+                                      do_convert_grayscale=True)
+        return processor.preprocess(mask_image, height=height, width=width).to(torch.float32)
+
+    def latent_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask.to(self.device, self.dtype)
+
+    def encode(self, pixels: torch.Tensor, generator: Any = None, sample: bool = True) -> torch.Tensor:
+        """Pixel models sample pixels: the "latents" of an image in [-1, 1] are the image (nothing is drawn)."""
+        return pixels.to(self.device, self.dtype)
+
+    def kept_steps(self, num_inference_steps: int, strength: float) -> int:
+        """Steps an edit with ``strength`` runs of an N-step grid: ``min(int(N·s), N)`` (diffusers' SD rule)."""
+        return min(int(num_inference_steps * strength), num_inference_steps)
+
     # -- the network ------------------------------------------------------------------------------
     def _unet(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
         out = self.unet(x.to(self.dtype), t, class_labels=class_labels).sample
