@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..restoration import make_operator, residual_ratio
+    from ..restoration import make_operator
 
     pipe = load_pipeline(args)
     item = tuple(pipe.adapter.latent_shape(1)[1:])

@@ -26,7 +26,7 @@ from .dit import DiTAdapter
 from .editing import edit_timesteps, prepare_edit
 from .flux import FluxAdapter
 from .sd3 import StableDiffusion3Adapter
-from .session import PipelineSession, to_pixels
+from .session import PipelineFrame, PipelineSession, to_pixels
 from .stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
 from .unet2d import UNet2DAdapter
 
