@@ -33,7 +33,8 @@ def ours(model, x, timesteps, ac, pred, sampler, seed):
 def assert_trajectories_close(a, b):
     assert len(a) == len(b)
     for i, (u, v) in enumerate(zip(a, b)):
-        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5, msg=f"step {i}")  # float32: measured ≤ 3e-6
+        # float32: measured ≤ 3e-6 on 25-step runs, 2e-5 where one step from T-1 divides ε by α_999 = 0.006
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=5e-5, msg=f"step {i}")
 
 
 @pytest.fixture
