@@ -62,16 +62,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="classify the final images with the shipped digit classifier (28×28 digit models)")
     p.add_argument("--replay", type=Path, default=None, metavar="LOG",
-                   help="reproduce a studio session's frames bit-exactly from its log (GET /v1/sessions/ID/log); "
+                   help="reproduce a studio session's frames from its log (GET /v1/sessions/ID/log); "
                         "writes OUT/<branch>/step-KK-nfe-XXX-I.png (uses --out, --device, --model and --dtype if given)")
     p.set_defaults(run=run, flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None:
-        from ..studio.replay import run_cli
+        from .replay import run as run_replay
 
-        return run_cli(args)
+        return run_replay(args)
     from ..planner import resolve_layout
 
     # 1. what the user asked for is checked before the model loads
