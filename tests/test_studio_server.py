@@ -73,7 +73,7 @@ def test_a_client_that_never_reads_does_not_block_the_worker(server):
     session still finishes; read late, the stream has its final state and coalesced frames."""
     http = httpx.Client(base_url=server.url, timeout=30)
     created = http.post("/v1/sessions", json={"class_labels": [5], "outer_steps": 100, "inner_steps": 1,
-                                               "budget": 100, "num_images": 2}).json()
+                                               "num_images": 2}).json()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     sock.connect(("127.0.0.1", server.port))
@@ -97,10 +97,9 @@ def test_stop_from_another_thread_interrupts_the_running_step(server):
     """Stop, sent while a long step is computed, answers with the last complete frame; the step is
     cancelled (within one network call), never shown, and its NFEs never counted."""
     http = httpx.Client(base_url=server.url, timeout=30)
-    created = http.post("/v1/sessions", json={"class_labels": [4], "outer_steps": 2, "inner_steps": 100,
-                                               "budget": 200}).json()
+    created = http.post("/v1/sessions", json={"class_labels": [4], "outer_steps": 2, "inner_steps": 100}).json()
     base = f"/v1/sessions/{created['session_id']}"
-    branch = server.app.state.store.sessions[created["session_id"]].branches["b0"]
+    branch = server.app.state.studio.registry.sessions[created["session_id"]].branches["b0"]
     wait_for(lambda: branch.step == 1 and branch.in_flight, 120, interval=0.001, what="step 2 to start")
     stopped = http.post(f"{base}/branches/b0/stop").json()
     assert stopped["state"] == "stopped" and stopped["nfe"] == 100 * stopped["step"]

@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner", type=positive_int, default=None,
                    help="inner steps M per outer step (default: planned, growing: 100 NFEs → 10,10,10,20,25,25 "
                         "with renoised restarts at measured noise levels; 10 with --outer)")
-    p.add_argument("--inner-sampler", choices=SAMPLERS, default=DEFAULT_INNER_SAMPLER, help="inner sampler")
+    p.add_argument("--inner-sampler", choices=SAMPLERS, metavar="SAMPLER", default=DEFAULT_INNER_SAMPLER,
+                   help="inner sampler: %(choices)s")
     p.add_argument("--inner-eta", type=eta, default=None,
                    help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
     p.add_argument("--outer-eta", type=eta, default=None,

@@ -121,7 +121,10 @@ class Contract:
         try:
             return model.model_validate(data)
         except ValidationError as e:
-            raise Invalid(format_errors(e.errors())) from None
+            message = format_errors(e.errors())
+            if any(err.get("type") == "extra_forbidden" for err in e.errors()):
+                message += f" (this model takes {', '.join(model.model_fields)})"
+            raise Invalid(message) from None
 
     def components(self) -> dict[str, Any]:
         """The models' JSON Schemas, for ``#/components/schemas`` of the OpenAPI document."""

@@ -27,19 +27,22 @@ def _control(studio: Studio, b: Branch, action: str) -> dict[str, Any]:
     return out
 
 
-@router.post("/pause", operation_id="pauseBranch", response_model=BranchStatus, responses=responses(404, 409, 422))
+@router.post("/pause", operation_id="pauseBranch", response_model=BranchStatus,
+             response_model_exclude_none=True, responses=responses(404, 409, 422))
 def pause(b: Branch = Depends(get_branch), studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Pause a running branch at its last complete frame (a step in flight is cancelled, no NFE spent)."""
     return _control(studio, b, "pause")
 
 
-@router.post("/resume", operation_id="resumeBranch", response_model=BranchStatus, responses=responses(404, 409, 422))
+@router.post("/resume", operation_id="resumeBranch", response_model=BranchStatus,
+             response_model_exclude_none=True, responses=responses(404, 409, 422))
 def resume(b: Branch = Depends(get_branch), studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Resume a paused branch with exactly the numbers it would have had."""
     return _control(studio, b, "resume")
 
 
-@router.post("/stop", operation_id="stopBranch", response_model=BranchStatus, responses=responses(404, 422))
+@router.post("/stop", operation_id="stopBranch", response_model=BranchStatus,
+             response_model_exclude_none=True, responses=responses(404, 422))
 def stop(b: Branch = Depends(get_branch), studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Stop a branch for good, keeping its last complete frame (idempotent)."""
     return _control(studio, b, "stop")
