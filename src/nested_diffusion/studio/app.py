@@ -12,14 +12,15 @@ import contextlib
 import logging
 from typing import Any, Iterable, Sequence
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
+from .deps import no_unknown_query
 from .errors import StudioError
 from .limits import Limits
 from .routers import ROUTERS
@@ -66,7 +67,7 @@ def create_app(pipe: Any | Sequence[Any], *, model: str | None = None, dtype: st
     app.add_middleware(SecurityMiddleware, bind_host=host, token=token, allowed_hosts=allowed_hosts,
                        max_body_bytes=limits.max_body_bytes)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(no_unknown_query)])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(StudioError, _studio_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -81,11 +82,17 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {}).setdefault("schemas", {}).update(app.state.studio.contract.components())
-        for path in schema["paths"].values():  # FastAPI's own 422 entry: ours is the studio's ErrorBody
+        for path in schema["paths"].values():
             for operation in path.values():
-                answer = operation.get("responses", {}).get("422")
+                answer = operation.get("responses", {}).get("422")  # FastAPI's own 422: ours is ErrorBody
                 if answer is not None:
                     answer["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                for parameter in operation.get("parameters", []):  # a parameter is absent, never null
+                    options = parameter["schema"].get("anyOf")
+                    if options and {"type": "null"} in options:
+                        rest = [o for o in options if o != {"type": "null"}]
+                        extra = {k: v for k, v in parameter["schema"].items() if k != "anyOf"}
+                        parameter["schema"] = {**extra, **rest[0]} if len(rest) == 1 else {**extra, "anyOf": rest}
         schema["components"]["schemas"].pop("HTTPValidationError", None)
         schema["components"]["schemas"].pop("ValidationError", None)
         app.openapi_schema = schema
@@ -100,14 +107,17 @@ async def _validation_error(request: Request, e: RequestValidationError) -> JSON
     return JSONResponse({"error": format_errors(e.errors())}, status_code=422)
 
 
-def allowed_methods(app: Any, scope: dict[str, Any]) -> list[str]:
-    """Every method some route serves at this path (the ``Allow`` of a 405)."""
+def allowed_methods(app: Any, path: str) -> list[str] | None:
+    """Every method the API document serves at ``path`` (HEAD with GET), the ``Allow`` of a 405;
+    ``None`` for paths outside the document (the page)."""
     methods: set[str] = set()
-    for route in app.router.routes:
-        served = getattr(route, "methods", None) or ()
-        if any(route.matches({**scope, "method": m})[0] == Match.FULL for m in served):
-            methods |= set(served)
-    return sorted(methods)
+    for template, operations in app.openapi()["paths"].items():
+        regex, _, _ = compile_path(template)
+        if regex.match(path):
+            methods |= {m.upper() for m in operations}
+    if not methods:
+        return None
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
 
 
 async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -116,9 +126,10 @@ async def _http_error(request: Request, e: StarletteHTTPException) -> JSONRespon
     if e.status_code == 404 and message == "Not Found":
         message = f"not found: {request.url.path}"
     if e.status_code == 405:
-        allow = allowed_methods(request.app, request.scope)
-        headers["Allow"] = ", ".join(allow)
-        message = f"method {request.method} not allowed here; allowed: {', '.join(allow)}"
+        allow = allowed_methods(request.app, request.url.path)
+        allow_text = ", ".join(allow) if allow is not None else headers.get("Allow", "")
+        headers["Allow"] = allow_text
+        message = f"method {request.method} not allowed here; allowed: {allow_text}"
     return JSONResponse({"error": message}, status_code=e.status_code, headers=headers)
 
 

@@ -10,7 +10,36 @@ from fastapi import Depends, Path, Request
 from .service import Studio
 from .state import Branch, StudioSession
 
-__all__ = ["get_studio", "get_session", "get_branch", "create_body", "patch_body", "fork_body", "body_schema"]
+__all__ = ["get_studio", "get_session", "get_branch", "create_body", "patch_body", "fork_body", "body_schema",
+           "no_unknown_query", "declared", "declared_query"]
+
+
+def declared(dependant: Any, kind: str) -> set[str]:
+    """The names of one kind of parameter (``path``, ``query``, ``header``, ``cookie``, ``body``) a
+    route's dependant declares, its sub-dependencies' included."""
+    if dependant is None:
+        return set()
+    names = {p.alias for p in getattr(dependant, f"{kind}_params")}
+    for sub in dependant.dependencies:
+        names |= declared(sub, kind)
+    return names
+
+
+def declared_query(route: Any) -> set[str]:
+    return declared(getattr(route, "dependant", None), "query")
+
+
+def no_unknown_query(request: Request) -> None:
+    """A query parameter the route does not declare is refused (422), as unknown body fields are: a
+    mistyped ``?afer=3`` must not be ignored, nor a ``?action=stop`` mistaken for an intervention."""
+    from .errors import Invalid
+
+    route = request.scope.get("route")
+    unknown = sorted(set(request.query_params) - declared_query(route))
+    if unknown:
+        known = sorted(declared_query(route))
+        raise Invalid(f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                      f"(this route takes {', '.join(known) if known else 'none'})")
 
 
 def get_studio(request: Request) -> Studio:

@@ -24,7 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from ..defaults import DEFAULT_BUDGET
 from .limits import Limits
@@ -40,6 +42,22 @@ def sampler_names() -> list[str]:
     from ..samplers import SAMPLERS
 
     return list(SAMPLERS)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes numbers like ``2.0``: take them as ints (never a bool or "2")."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+#: an integer as JSON Schema means it (``2`` or ``2.0``), strictly otherwise
+Int = Annotated[int, BeforeValidator(_integral)]
+
+
+def _int(lo: int, hi: int) -> Any:
+    """An :data:`Int` in ``[lo, hi]`` (bounds inside the type, so that they stay JSON Schema in a union)."""
+    return Annotated[int, Field(ge=lo, le=hi), BeforeValidator(_integral)]
 
 
 class _Body(BaseModel):
@@ -142,7 +160,7 @@ def _condition_fields(fields: tuple[str, ...], num_classes: int | None, limits: 
     out: dict[str, Any] = {}
     if "class_labels" in fields:
         label = {"type": "integer", "minimum": 0, "maximum": (num_classes or 1) - 1}
-        out["class_labels"] = (int | list[int] | None, Field(None, json_schema_extra={"anyOf": [
+        out["class_labels"] = (Int | list[Int] | None, Field(None, json_schema_extra={"anyOf": [
             label, {"type": "array", "items": label, "minItems": 1, "maxItems": n_max}, {"type": "null"}]},
             description=f"one label for every image, or one per image, in [0, {(num_classes or 1) - 1}]; null: "
                         "unconditional"))
@@ -220,23 +238,23 @@ def _create_model(condition: dict[str, Any], fields: tuple[str, ...], size_rule:
     return _model(
         "CreateSession", "``POST /v1/sessions``: a new session; null takes the project default.", {"allOf": rules},
         lambda body: _create_rules(body, num_classes, limits, multiple, side), **condition,
-        num_images=(int, Field(1, ge=1, le=n_max, description="images in the batch")),
-        budget=(int | None, Field(None, ge=1, le=limits.max_nfe,
+        num_images=(Int, Field(1, ge=1, le=n_max, description="images in the batch")),
+        budget=(_int(1, limits.max_nfe) | None, Field(None,
                                   description=f"NFEs the planned layout spends (null: {DEFAULT_BUDGET}); excluded by "
                                               "inner_steps")),
-        outer_steps=(int | None, Field(None, ge=1, le=limits.max_outer_steps,
+        outer_steps=(_int(1, limits.max_outer_steps) | None, Field(None,
                                        description="outer steps (frames); null: planned")),
-        inner_steps=(int | list[int] | None, Field(None, json_schema_extra={"anyOf": [
+        inner_steps=(Int | list[Int] | None, Field(None, json_schema_extra={"anyOf": [
             inner, {"type": "array", "items": inner, "minItems": 1, "maxItems": limits.max_outer_steps},
             {"type": "null"}]}, description="inner steps per outer step, or one count per outer step; the layout "
                                             f"then runs up to the server's {limits.max_nfe} NFEs")),
         inner_sampler=(Literal[tuple(sampler_names())] | None, Field(None, description="null: the project default")),
-        seed=(int, Field(0, ge=0, le=SEED_MAX)),
+        seed=(Int, Field(0, ge=0, le=SEED_MAX)),
         deadline=(float | None, Field(None, gt=0, le=limits.max_deadline, allow_inf_nan=False,
                                       description="seconds; the session stops with its last complete frame")),
-        height=(int | None, Field(None, json_schema_extra={"anyOf": [size, {"type": "null"}]},
+        height=(Int | None, Field(None, json_schema_extra={"anyOf": [size, {"type": "null"}]},
                                   description=f"pixels, a multiple of {multiple}; null: {default_h}")),
-        width=(int | None, Field(None, json_schema_extra={"anyOf": [size, {"type": "null"}]},
+        width=(Int | None, Field(None, json_schema_extra={"anyOf": [size, {"type": "null"}]},
                                  description=f"pixels, a multiple of {multiple}; null: {default_w}")),
         compare_vanilla=(bool, Field(False, description="also run vanilla DDIM (η = 1) with the same NFEs and show "
                                                         "its x̂0 previews")),
@@ -309,12 +327,12 @@ def _fork_model(limits: Limits) -> type[BaseModel]:
     return _model(
         "ForkRequest", "``POST …/fork``: ``count`` children with their own noise, or with ``image`` one child holding "
         "``count`` variations of that image.", {"allOf": rules}, lambda body: _fork_rules(body, limits),
-        count=(int, Field(2, ge=1, le=count_max, description=f"new branches (at most {limits.max_branches}), or with "
+        count=(Int, Field(2, ge=1, le=count_max, description=f"new branches (at most {limits.max_branches}), or with "
                                                               f"image the variations (at most {limits.max_images})")),
-        seeds=(list[int] | None, Field(None, json_schema_extra={"anyOf": [
+        seeds=(list[Int] | None, Field(None, json_schema_extra={"anyOf": [
             {"type": "array", "items": seed, "minItems": 1, "maxItems": count_max}, {"type": "null"}]},
             description="one seed per new branch (count, or 1 with image); null: derived from the session seed")),
-        image=(int | None, Field(None, ge=0, le=limits.max_images - 1,
+        image=(_int(0, limits.max_images - 1) | None, Field(None,
                                  description="continue this image of the batch as count variations in one branch")),
     )
 

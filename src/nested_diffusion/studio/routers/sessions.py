@@ -26,6 +26,18 @@ _CREATED_LINKS = {
         "session_id": _SESSION, "branch_id": "$response.body#/branches/0"}}
        for verb in ("pause", "resume", "stop", "fork", "condition", "prune")},
 }
+_FIRST = "$response.body#/branches/0"
+_SNAPSHOT_LINKS = {  # a snapshot names the frames that exist
+    "GetFirstFrame": {"operationId": "getFrame", "parameters": {
+        "session_id": "$response.body#/session_id", "branch_id": f"{_FIRST}/branch",
+        "step": f"{_FIRST}/frames/0/step", "image": 0}},
+    "GetAnimation": {"operationId": "getAnimation", "parameters": {
+        "session_id": "$response.body#/session_id", "branch_id": f"{_FIRST}/branch", "image": 0}},
+}
+#: one server-sent event (OpenAPI 3.1: the event stream's ``schema`` describes each event)
+_EVENT = {"type": "object", "properties": {
+    "id": {"type": "string", "pattern": "^[0-9]+$"}, "event": {"enum": ["status", "frame", "condition", "fork"]},
+    "data": {"type": "string", "contentMediaType": "application/json"}, "retry": {"type": "integer"}}}
 
 
 @router.post("", status_code=201, operation_id="createSession", response_model=SessionCreated,
@@ -42,7 +54,8 @@ def create_session(response: Response, body: Any = Depends(create_body),
             "log_url": f"/v1/sessions/{s.id}/log"}
 
 
-@router.get("/{session_id}", operation_id="getSession", response_model=Snapshot, responses=responses(404, 422))
+@router.get("/{session_id}", operation_id="getSession", response_model=Snapshot,
+            responses={**responses(404, 422), 200: {"links": _SNAPSHOT_LINKS}})
 def snapshot(session: StudioSession = Depends(get_session), studio: Studio = Depends(get_studio)) -> dict[str, Any]:
     """Everything about a session: branches, states, conditions, every kept frame."""
     return views.snapshot(studio, session)
@@ -64,7 +77,7 @@ def intervention_log(session: StudioSession = Depends(get_session), studio: Stud
 
 
 @router.get("/{session_id}/events", operation_id="getEvents", response_class=StreamingResponse,
-            responses={**responses(404, 422, 429), 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+            responses={**responses(404, 422, 429), 200: {"content": {"text/event-stream": {"schema": _EVENT}},
                                                          "description": "the event stream"}})
 async def events(after: int | None = Query(None, ge=0, description="resume after this event id"),
                  last_event_id: str | None = Header(None, pattern=r"^[0-9]+$",
