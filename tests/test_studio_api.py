@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 import weakref
 
 import numpy as np
@@ -273,12 +274,28 @@ def test_stop_and_pause_during_a_step_spend_no_nfe_and_change_no_number(api, app
     assert [(op["op"], op["at_step"]) for op in log["ops"]] == [("pause", 1), ("resume", 1), ("stop", 2)]
 
 
-def test_deadline_stops_with_the_last_complete_frame(api, app):
-    sid = create(api, class_labels=[1], budget=10, deadline=1e-9)["session_id"]
+def test_deadline_stops_with_the_last_complete_frame(api, app, pipe):
+    """A deadline that falls after two frames: the step in flight when it passes is discarded, the
+    branch stops with its last complete frame (the library's), reason "deadline"."""
+    deadline = 4.0
+    sid = create(api, class_labels=[1], budget=10, seed=4, deadline=deadline)["session_id"]
+    session = app.state.studio.registry.sessions[sid]
+    assert app.state.studio.run_once() and app.state.studio.run_once()
+    assert time.perf_counter() < session.deadline_at, "two frames took longer than the deadline"
+    time.sleep(max(0.0, session.deadline_at - time.perf_counter()) + 0.05)
     drain(app)
     b0 = api.get(f"/v1/sessions/{sid}").json()["branches"][0]
+    assert (b0["state"], b0["reason"], b0["nfe"], [f["nfe"] for f in b0["frames"]]) == ("stopped", "deadline", 2, [1, 2])
+    want = list(pipe.anytime(class_labels=[1], budget=10, generator=gen(4)))[:2]
+    for f, w in zip(b0["frames"], want):
+        assert np.array_equal(pixels(api.get(f["images"][0]).content), np.asarray(w.images[0]))
+    assert api.get(f"/v1/sessions/{sid}/log").json()["ops"] == [
+        {**api.get(f"/v1/sessions/{sid}/log").json()["ops"][0], "op": "stop", "branch": "b0", "at_step": 2,
+         "reason": "deadline"}]
+    quick = create(api, class_labels=[1], budget=10, deadline=1e-9)["session_id"]  # before the first frame
+    drain(app)
+    b0 = api.get(f"/v1/sessions/{quick}").json()["branches"][0]
     assert (b0["state"], b0["reason"], b0["nfe"], b0["frames"]) == ("stopped", "deadline", 0, [])
-    assert api.get(f"/v1/sessions/{sid}/log").json()["ops"][0]["reason"] == "deadline"
 
 
 def test_round_robin_serves_every_session_one_step_at_a_time(api, app):
