@@ -13,7 +13,9 @@ torch thread, measured in the same run:
 * ``limit``: the network alone at the packed batch size — ``adapter(x, t, class_labels=…,
   guidance_scale=…)`` with that many rows and per-row timesteps — as images·NFE per second.
 
-Throughput = images × NFEs of all sessions / wall time from the first creation to the last frame.
+Throughput = images × NFEs of all sessions / wall time from the first creation to the last frame,
+and the same per CPU second of this process (``time.process_time``: robust to time other processes
+take from a shared machine, where wall-clock figures swing by tens of percent).
 Time per frame = the interval between consecutive frames of a session (the first from its creation),
 p50 / p95 over every frame of every session of every round. Rounds alternate the modes so that load
 drift hits them alike; medians over rounds. Also the batched frames' distance to the library's (same
@@ -48,7 +50,7 @@ def requests(n: int, budget: int) -> list[dict]:
 def library_round(pipe, reqs):
     sessions = [pipe.anytime(class_labels=r["class_labels"], budget=r["budget"],
                              generator=torch.Generator().manual_seed(r["seed"])) for r in reqs]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     last = [start] * len(sessions)
     intervals, finals = [], []
     while not all(s.done for s in sessions):
@@ -59,9 +61,9 @@ def library_round(pipe, reqs):
             now = time.perf_counter()
             intervals.append(now - last[k])
             last[k] = now
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     finals = [(s.last_frame.latents, np.asarray(s.last_frame.images[0])) for s in sessions]
-    return wall, intervals, finals, sum(s.nfe for s in sessions)
+    return wall, cpu, intervals, finals, sum(s.nfe for s in sessions)
 
 
 def studio_round(pipe, reqs, batching: bool):
@@ -71,10 +73,11 @@ def studio_round(pipe, reqs, batching: bool):
     contract = studio.contract.CreateSession
     studio.start()
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         made = [studio.registry.create(contract.model_validate(r)) for r in reqs]
         while not all(s.terminal for s in made):
             time.sleep(0.002)
+        cpu = time.process_time() - cpu
         wall = max(s.started + max(f.elapsed for f in s.branches["b0"].frames.values()) for s in made) - start
         intervals, finals, nfe = [], [], 0
         for s in made:
@@ -87,24 +90,26 @@ def studio_round(pipe, reqs, batching: bool):
         calls = studio.workers[0].batcher.calls
     finally:
         studio.stop()
-    return wall, intervals, finals, nfe, calls
+    return wall, cpu, intervals, finals, nfe, calls
 
 
-def network_limit(pipe, rows: int, calls: int = 20) -> float:
-    """Images·NFE per second of the network alone at ``rows`` rows (guidance as the sessions use it)."""
+def network_limit(pipe, rows: int, calls: int = 20) -> tuple[float, float]:
+    """Images·NFE per wall and per CPU second of the network alone at ``rows`` rows (guidance as the
+    sessions use it), medians over ``calls`` calls."""
     a = pipe.adapter
     g = torch.Generator().manual_seed(0)
     x = torch.randn(rows, *a.latent_shape(1)[1:], generator=g)
     t = torch.randint(0, 1000, (rows,), generator=g)
     kwargs = a.condition(rows, class_labels=[k % 10 for k in range(rows)])
-    times = []
+    times, cpus = [], []
     with torch.inference_mode():
         a(x, t, **kwargs)
         for _ in range(calls):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             a(x, t, **kwargs)
             times.append(time.perf_counter() - t0)
-    return rows / statistics.median(times)
+            cpus.append(time.process_time() - c0)
+    return rows / statistics.median(times), rows / statistics.median(cpus)
 
 
 def percentile(values, q):
@@ -129,16 +134,19 @@ def main() -> None:
     for n in args.sessions:
         reqs = requests(n, args.budget)
         runs = {"library": [], "unbatched": [], "batched": [], "limit": []}
+        cpu_runs = {"library": [], "unbatched": [], "batched": [], "limit": []}
         intervals = {"library": [], "unbatched": [], "batched": []}
         distance = {"latent": 0.0, "pixel": 0, "differing_pixels": []}
         calls = None
         for r in range(args.rounds):
-            wall, ints, lib_finals, nfe = library_round(pipe, reqs)
+            wall, cpu, ints, lib_finals, nfe = library_round(pipe, reqs)
             runs["library"].append(nfe / wall)
+            cpu_runs["library"].append(nfe / cpu)
             intervals["library"] += ints
             for mode in ("unbatched", "batched"):
-                wall, ints, finals, nfe, made = studio_round(pipe, reqs, mode == "batched")
+                wall, cpu, ints, finals, nfe, made = studio_round(pipe, reqs, mode == "batched")
                 runs[mode].append(nfe / wall)
+                cpu_runs[mode].append(nfe / cpu)
                 intervals[mode] += ints
                 if mode == "batched":
                     calls = made
@@ -150,14 +158,19 @@ def main() -> None:
                 else:
                     mismatch = sum(not np.array_equal(p, p0) for (_, p), (_, p0) in zip(finals, lib_finals))
                     assert mismatch == 0, "unbatched frames must equal the library's"
-            runs["limit"].append(network_limit(pipe, n))
+            limit_wall, limit_cpu = network_limit(pipe, n)
+            runs["limit"].append(limit_wall)
+            cpu_runs["limit"].append(limit_cpu)
             print(f"  {n} sessions, round {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()),
                   flush=True)
         entry = {k: statistics.median(v) for k, v in runs.items()}
+        entry.update({f"{k}_cpu": statistics.median(v) for k, v in cpu_runs.items()})
+        entry.update({f"{k}_rounds": v for k, v in runs.items()})
         entry.update({f"{k}_p50": statistics.median(v) for k, v in intervals.items()})
         entry.update({f"{k}_p95": percentile(v, 95) for k, v in intervals.items()})
         entry.update({"frames": len(intervals["batched"]), "batched_calls_per_round": calls,
                       "batched_vs_limit": entry["batched"] / entry["limit"],
+                      "batched_vs_limit_cpu": entry["batched_cpu"] / entry["limit_cpu"],
                       "batched_vs_unbatched": entry["batched"] / entry["unbatched"],
                       "max_latent_diff": distance["latent"], "max_pixel_diff": distance["pixel"],
                       "mean_differing_pixels": float(np.mean(distance["differing_pixels"]))})
@@ -166,12 +179,15 @@ def main() -> None:
     results["loadavg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("\n| sessions | library | unbatched | batched | network limit | batched / limit | p50 / p95 per frame, "
-          "library (s) | unbatched (s) | batched (s) |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| sessions | library | unbatched | batched | network limit | batched / limit | per CPU s: library | "
+          "unbatched | batched | limit | batched / limit | p50 / p95 per frame, library (s) | unbatched (s) | "
+          "batched (s) |")
+    print("|---:" * 14 + "|")
     for n, e in results["by_sessions"].items():
         print(f"| {n} | {e['library']:.1f} | {e['unbatched']:.1f} | {e['batched']:.1f} | {e['limit']:.1f} | "
-              f"{100 * e['batched_vs_limit']:.0f} % | {e['library_p50']:.2f} / {e['library_p95']:.2f} | "
+              f"{100 * e['batched_vs_limit']:.0f} % | {e['library_cpu']:.1f} | {e['unbatched_cpu']:.1f} | "
+              f"{e['batched_cpu']:.1f} | {e['limit_cpu']:.1f} | {100 * e['batched_vs_limit_cpu']:.0f} % | "
+              f"{e['library_p50']:.2f} / {e['library_p95']:.2f} | "
               f"{e['unbatched_p50']:.2f} / {e['unbatched_p95']:.2f} | {e['batched_p50']:.2f} / {e['batched_p95']:.2f} |")
     print(f"saved {args.out}")
 

@@ -39,7 +39,9 @@ def anytime_kwargs(request: dict[str, Any]) -> dict[str, Any]:
 
     sampler = request.get("inner_sampler")
     inner_eta = SAMPLERS[sampler][1] if sampler is not None and SAMPLERS[sampler][2] else None
-    budget = None if request.get("inner_steps") is not None else request.get("budget") or DEFAULT_BUDGET
+    budget = request.get("budget")  # (a request of this version never has both budget and inner_steps)
+    if budget is None and request.get("inner_steps") is None:
+        budget = DEFAULT_BUDGET
     return dict(**condition_of(request), num_images=request["num_images"], budget=budget,
                 outer_steps=request.get("outer_steps"), inner_steps=request.get("inner_steps"), inner_sampler=sampler,
                 inner_eta=inner_eta, height=request.get("height"), width=request.get("width"))

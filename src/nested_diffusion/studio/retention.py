@@ -23,7 +23,7 @@ class FrameRetention:
     def keep(self, b: Branch, frame: StoredFrame) -> None:
         """Store ``frame`` on ``b``, announce it, and drop the oldest images beyond the cap."""
         s = self.session
-        b.frames[frame.step] = frame
+        b.add_frame(frame)
         if frame.images is not None:
             self.kept_images += len(frame.images)
             self.kept.append((b.id, frame.step))

@@ -210,6 +210,10 @@ class Branch:
         return False
 
     # -- condition edits ------------------------------------------------------------------------------
+    def add_frame(self, frame: StoredFrame) -> None:
+        """Keep ``frame`` as this branch's frame at ``frame.step``."""
+        self.frames[frame.step] = frame
+
     def check_editable(self) -> None:
         """Raise ``ValueError`` if this branch takes no condition edits."""
         if self.kind != "nested":
