@@ -11,7 +11,7 @@ import torch
 
 from nested_diffusion.studio.app import create_app
 from nested_diffusion.studio.batching import Call, pack, signature, split
-from studio_support import client, digits, drain, pixels
+from studio_support import client, digits, drain
 
 #: batched frames vs the library's (BENCHMARKS.md §7): latents within this, pixels within one level
 LATENT_TOLERANCE = 1e-3
@@ -135,13 +135,13 @@ def test_a_stop_in_a_tick_costs_no_further_call(pipe):
     batcher.on_call = lambda n, calls: rows.append(calls)
     with client(app) as api:
         a = api.post("/v1/sessions", json={"class_labels": [1], "outer_steps": 1, "inner_steps": 6, "seed": 1}).json()
-        b = api.post("/v1/sessions", json={"class_labels": [2], "outer_steps": 1, "inner_steps": 6, "seed": 2}).json()
+        api.post("/v1/sessions", json={"class_labels": [2], "outer_steps": 1, "inner_steps": 6, "seed": 2})
         worker = studio.workers[0]
         for unit in worker.admit(None):
-            worker._start_batched(unit)
-        assert worker._tick(30) and worker._tick(30)  # two packed calls
+            worker.launch(unit)
+        assert worker.tick(30) and worker.tick(30)  # two packed calls
         assert api.post(f"/v1/sessions/{a['session_id']}/branches/b0/pause").json()["nfe"] == 0
-        while worker._tick(30):
+        while worker.tick(30):
             pass
         assert rows == [2, 2, 1, 1, 1, 1]  # a's third call was never made
         assert api.post(f"/v1/sessions/{a['session_id']}/branches/b0/resume").status_code == 200

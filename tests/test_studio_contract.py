@@ -6,11 +6,9 @@ stateful phase, every check) finds nothing against a live server."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 

@@ -9,12 +9,13 @@ that raised (deadline, cancellation or error).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..session import DeadlineExceeded, StepCancelled
 from .state import Branch, StoredFrame, StudioSession
@@ -24,20 +25,18 @@ __all__ = ["Unit", "next_units", "commit", "fail", "routed"]
 _order = itertools.count()
 
 
-def routed(work: Any, network: Callable | None):
+@contextlib.contextmanager
+def routed(work: Any, network: Callable | None) -> Iterator[Any]:
     """Run ``work``'s next step with its network calls sent to ``network`` (a :class:`~.batching.Batcher`
-    stand-in); ``None`` leaves the adapter in place. Only the private fork's core session sees it."""
-    class _Route:
-        def __enter__(self):
-            self.model = work.core.model
-            if network is not None:
-                work.core.model = network
-            return work
-
-        def __exit__(self, *exc):
-            work.core.model = self.model
-            return False
-    return _Route()
+    stand-in); ``None`` leaves the adapter in place. Only the private fork's core session sees it, and
+    gets its own model back afterwards (a committed session never holds the stand-in)."""
+    model = work.core.model
+    if network is not None:
+        work.core.model = network
+    try:
+        yield work
+    finally:
+        work.core.model = model
 
 
 @dataclass

@@ -117,8 +117,8 @@ class Contract:
         are ``size_rule = ((default h, w), multiple)`` pixels, on a server with ``limits``."""
         fields = tuple(conditioning.fields)
         condition = _condition_fields(fields, num_classes, limits)
-        create = _create_model(condition, fields, size_rule, limits)
-        patch = _patch_model(condition, fields, limits)
+        create = _create_model(condition, fields, num_classes, size_rule, limits)
+        patch = _patch_model(condition, fields, num_classes, limits)
         fork = _fork_model(limits)
         return cls(create, patch, fork, fields)
 
@@ -214,8 +214,8 @@ def _negative_rules(n_max: int, absent_prompt_counts: bool) -> list[dict[str, An
     return rules
 
 
-def _create_model(condition: dict[str, Any], fields: tuple[str, ...], size_rule: tuple[tuple[int, int], int],
-                  limits: Limits) -> type[BaseModel]:
+def _create_model(condition: dict[str, Any], fields: tuple[str, ...], num_classes: int | None,
+                  size_rule: tuple[tuple[int, int], int], limits: Limits) -> type[BaseModel]:
     (default_h, default_w), multiple = size_rule
     side = max(multiple, limits.max_side // multiple * multiple)
     n_max = limits.max_images
@@ -234,7 +234,6 @@ def _create_model(condition: dict[str, Any], fields: tuple[str, ...], size_rule:
     if "negative_prompt" in fields:
         rules += _negative_rules(n_max, absent_prompt_counts=True)
     size = {"type": "integer", "multipleOf": multiple, "minimum": multiple, "maximum": side}
-    num_classes = _num_classes(condition)
     return _model(
         "CreateSession", "``POST /v1/sessions``: a new session; null takes the project default.", {"allOf": rules},
         lambda body: _create_rules(body, num_classes, limits, multiple, side), **condition,
@@ -259,13 +258,6 @@ def _create_model(condition: dict[str, Any], fields: tuple[str, ...], size_rule:
         compare_vanilla=(bool, Field(False, description="also run vanilla DDIM (η = 1) with the same NFEs and show "
                                                         "its x̂0 previews")),
     )
-
-
-def _num_classes(condition: dict[str, Any]) -> int | None:
-    labels = condition.get("class_labels")
-    if labels is None:
-        return None
-    return labels[1].json_schema_extra["anyOf"][0]["maximum"] + 1
 
 
 def _create_rules(body: Any, num_classes: int | None, limits: Limits, multiple: int, side: int) -> None:
@@ -296,11 +288,11 @@ def _create_rules(body: Any, num_classes: int | None, limits: Limits, multiple: 
             raise ValueError(f"{name} must be a multiple of {multiple} in [{multiple}, {side}] pixels, got {value}")
 
 
-def _patch_model(condition: dict[str, Any], fields: tuple[str, ...], limits: Limits) -> type[BaseModel]:
+def _patch_model(condition: dict[str, Any], fields: tuple[str, ...], num_classes: int | None,
+                 limits: Limits) -> type[BaseModel]:
     extra: dict[str, Any] = {"minProperties": 1}
     if "negative_prompt" in fields:
         extra["allOf"] = _negative_rules(limits.max_images, absent_prompt_counts=False)
-    num_classes = _num_classes(condition)
     return _model("ConditionPatch", "``PATCH …/condition``: only the fields given change (null resets one to the "
                   "model default).", extra, lambda body: _patch_rules(body, num_classes, limits), base=_Patch,
                   **condition)

@@ -64,7 +64,8 @@ class Worker:
         else:
             self.settle(unit, frame)
 
-    def _start_batched(self, unit: Unit) -> None:
+    def launch(self, unit: Unit) -> None:
+        """Start a unit's step in a thread of its own, its network calls going through the batcher."""
         self.batcher.enter()
 
         def body() -> None:
@@ -78,7 +79,7 @@ class Worker:
         with self.batcher.lock:
             return self.batcher.active + len(self.batcher.queue)
 
-    def _tick(self, timeout: float | None) -> bool:
+    def tick(self, timeout: float | None) -> bool:
         """Wait until every step in flight waits on a call or is done, then answer the calls; ``False``
         when nothing is in flight any more."""
         with self.batcher.lock:
@@ -98,8 +99,8 @@ class Worker:
             return bool(units)
         units = self.admit(self.max_units)
         for unit in units:
-            self._start_batched(unit)
-        while self._tick(None):
+            self.launch(unit)
+        while self.tick(None):
             pass
         return bool(units)
 
@@ -136,8 +137,8 @@ class Worker:
                 continue
             room = self.max_units - self._in_flight()
             for unit in self.admit(room) if room > 0 else []:
-                self._start_batched(unit)
-            if not self._tick(self.expiry_interval):
+                self.launch(unit)
+            if not self.tick(self.expiry_interval):
                 self._wait_for_work()
-        while self._tick(self.expiry_interval):  # let the steps in flight end (they were cancelled)
+        while self.tick(self.expiry_interval):  # let the steps in flight end (they were cancelled)
             pass
