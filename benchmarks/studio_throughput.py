@@ -67,16 +67,17 @@ def library_round(pipe, reqs):
 
 
 def studio_round(pipe, reqs, batching: bool):
+    from nested_diffusion.studio.limits import Limits
     from nested_diffusion.studio.service import Studio
 
-    studio = Studio([pipe], batching=batching)
+    studio = Studio([pipe], batching=batching, limits=Limits(max_sessions=max(8, len(reqs))))
     contract = studio.contract.CreateSession
     studio.start()
     try:
         start, cpu = time.perf_counter(), time.process_time()
         made = [studio.registry.create(contract.model_validate(r)) for r in reqs]
         while not all(s.terminal for s in made):
-            time.sleep(0.002)
+            time.sleep(0.01)
         cpu = time.process_time() - cpu
         wall = max(s.started + max(f.elapsed for f in s.branches["b0"].frames.values()) for s in made) - start
         intervals, finals, nfe = [], [], 0
@@ -98,8 +99,8 @@ def network_limit(pipe, rows: int, calls: int = 20) -> tuple[float, float]:
     sessions use it), medians over ``calls`` calls."""
     a = pipe.adapter
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, *a.latent_shape(1)[1:], generator=g)
-    t = torch.randint(0, 1000, (rows,), generator=g)
+    x = torch.randn(rows, *a.latent_shape(1)[1:], generator=g).to(a.device, a.dtype)
+    t = torch.randint(0, 1000, (rows,), generator=g).to(a.device)
     kwargs = a.condition(rows, class_labels=[k % 10 for k in range(rows)])
     times, cpus = [], []
     with torch.inference_mode():
@@ -107,6 +108,8 @@ def network_limit(pipe, rows: int, calls: int = 20) -> tuple[float, float]:
         for _ in range(calls):
             t0, c0 = time.perf_counter(), time.process_time()
             a(x, t, **kwargs)
+            if a.device.type == "cuda":
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
     return rows / statistics.median(times), rows / statistics.median(cpus)
@@ -121,15 +124,17 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="torch device of the model (cuda on a GPU machine)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "studio_throughput.json")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from nested_diffusion import NestedPipeline
 
-    pipe = NestedPipeline.from_pretrained()
+    pipe = NestedPipeline.from_pretrained(device=args.device)
     library_round(pipe, requests(2, 10))  # warm-up
     studio_round(pipe, requests(2, 10), True)
     results = {"loadavg_start": os.getloadavg(), "threads": torch.get_num_threads(), "budget": args.budget,
+               "device": args.device,
                "rounds": args.rounds, "by_sessions": {}}
     for n in args.sessions:
         reqs = requests(n, args.budget)
@@ -166,6 +171,10 @@ def main() -> None:
         entry = {k: statistics.median(v) for k, v in runs.items()}
         entry.update({f"{k}_cpu": statistics.median(v) for k, v in cpu_runs.items()})
         entry.update({f"{k}_rounds": v for k, v in runs.items()})
+        entry.update({f"{k}_cpu_rounds": v for k, v in cpu_runs.items()})
+        entry["batched_vs_limit_per_round"] = statistics.median(b / lim for b, lim in zip(runs["batched"], runs["limit"]))
+        entry["batched_vs_limit_cpu_per_round"] = statistics.median(
+            b / lim for b, lim in zip(cpu_runs["batched"], cpu_runs["limit"]))
         entry.update({f"{k}_p50": statistics.median(v) for k, v in intervals.items()})
         entry.update({f"{k}_p95": percentile(v, 95) for k, v in intervals.items()})
         entry.update({"frames": len(intervals["batched"]), "batched_calls_per_round": calls,
