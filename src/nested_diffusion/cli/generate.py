@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner", type=positive_int, default=None,
                    help="inner steps M per outer step (default: planned, growing: 100 NFEs → 10,10,10,20,25,25 "
                         "with renoised restarts at measured noise levels; 10 with --outer)")
-    p.add_argument("--inner-sampler", choices=SAMPLERS, default=DEFAULT_INNER_SAMPLER, help="inner sampler")
+    p.add_argument("--inner-sampler", choices=SAMPLERS, metavar="SAMPLER", default=DEFAULT_INNER_SAMPLER,
+                   help="inner sampler: %(choices)s")
     p.add_argument("--inner-eta", type=eta, default=None,
                    help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
     p.add_argument("--outer-update", choices=OUTER_UPDATES, default=None,
@@ -70,16 +71,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="classify the final images with the shipped digit classifier (28×28 digit models)")
     p.add_argument("--replay", type=Path, default=None, metavar="LOG",
-                   help="reproduce a studio session's frames bit-exactly from its log (GET /v1/sessions/ID/log); "
+                   help="reproduce a studio session's frames from its log (GET /v1/sessions/ID/log); "
                         "writes OUT/<branch>/step-KK-nfe-XXX-I.png (uses --out, --device, --model and --dtype if given)")
     p.set_defaults(run=run, flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None:
-        from ..studio.replay import run_cli
+        from .replay import run as run_replay
 
-        return run_cli(args)
+        return run_replay(args)
     # 1. what the user asked for is checked (the layout with the model's noise schedule) before any network call
     check_out(args.out, MARKER, "nested-diffusion")
     import torch

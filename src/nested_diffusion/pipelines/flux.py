@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..schedules import Schedule
-from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
+from .adapter import Conditioning, UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
 from .latent import LatentAdapter, _ordinary_network, _quiet_from_pipe, call_default, prompt_batch
 
 __all__ = ["FluxAdapter", "SIBLINGS"]
@@ -36,6 +36,8 @@ class FluxAdapter(LatentAdapter):
 
     family = "flux"
     num_classes = None  # text-conditional
+    #: one guidance value per call: the studio packs only calls with equal values (the embedding and true CFG)
+    per_row_guidance = False
     size_multiple = 2  # latents are packed in 2×2 patches: pixel sizes are multiples of 16
 
     def __init__(self, pipe: Any) -> None:
@@ -48,6 +50,8 @@ class FluxAdapter(LatentAdapter):
         self.transformer = transformer
         self.schedule = self.schedule.replace(spacing="trailing")  # FluxPipeline's sigmas = linspace(1, 1/N, N)
         self.guidance_embeds = bool(transformer.config.get("guidance_embeds", False))
+        self.conditioning = Conditioning("text", pooled=True, guidance="embedding" if self.guidance_embeds else "none",
+                                         true_cfg=True)
         self.default_guidance = float(call_default(pipe, "guidance_scale", 3.5)) if self.guidance_embeds else 1.0
         self.max_sequence_length = int(call_default(pipe, "max_sequence_length", 512))
         self._ids: dict[Any, torch.Tensor] = {}

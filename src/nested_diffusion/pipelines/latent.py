@@ -101,9 +101,13 @@ class LatentAdapter:
         """Default image size in pixels ``(height, width)``."""
         return self.latent_size[0] * self.vae_scale_factor, self.latent_size[1] * self.vae_scale_factor
 
+    def size_rule(self) -> tuple[tuple[int, int], int]:
+        """``(default (height, width), multiple)`` in pixels: the VAE's factor times the network's own."""
+        return self.default_size, self.vae_scale_factor * self.size_multiple
+
     def latent_shape(self, num_images: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """Shape of the initial latents for images of ``height`` × ``width`` pixels."""
-        h, w = check_image_size(height, width, self.default_size, self.vae_scale_factor * self.size_multiple)
+        h, w = check_image_size(height, width, *self.size_rule())
         return (num_images, self.channels, h // self.vae_scale_factor, w // self.vae_scale_factor)
 
     def initial_noise(self, num_images: int, generator: torch.Generator | None, height: int | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..schedules import Schedule
-from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
+from .adapter import Conditioning, UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
 from .latent import LatentAdapter, _ordinary_network, _quiet_from_pipe, call_default, prompt_batch
 
 __all__ = ["StableDiffusion3Adapter", "SIBLINGS"]
@@ -31,6 +31,8 @@ class StableDiffusion3Adapter(LatentAdapter):
 
     family = "stable-diffusion-3"
     num_classes = None  # text-conditional
+    conditioning = Conditioning("text", pooled=True, guidance="cfg")
+    per_row_guidance = True  # guidance_scale may be one scale per row (classifier_free_guidance)
     inpaint_networks = True  # 33-channel inpainting transformers: latents, the mask, the masked image's latents
 
     def __init__(self, pipe: Any) -> None:

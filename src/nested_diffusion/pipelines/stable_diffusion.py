@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
+from .adapter import Conditioning, UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
 from .latent import LatentAdapter, call_default, prompt_batch
 
 __all__ = ["StableDiffusionAdapter", "StableDiffusionXLAdapter"]
@@ -44,12 +44,16 @@ class StableDiffusionAdapter(LatentAdapter):
     family = "stable-diffusion"
     num_classes = None  # text-conditional
     inpaint_networks = True  # 9-channel inpainting UNets: latents, the mask, the masked image's latents
+    per_row_guidance = True  # guidance_scale may be one scale per row (classifier_free_guidance)
+    pooled = False  # SDXL adds a pooled text embedding
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe, pipe.unet)
         self.unet = pipe.unet
         self.default_guidance = float(call_default(pipe, "guidance_scale", 7.5))
         self.time_cond_proj_dim = self.unet.config.get("time_cond_proj_dim")
+        self.conditioning = Conditioning("text", pooled=self.pooled,
+                                         guidance="cfg" if self.time_cond_proj_dim is None else "embedding")
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "StableDiffusionAdapter":
@@ -80,6 +84,11 @@ class StableDiffusionAdapter(LatentAdapter):
         guidance, cfg = self._guidance(guidance_scale)
         return (guidance, cfg, *prompt_batch(prompt, negative_prompt, num_images))
 
+    def check_condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
+                        negative_prompt: Any = None, guidance_scale: float | None = None) -> None:
+        """What :meth:`condition` checks, without encoding the prompts."""
+        self._text_condition(num_images, class_labels, prompt, negative_prompt, guidance_scale)
+
     def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
                   negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]:
         """Encode the prompt(s) with the pipeline's ``encode_prompt``; ``prompt=None`` is the empty prompt."""
@@ -107,7 +116,7 @@ class StableDiffusionAdapter(LatentAdapter):
         return {"mask": mask, "masked_image_latents": masked_image_latents}
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 negative_encoder_hidden_states: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 negative_encoder_hidden_states: torch.Tensor | None = None, guidance_scale: float | torch.Tensor = 1.0,
                  timestep_cond: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                  masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output (ε or v) with classifier-free guidance in one doubled batch: one NFE."""
@@ -128,6 +137,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     family = "stable-diffusion-xl"
     upcast_vae = True
+    pooled = True
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
@@ -174,7 +184,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  text_embeds: torch.Tensor, negative_encoder_hidden_states: torch.Tensor | None = None,
-                 negative_text_embeds: torch.Tensor | None = None, guidance_scale: float = 1.0,
+                 negative_text_embeds: torch.Tensor | None = None, guidance_scale: float | torch.Tensor = 1.0,
                  timestep_cond: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                  masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output with SDXL's added conditioning and guidance in one doubled batch: one NFE."""
