@@ -294,3 +294,28 @@ def test_exact_oracle_inside_the_pipeline(gmm, tmp_path, family):
         if nfe <= 50:
             assert previews[nfe] >= 10 * fd, (nfe, fd, previews[nfe])
     assert frames[100] <= envelope[100] + 0.04, (frames[100], envelope[100])
+
+
+def test_flow_families_declare_their_conditioning_and_the_studio_follows(flux_dev, flux_schnell, sd3):
+    """SD3: text + pooled, CFG; Flux dev: the guidance embedding and optional true CFG; schnell: no guidance —
+    the studio's contract and /v1/health follow the declaration."""
+    from fastapi.testclient import TestClient
+
+    from nested_diffusion.studio import create_app
+
+    expect = {
+        "sd3": (sd3, ["prompt", "negative_prompt", "guidance_scale"], "cfg"),
+        "flux-dev": (flux_dev, ["prompt", "negative_prompt", "guidance_scale", "true_cfg_scale"], "embedding"),
+        "flux-schnell": (flux_schnell, ["prompt", "negative_prompt", "true_cfg_scale"], "none"),
+    }
+    for name, (pipe, fields, guidance) in expect.items():
+        nested = NestedPipeline.from_pipe(pipe)
+        condition = nested.adapter.conditioning
+        assert (condition.kind, condition.pooled, condition.guidance, list(condition.fields)) == \
+            ("text", True, guidance, fields), name
+        with TestClient(create_app(nested, model=name, start_worker=False), base_url="http://127.0.0.1") as api:
+            health = api.get("/v1/health").json()
+            assert health["condition"]["fields"] == fields
+            props = api.get("/openapi.json").json()["components"]["schemas"]["CreateSession"]["properties"]
+            assert set(fields) <= set(props) and "class_labels" not in props
+            assert ("guidance_scale" in props) == (guidance != "none")

@@ -133,6 +133,7 @@ def test_the_request_schema_is_the_models_and_the_servers_own(tmp_path, schema):
         text = api.get("/openapi.json").json()["components"]["schemas"]["CreateSession"]["properties"]
         assert {"prompt", "negative_prompt", "guidance_scale"} <= set(text) and "class_labels" not in text
         assert api.get("/v1/health").json()["condition"] == {"kind": "text", "pooled": False, "guidance": "cfg",
+                                                              "true_cfg": False,
                                                               "fields": ["prompt", "negative_prompt", "guidance_scale"]}
 
 
