@@ -18,6 +18,7 @@ import torch
 
 from nested_diffusion import NestedPipeline
 from nested_diffusion.schedules import calculate_shift, flow_matching
+from nested_diffusion.testing.pipelines import ExactVelocityTransformer
 
 from tiny_pipelines import (Calls, build_flux, build_outside_flux, build_outside_sd3, build_sd3, gen, network,
                             sibling)
@@ -218,44 +219,6 @@ def test_outside_pipelines_load_and_sample_with_exact_nfe_labels(tmp_path, build
 
 
 # -- an exact oracle inside the pipelines ---------------------------------------------------------------------
-class OracleTransformer(torch.nn.Module):
-    """The transformer of a pipeline replaced by the exact velocity E[ε - x0 | x_σ] of a Gaussian mixture on the
-    16×2×2 latents it sees (the 8×8-digit mixture, d = 64). Its text inputs select nothing, so the conditional and
-    unconditional halves of a guided call agree and guidance is exercised as plumbing (one doubled batch per NFE)
-    while the sampled distribution stays the mixture itself."""
-
-    def __init__(self, real: torch.nn.Module, gmm, flux_pipe=None) -> None:
-        super().__init__()
-        self.config, self.gmm, self.flux = real.config, gmm, flux_pipe
-        self._anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)  # device and dtype for the pipeline
-
-    dtype = property(lambda self: torch.float32)
-    device = property(lambda self: self._anchor.device)
-
-    def cache_context(self, name):  # FluxPipeline opens one per call
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def forward(self, hidden_states, timestep, **kwargs):
-        x = hidden_states
-        if self.flux is not None:  # packed [N, 1, 64] at σ = timestep
-            sigma = timestep.double()
-            latents = self.flux._unpack_latents(x, 16, 16, self.flux.vae_scale_factor)
-        else:  # [N, 16, 2, 2] at σ·1000
-            sigma = timestep.double() / 1000
-            latents = x
-        flat = latents.reshape(len(x), -1).double()
-        from nested_diffusion.schedules import Level
-
-        level = Level(1 - sigma, sigma)
-        mean = self.gmm.denoise(flat, level)
-        velocity = ((flat - mean) / sigma[:, None]).to(x.dtype).reshape(latents.shape)
-        if self.flux is not None:
-            velocity = self.flux._pack_latents(velocity, len(x), 16, 2, 2)
-        return (velocity,)
-
-
 def _fd(gmm, latents):
     return gmm.frechet_distance(latents.reshape(len(latents), -1).double())
 
@@ -269,11 +232,11 @@ def test_exact_oracle_inside_the_pipeline(gmm, tmp_path, family):
     n, size = 1000, dict(height=16, width=16)
     if family == "flux-dev":
         pipe = build_flux(tmp_path, guidance_embeds=True)
-        pipe.transformer = OracleTransformer(pipe.transformer, gmm, pipe)
+        pipe.transformer = ExactVelocityTransformer(pipe.transformer, gmm, pipe)
         kwargs = dict(guidance_scale=3.5)
     else:
         pipe = build_sd3(tmp_path)
-        pipe.transformer = OracleTransformer(pipe.transformer, gmm)
+        pipe.transformer = ExactVelocityTransformer(pipe.transformer, gmm)
         kwargs = dict(guidance_scale=3.0, negative_prompt="blurry")
     nested = NestedPipeline.from_pipe(pipe)
     common = dict(prompt=PROMPT, num_images=n, output_type="latent", **size, **kwargs)
