@@ -109,7 +109,7 @@ def test_pipeline_families_import_only_the_adapter_module():
 #: above — in particular nothing outside cli/ (and the ``python -m`` entry point) imports cli/.
 LAYERS = [
     {"defaults", "schedules", "samplers", "denoiser", "session", "planner", "nested", "vanilla", "metrics", "data",
-     "visualize"},                                   # the model-agnostic core
+     "visualize", "images"},                         # the model-agnostic core
     {"restoration", "testing", "models"},           # more algorithms, oracles, shipped models
     {"pipelines", "<package>"},                     # diffusers adapters; the package's public surface
     {"evaluation", "studio"},                       # applications of the library

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..schedules import Level, Schedule, Time
-from .session import to_pixels
+from ..images import to_pixels
 
 __all__ = ["Edit", "prepare_edit", "edit_timesteps", "check_strength", "DEFAULT_STRENGTH"]
 

@@ -10,6 +10,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..session import CancelToken, Session, check_indices
+from ..images import to_pixels
 from .adapter import check_condition_keys
 
 __all__ = ["PipelineSession", "PipelineFrame", "OUTPUT_TYPES", "to_output", "to_pixels"]
@@ -33,45 +34,6 @@ class PipelineFrame:
     @property
     def is_final(self) -> bool:
         return self.step == self.num_steps
-
-
-def to_pixels(image: Any, channels: int, name: str = "image") -> torch.Tensor:
-    """The inverse of :func:`to_output`: PIL image(s), a uint8 or float (in [0, 1]) NHWC / HWC
-    array, or a float ``[N, C, H, W]`` / ``[C, H, W]`` tensor in [0, 1] → float32 ``[N, channels,
-    H, W]`` in [0, 1] (PIL images are converted to ``L`` or ``RGB``; a mask, ``channels=1`` and ``name``
-    ``mask_image``, may come in any number of channels and is averaged to gray). Errors name ``name``."""
-    import numpy as np
-
-    gray = name == "mask_image"
-    if gray and isinstance(image, np.ndarray) and image.ndim == 2:
-        image = image[..., None]
-    if gray and isinstance(image, torch.Tensor) and image.ndim == 2:
-        image = image[None]
-    images = image if isinstance(image, (list, tuple)) else [image]
-    if images and all(hasattr(im, "convert") and hasattr(im, "size") for im in images):  # PIL
-        mode = "L" if channels == 1 else "RGB"
-        arrays = [np.asarray(im.convert(mode), dtype=np.float32) / 255 for im in images]
-        if len({a.shape for a in arrays}) != 1:
-            raise ValueError(f"{name}: all images must have one size, got {[im.size for im in images]}")
-        pixels = torch.from_numpy(np.stack([a.reshape(*a.shape[:2], -1) for a in arrays])).permute(0, 3, 1, 2)
-    elif isinstance(image, np.ndarray) and image.dtype.kind in "uif":
-        array = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image.astype(np.float32)
-        array = array[None] if array.ndim == 3 else array
-        if array.ndim != 4:
-            raise ValueError(f"{name}: an array must be HWC or NHWC, got shape {image.shape}")
-        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
-    elif isinstance(image, torch.Tensor) and image.is_floating_point() and image.ndim in (3, 4):
-        pixels = (image[None] if image.ndim == 3 else image).detach().float().cpu()
-    else:
-        raise TypeError(f"{name} must be a PIL image, a list of them, an HWC/NHWC array or a float "
-                        f"[N, C, H, W] tensor in [0, 1], got {type(image).__name__}")
-    if gray and pixels.shape[1] != 1:
-        pixels = pixels[:, :3].mean(1, keepdim=True)
-    if pixels.shape[1] != channels:
-        raise ValueError(f"{name} must have {channels} channel(s) for this model, got {pixels.shape[1]}")
-    if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-        raise ValueError(f"{name} values must lie in [0, 1] (uint8 arrays are scaled by 1/255)")
-    return pixels
 
 
 def to_output(pixels: torch.Tensor, output_type: str) -> Any:
