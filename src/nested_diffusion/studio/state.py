@@ -235,7 +235,8 @@ class Branch:
                 "changes": changes}
         self.pending.append(edit)
         self.owner.record("condition", branch=self.id, **edit)
-        self.owner.emit("condition", {"branch": self.id, "rev": edit["rev"], "applies_from_step": edit["applies_from_step"]})
+        self.owner.emit("condition", {"branch": self.id, "rev": edit["rev"], "applies_from_step": edit["applies_from_step"],
+                                      "fields": sorted(changes)})
         return edit
 
     # -- steps (the worker's side) ----------------------------------------------------------------------

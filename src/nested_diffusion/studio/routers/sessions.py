@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
+from ..build import edit_of
 from ..deps import body_schema, create_body, get_session, get_studio
 from ..errors import Busy, NotFound, responses
 from ..replies import InterventionLog, SessionCreated, Snapshot
@@ -54,7 +55,7 @@ def create_session(response: Response, body: Any = Depends(create_body),
     response.headers["Location"] = f"/v1/sessions/{s.id}"
     return {"session_id": s.id, "branches": list(s.branches), "checkpoints": s.checkpoints,
             "events_url": f"/v1/sessions/{s.id}/events", "snapshot_url": f"/v1/sessions/{s.id}",
-            "log_url": f"/v1/sessions/{s.id}/log"}
+            "log_url": f"/v1/sessions/{s.id}/log", "edit": views.edit_view(s, edit_of(s.request))}
 
 
 @router.get("/{session_id}", operation_id="getSession", response_model=Snapshot,
