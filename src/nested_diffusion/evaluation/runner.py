@@ -1,11 +1,14 @@
 """The evaluation loop: (method × batch) work units, cached as shards, optionally spread over
 processes, scored on the main process.
 
-Samples are cut into fixed batches ``[b·B, (b+1)·B)``. Batch ``b`` draws its initial noise from a
-CPU generator seeded with ``seed·1_000_003 + b`` — the same noise for every method (and for each
-of the envelope's runs), whatever the number of processes. A unit's per-sample features at every
-checkpoint are written to ``OUT/shards/<method>/<b>.safetensors`` as soon as it finishes, so a
-killed run resumes where it stopped. Image metrics see the 8-bit images a user would save; for
+Every sample has its own CPU generator, seeded from ``(seed, sample index)`` alone
+(:func:`sample_seed`, as EDM's ``generate.py`` seeds one generator per image): its initial noise and
+every random draw of its run come from it (samplers draw row i from generator i), so a sample is the
+same whatever the batch size, the number of processes or a resumption — and the same for every
+method (and for each of the envelope's runs). Samples are cut into fixed batches
+``[b·B, (b+1)·B)``, the work units; a unit's per-sample features at every checkpoint are written to
+``OUT/shards/<method>/<first>-<last>.safetensors`` as soon as it finishes, so a killed run resumes
+where it stopped. Image metrics see the 8-bit images a user would save; for
 small images (≤ 64×64×3) those are kept in the shard, so a metric added later is computed from
 them without sampling again. Units are dealt round-robin to the processes of an
 ``accelerate launch`` (or ``torchrun``) job and their features gathered on the main process, so
@@ -28,15 +31,36 @@ from .methods import Method, frame_at
 from .shards import ShardStore
 from .targets import check_sampler
 
-__all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "batch_seed", "DistributedContext"]
+__all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "sample_seed", "sample_generators",
+           "DistributedContext"]
 
 #: images up to this many values are kept in the shards (digits, CIFAR-size, the GMM's 8×8)
 KEEP_PIXELS = 64 * 64 * 3
 
+_MASK64 = (1 << 64) - 1
 
-def batch_seed(seed: int, batch: int) -> int:
-    """Seed of batch ``batch``'s generator (shared by every method)."""
-    return seed * 1_000_003 + batch
+
+def _mix64(value: int) -> int:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijection of 64-bit integers that spreads nearby seeds."""
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample ``index``'s generator in a run with ``seed``: ``(mix(seed) + index) mod 2³²``.
+
+    torch's CPU generator (MT19937) keys on the low 32 bits of a seed, so the seeds live in 32 bits:
+    a run's samples get distinct consecutive seeds from an offset that depends on ``seed`` alone."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"a sample index is a non-negative integer, got {index!r}")
+    return (_mix64(seed & _MASK64) + index) & 0xFFFFFFFF
+
+
+def sample_generators(seed: int, rows: range) -> list[torch.Generator]:
+    """One CPU generator per sample of ``rows``, each seeded by :func:`sample_seed`."""
+    return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in rows]
 
 
 @dataclass(frozen=True)
@@ -143,9 +167,9 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
     return True
 
 
-def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], batch: int,
-                  rows: range, grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
-    """Run one method on one batch and return its features (``"nfe|metric"``) and grid images."""
+def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], rows: range,
+                  grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
+    """Run one method on the samples ``rows`` and return their features (``"nfe|metric"``) and grid images."""
     labels, prompts = target.condition(rows)
     out = {}
 
@@ -159,7 +183,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
         elif grid_count:
             out[f"{checkpoint}|grid"] = images[:grid_count].numpy()
 
-    generator = lambda: torch.Generator().manual_seed(batch_seed(config.seed, batch))  # noqa: E731
+    generator = lambda: sample_generators(config.seed, rows)  # noqa: E731  (fresh for every run)
     with torch.inference_mode():
         if method.kind == "envelope":
             for c in config.checkpoints:
@@ -252,10 +276,10 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
             rows = batches[b]
             grid_count = min(config.grid_samples - rows.start, len(rows)) if rows.start < config.grid_samples else 0
             needed = {f"{c}|{m.name}" for c in covered[method.name] for m in metrics}
-            cached = store.load(method, b, rows)
+            cached = store.load(method, rows)
             if cached is not None and not needed <= set(cached[0]):
                 if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
-                    store.save(method, b, rows, *cached)  # new metrics, same samples
+                    store.save(method, rows, *cached)  # new metrics, same samples
                 else:
                     cached = None
             if bar is not None:
@@ -266,10 +290,10 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
                     bar.update(cost[method.name] * len(rows))
             else:
                 start = time.perf_counter()
-                tensors = _compute_unit(target, method, config, metrics, b, rows, grid_count,
+                tensors = _compute_unit(target, method, config, metrics, rows, grid_count,
                                         (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
                 seconds = time.perf_counter() - start
-                store.save(method, b, rows, tensors, seconds)
+                store.save(method, rows, tensors, seconds)
             # only what the merge needs travels to the main process: the features and the grid's images
             sent = {k: tensors[k] for k in needed}
             for c in covered[method.name] if grid_count else ():

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from ..samplers.noise import Generator, randn_like
 from .methods import Method
 
 __all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES", "check_sampler", "gmm_schedule"]
@@ -63,10 +64,10 @@ class PipelineTarget:
                             else f"a photo of a {self.class_names[c]}" for c in labels.tolist()]
         return labels, None
 
-    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(nfe, raw x̂0)`` per frame of the samples ``rows``; ``steps`` overrides a vanilla/envelope
-        step count."""
+        step count; ``generator`` is one per sample (evaluate's) or one for the batch."""
         check_sampler(method, restoration=False)
         common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=len(rows),
                       guidance_scale=self.guidance_scale, generator=generator, output_type="latent",
@@ -112,13 +113,13 @@ class GMMTarget:
     def condition(self, indices: range) -> tuple[None, None]:
         return None, None
 
-    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         from ..nested import nested_sample
         from ..vanilla import vanilla_sample
 
         check_sampler(method, restoration=False)
-        noise = torch.randn(len(rows), self.gmm.dim, generator=generator, dtype=torch.float64)
+        noise = randn_like(torch.empty(len(rows), self.gmm.dim, dtype=torch.float64), generator)
         common = dict(prediction_type=self.prediction_type, generator=generator)
         if method.kind == "nested":
             session = nested_sample(self.model, self.schedule, noise, **method.session_kwargs(), **common)
