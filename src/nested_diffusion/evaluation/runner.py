@@ -65,11 +65,16 @@ def sample_generators(seed: int, rows: range) -> list[torch.Generator]:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """``checkpoints``: the NFE counts where every method is scored; ``envelope_checkpoints``: more NFE
+    counts where only the envelope's exact-N runs are made (a dense envelope for NFE efficiency, which asks
+    for the smallest m at which the envelope is as good as a frame)."""
+
     num_samples: int
     checkpoints: tuple[int, ...]
     batch_size: int = 100
     seed: int = 0
     grid_samples: int = 40
+    envelope_checkpoints: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "batch_size"):
@@ -84,6 +89,18 @@ class EvalConfig:
             raise ValueError(f"checkpoints must be strictly increasing, got {list(self.checkpoints)}")
         if self.grid_samples < 0:
             raise ValueError(f"grid_samples must be >= 0, got {self.grid_samples}")
+        extra = self.envelope_checkpoints
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in extra) or list(extra) != sorted(set(extra)):
+            raise ValueError(f"envelope_checkpoints must be strictly increasing positive NFE counts, got {list(extra)}")
+
+    @property
+    def envelope_nfes(self) -> tuple[int, ...]:
+        """Where the envelope runs: the checkpoints and the envelope checkpoints."""
+        return tuple(sorted(set(self.checkpoints) | set(self.envelope_checkpoints)))
+
+    def nfes(self, method: Method) -> tuple[int, ...]:
+        """The NFE counts where ``method`` is scored."""
+        return self.envelope_nfes if method.kind == "envelope" else self.checkpoints
 
     def batches(self) -> list[range]:
         return [range(lo, min(lo + self.batch_size, self.num_samples))
@@ -168,8 +185,10 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
 
 
 def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], rows: range,
-                  grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
-    """Run one method on the samples ``rows`` and return their features (``"nfe|metric"``) and grid images."""
+                  grid_count: int, on_nfe: Callable[[int], None],
+                  only: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Run one method on the samples ``rows`` and return their features (``"nfe|metric"``) and grid images
+    (an envelope: its runs at ``only`` of its NFE counts, when given)."""
     labels, prompts = target.condition(rows)
     out = {}
 
@@ -186,7 +205,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
     generator = lambda: sample_generators(config.seed, rows)  # noqa: E731  (fresh for every run)
     with torch.inference_mode():
         if method.kind == "envelope":
-            for c in config.checkpoints:
+            for c in (config.envelope_nfes if only is None else only):
                 last = None
                 for nfe, raw in target.frames(method, rows, labels, prompts, generator(), steps=c):
                     on_nfe(1)
@@ -219,9 +238,9 @@ def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None
     if len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct, got {names}")
     T = target.schedule.max_steps  # None: a continuous schedule takes any step count
-    if T is not None and any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
+    if T is not None and any(m.kind == "envelope" for m in methods) and config.envelope_nfes[-1] > T:
         raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= {T} "
-                         f"(the training timesteps), got {config.checkpoints[-1]}")
+                         f"(the training timesteps), got {config.envelope_nfes[-1]}")
     restoration = hasattr(target, "measurement")
     for method in methods:
         check_sampler(method, restoration)
@@ -230,6 +249,7 @@ def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None
             raise ValueError(f"{method.name}: step counts must be <= {T} (the model's training timesteps)")
         if method.kind == "nested" and method.outer_timesteps:
             target.schedule.check_times(method.outer_timesteps, f"{method.name}: outer times")
+        method.on(target.schedule)  # a grid (~GRID) the schedule has
 
 
 def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig,
@@ -261,8 +281,8 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     units = [(method, b) for b in range(len(batches)) for method in methods]
     mine = units[context.rank::context.world]
     schedule = target.schedule
-    cost = {m.name: m.cost(config.checkpoints, schedule) for m in methods}  # NFEs per sample
-    covered = {m.name: [c for c in config.checkpoints  # the checkpoints where a method has an image
+    cost = {m.name: m.cost(config.nfes(m), schedule) for m in methods}  # NFEs per sample (frame_nfes: on m's grid)
+    covered = {m.name: [c for c in config.nfes(m)  # the checkpoints where a method has an image
                         if m.kind == "envelope" or frame_at(m.frame_nfes(schedule), c) is not None] for m in methods}
     total = sum(cost[m.name] * len(batches[b]) for m, b in mine)
     bar = None
@@ -278,8 +298,15 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
             needed = {f"{c}|{m.name}" for c in covered[method.name] for m in metrics}
             cached = store.load(method, rows)
             if cached is not None and not needed <= set(cached[0]):
-                if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
+                missing = needed - set(cached[0])
+                if _complete_from_pixels(target, metrics, rows, cached[0], missing):
                     store.save(method, rows, *cached)  # new metrics, same samples
+                elif method.kind == "envelope":  # its exact-N runs are independent: make only the missing ones
+                    start = time.perf_counter()
+                    extra = _compute_unit(target, method, config, metrics, rows, grid_count, lambda k: None,
+                                          only=sorted({int(k.split("|")[0]) for k in missing}))
+                    cached = ({**cached[0], **extra}, cached[1] + time.perf_counter() - start)
+                    store.save(method, rows, *cached)
                 else:
                     cached = None
             if bar is not None:
@@ -317,7 +344,7 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
     for method in methods:
         shards = [by_unit[(method.name, b)] for b in range(n_batches)]
         result.seconds[method.name] = float(sum(s for _, s in shards))
-        for c in config.checkpoints:
+        for c in config.nfes(method):
             grid_parts = [t[f"{c}|grid"] for t, _ in shards if f"{c}|grid" in t]
             if grid_parts:
                 result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)
@@ -331,7 +358,7 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
     # the envelope over several exact-N samplers: the best of them at each checkpoint
     envelopes = [m for m in methods if m.kind == "envelope"]
     if len(envelopes) > 1:
-        for c in config.checkpoints:
+        for c in config.envelope_nfes:
             for metric in metrics:
                 values = [r["value"] for r in result.rows if r["kind"] == "envelope" and r["nfe"] == c
                           and r["metric"] == metric.name]

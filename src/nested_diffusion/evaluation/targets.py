@@ -77,6 +77,8 @@ class PipelineTarget:
         else:
             session = self.pipe.vanilla(num_inference_steps=steps or method.steps, sampler=method.sampler,
                                         eta=method.eta, **common)
+        if method.grid:
+            session = _on_grid(session, method)
         for frame in session:
             yield frame.nfe, frame.latents
 
@@ -121,10 +123,11 @@ class GMMTarget:
         check_sampler(method, restoration=False)
         noise = randn_like(torch.empty(len(rows), self.gmm.dim, dtype=torch.float64), generator)
         common = dict(prediction_type=self.prediction_type, generator=generator)
+        schedule = method.on(self.schedule)  # the same levels; the method's grid
         if method.kind == "nested":
-            session = nested_sample(self.model, self.schedule, noise, **method.session_kwargs(), **common)
+            session = nested_sample(self.model, schedule, noise, **method.session_kwargs(), **common)
         else:
-            session = vanilla_sample(self.model, self.schedule, noise, steps=steps or method.steps,
+            session = vanilla_sample(self.model, schedule, noise, steps=steps or method.steps,
                                      sampler=method.sampler, eta=method.eta, **common)
         for frame in session:
             yield frame.nfe, frame.image
@@ -134,6 +137,23 @@ class GMMTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name}
+
+
+def _on_grid(session: Any, method: Method) -> Any:
+    """A pipeline session whose core runs on the method's grid: the same model, start, condition and
+    generators (the pipeline drew the noise and encoded the condition), the schedule re-spaced."""
+    from ..nested import NestedSession
+    from ..pipelines.session import PipelineSession
+    from ..vanilla import VanillaSession
+
+    core = session.core
+    common = dict(prediction_type=core.prediction_type, generator=core.generator, model_kwargs=core.model_kwargs)
+    schedule = method.on(core.schedule)
+    if method.kind == "nested":
+        new = NestedSession(core.model, schedule, core.x, **method.session_kwargs(), **common)
+    else:
+        new = VanillaSession(core.model, schedule, core.x, steps=core.num_steps, sampler=core.sampler, **common)
+    return PipelineSession(session.pipeline, new, dict(session.condition), output_type="latent")
 
 
 def gmm_schedule(name: str, num_train_timesteps: int = 1000):
