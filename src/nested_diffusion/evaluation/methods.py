@@ -15,8 +15,9 @@ Spec strings, as the command line takes them::
 
 Any spec may end in ``~GRID``: the runs use the model's schedule with that grid spacing
 (``schedule.replace(spacing=GRID)``) — on a discrete VP schedule ``karras`` (ρ = 7) or ``logsnr``
-(uniform in log-SNR) instead of ``trailing``, e.g. ``envelope unipc~karras``, ``nested plan~logsnr`` (every
-inner run on that grid); on a flow schedule ``trailing`` or ``linspace``.
+(uniform in log-SNR) instead of ``trailing``, e.g. ``envelope unipc~karras``; on a flow schedule
+``trailing`` or ``linspace``. A nested spec takes one grid for every inner run or one per outer step
+(``nested 3x2/4/4:unipc:0:renoise@999/300/60~trailing/logsnr/logsnr``; ``plan~logsnr`` re-grids the plan).
 
 On a flow schedule the sampler ``ddim`` with η = 0 is Euler on the velocity (``vanilla ddim:0`` are
 Euler's x̂0 previews).
@@ -102,17 +103,31 @@ class Method:
                                  f">= 0, got {list(taus)}")
         if self.kind == "vanilla" and self.steps < 1:
             raise ValueError(f"vanilla method needs steps >= 1, got {self.steps}")
-        if not isinstance(self.grid, str) or (self.grid and not self.grid.isidentifier()):
+        grids = self.grid.split("/") if isinstance(self.grid, str) else None
+        if grids is None or (self.grid and not all(g.isidentifier() for g in grids)):
             raise ValueError(f"a method's grid is a spacing name like 'karras' or 'logsnr', got {self.grid!r}")
+        if len(grids) > 1 and (self.kind != "nested" or len(grids) != self.outer_steps):
+            raise ValueError(f"one grid per outer step is for nested methods ({self.outer_steps} outer steps), "
+                             f"got {self.grid!r}")
+
+    @property
+    def inner_spacing(self) -> list[str] | None:
+        """A nested method's grid spacing per outer step (``None``: the schedule's own)."""
+        if self.kind != "nested" or not self.grid:
+            return None
+        grids = self.grid.split("/")
+        return grids * self.outer_steps if len(grids) == 1 else grids
 
     def on(self, schedule: Any) -> Any:
-        """The schedule this method runs on: the model's, or with its grid spacing (``~GRID``)."""
+        """The schedule this method runs on: the model's, or with its grid spacing (``~GRID``); a nested
+        method keeps the model's and grids its inner runs (``inner_spacing``). Checks that the grid applies."""
         if not self.grid:
             return schedule
         try:
-            return schedule.replace(spacing=self.grid)
+            spaced = {g: schedule.replace(spacing=g) for g in self.grid.split("/")}
         except (AttributeError, ValueError) as e:
             raise ValueError(f"{self.name}: grid {self.grid!r} does not apply to {schedule!r}: {e}") from None
+        return schedule if self.kind == "nested" else spaced[self.grid]
 
     @property
     def name(self) -> str:
@@ -137,7 +152,7 @@ class Method:
 
     @property
     def _grid_tail(self) -> str:
-        return f"-{self.grid}" if self.grid else ""
+        return f"-{self.grid.replace('/', '.')}" if self.grid else ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -160,13 +175,16 @@ class Method:
                       outer_update=self.outer_update, outer_timesteps=list(self.outer_timesteps) or None)
         if self.outer_update == "ddim":
             kwargs["outer_eta"] = self.outer_eta
+        if self.inner_spacing is not None:
+            kwargs["inner_spacing"] = self.inner_spacing
         return kwargs
 
     def frame_nfes(self, schedule: Any) -> list[int]:
         """Cumulative NFEs after each frame on ``schedule`` (nested: an inner run costs its grid's length,
         min(M, τ+1) on a discrete VP schedule)."""
         if self.kind == "nested":
-            _, grids = nested_grids(self.on(schedule), self.inner_steps, self.outer_timesteps or None)
+            _, grids = nested_grids(self.on(schedule), self.inner_steps, self.outer_timesteps or None,
+                                    inner_spacing=self.inner_spacing)
             return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
@@ -238,9 +256,11 @@ def plan_method(budget: int, schedule: Any) -> Method:
 
     layout = plan_layout(budget, schedule)
     eta = tuple(layout.inner_eta) if isinstance(layout.inner_eta, (list, tuple)) else layout.inner_eta
+    grids = layout.inner_spacing
+    grid = "" if grids is None else (grids[0] if len(set(grids)) == 1 else "/".join(grids))
     return Method("nested", layout.inner_sampler, eta, len(layout.inner_steps), tuple(layout.inner_steps),
                   DEFAULT_OUTER_ETA if layout.outer_eta is None else layout.outer_eta,
-                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps))
+                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps), grid=grid)
 
 
 def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: Any = None) -> Method:
@@ -249,8 +269,9 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: A
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {KINDS}, got {kind!r}")
     spec, _, grid = spec.strip().partition("~")
-    if "~" in grid or (grid and not grid.isidentifier()) or (_ and not grid):
-        raise ValueError(f"{kind} spec {spec + _ + grid!r}: expected ~GRID at the end, a spacing like ~karras or ~logsnr")
+    if "~" in grid or (grid and not all(g.isidentifier() for g in grid.split("/"))) or (_ and not grid):
+        raise ValueError(f"{kind} spec {spec + _ + grid!r}: expected ~GRID at the end, a spacing like ~karras or "
+                         "~logsnr (nested: or one per outer step, ~trailing/logsnr/...)")
     if grid:
         return dataclasses.replace(parse_method(kind, spec, budget=budget, schedule=schedule), grid=grid)
     if kind == "nested" and spec.strip() == "plan":
