@@ -10,8 +10,9 @@ from PIL import Image
 
 from nested_diffusion import NestedPipeline, ddrm_sample, nested_restore
 from nested_diffusion.cli import main
-from nested_diffusion.evaluation import (EvalConfig, RestorationTarget, batch_seed, evaluate, load_target, make_metric,
-                                         parse_method)
+from nested_diffusion.evaluation import (EvalConfig, RestorationTarget, evaluate, load_target, make_metric,
+                                         parse_method, sample_generators)
+from nested_diffusion.samplers import randn_like
 from nested_diffusion.restoration import Inpainting, SuperResolution, make_operator, residual_ratio
 from nested_diffusion.restoration.tasks import box_mask, gaussian_kernel, random_mask
 
@@ -182,16 +183,16 @@ def test_evaluate_task_values_equal_direct_restoration_on_the_oracle(tmp_path, g
                parse_method("envelope", "ddrm:1"), parse_method("envelope", "ddrm:0.5")]
     metrics = [make_metric("gmm-fd"), make_metric("residual")]
     result = evaluate(target, methods, metrics, EvalConfig(40, (5, 20), batch_size=40, seed=3), tmp_path)
-    g = gen(batch_seed(3, 0))
-    noise = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
+    g = sample_generators(3, range(40))  # one generator per sample
+    noise = randn_like(torch.empty(40, 1, 8, 8, dtype=torch.float64), g)
     frames = list(nested_restore(target.base.model, target.base.schedule, noise, operator=Inpainting(mask),
                                  measurement=y.expand(40, -1), sigma_y=0.05, outer_steps=4, inner_steps=5, generator=g))
     name = "nested-4x5-ddrm-eta0.95"
     assert result.value(name, 5, "gmm-fd") == pytest.approx(posterior.frechet_distance(frames[0].image), rel=1e-9)
     assert result.value(name, 20, "residual") == pytest.approx(
         residual_ratio(Inpainting(mask), frames[-1].image, y.expand(40, -1), 0.05), rel=1e-9)
-    g = gen(batch_seed(3, 0))
-    noise = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
+    g = sample_generators(3, range(40))  # one generator per sample
+    noise = randn_like(torch.empty(40, 1, 8, 8, dtype=torch.float64), g)
     final = list(ddrm_sample(target.base.model, target.base.schedule, noise, operator=Inpainting(mask),
                              measurement=y.expand(40, -1), sigma_y=0.05, steps=5, eta=1.0, generator=g))[-1]
     assert result.value("envelope-ddrm-eta1", 5, "gmm-fd") == pytest.approx(posterior.frechet_distance(final.image), rel=1e-9)
