@@ -36,9 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Anytime editing: every outer step a complete edit of --input that improves with NFEs. "
                     "Without --mask it is image-to-image (the input noised to --strength, then denoised); with "
                     "--mask (white = repaint) it is inpainting: the unmasked region is kept in every frame. Writes "
-                    "every frame as a PNG named by its NFE count, a contact sheet (rows: input, mask, nested frames, "
-                    "vanilla x̂0 previews), a GIF and run.json. On the embedded digit model (the default) inpainting "
-                    "is nested DDRM, exact for a mask.",
+                    "every frame as a PNG named by its NFE count, a contact sheet (rows: input, the mask in red "
+                    "over it, nested frames, vanilla x̂0 previews), a GIF and run.json. On the embedded digit model "
+                    "(the default) inpainting is nested DDRM, exact for a mask.",
         formatter_class=Formatter)
     add_model_arguments(p, "hub id or local diffusers folder (default: the embedded MNIST digit model)")
     p.add_argument("--input", type=Path, required=True, help="the image to edit (PNG, JPEG or WebP)")
@@ -136,13 +136,13 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
 
     # 3. the files: the input and mask rows, frames, contact sheet, GIF and run.json, moved into place together
-    from ..visualize import save_anytime
+    from ..visualize import mask_overlay, save_anytime
 
     decode = lambda frames: [(f.nfe, session.decode(f.latents, "pil")) for f in frames]  # noqa: E731
     count = len(nested[-1].latents)
     references = {"input": [image] * count}
     if mask is not None:
-        references["mask"] = [mask] * count
+        references["masked"] = [mask_overlay(image, mask)] * count  # the region to repaint in red over the input
     kind = "inpainting" if mask is not None else f"image-to-image (strength {session.edit.strength:g})" \
         if session.edit is not None else "image-to-image"
     method = "nested DDRM" if ddrm else "nested"
