@@ -4,7 +4,7 @@
 A 2×2 batch (digits 0–3, seed 0) with the vanilla x̂0-preview lane; after the frame at 20 NFEs,
 image 2 is continued as four variations (branch b1); the picture is taken while they run.
 With ``--edit``: docs/studio_edit.png, an inpainting edit — docs/edit/digit.png uploaded, its top half
-painted with the mouse, four unconditional fills by nested DDRM, the finished session.
+painted with the mouse, four unconditional fills by nested DDRM (budget 200), mid-run.
 
     OMP_NUM_THREADS=1 python scripts/studio_screenshot.py            # → docs/studio.png
     OMP_NUM_THREADS=1 python scripts/studio_screenshot.py --edit     # → docs/studio_edit.png
@@ -79,12 +79,13 @@ def edit(page) -> None:
         page.mouse.move(*at(0.95, y), steps=8)
         page.mouse.move(*at(0.05, y), steps=8)
     page.mouse.up()
-    page.get_by_test_id("condition-class").select_option("*")
+    page.get_by_test_id("condition-class").select_option("")  # unconditional: the kept half decides the digit
     page.get_by_test_id("num-images").fill("4")
     page.get_by_test_id("compare").check()
+    page.get_by_test_id("budget").fill("200")
     page.get_by_test_id("start").click()
-    page.wait_for_function("() => document.querySelector('[data-branch=b0] [data-testid=status]')?.textContent"
-                           " === 'done'")
+    page.wait_for_function("() => +(document.querySelector('[data-branch=b0] [data-testid=nfe]')?.textContent || 0)"
+                           " >= 60")  # mid-run: three of six frames
 
 
 if __name__ == "__main__":
