@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from .options import (CLIError, Formatter, add_model_arguments, check_out, classes, guidance, load_pipeline,
-                      positive_int, staged_output)
+                      nested_frames, positive_int, staged_output)
 
 MARKER = "run.json"
 #: library argument names → this command's flags (for error messages)
@@ -77,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--mask must have the input's size {image.size[0]}×{image.size[1]}, got "
                        f"{mask.size[0]}×{mask.size[1]}")
     import torch
-    from tqdm import tqdm
 
     pipe = load_pipeline(args)
     adapter = pipe.adapter
@@ -107,16 +104,10 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. the nested frames, then (optionally) the vanilla edit's previews at the same NFEs
     total = session.core.total_nfe
-    bar = tqdm(total=total * (2 if args.compare_vanilla else 1), unit="NFE", desc="nested", file=sys.stderr)
-    nested, start = [], time.perf_counter()
-    for frame in session.frames():
-        nested.append(frame)
-        bar.update(frame.nfe - bar.n)
-    nested_s = time.perf_counter() - start
+    nested, nested_s, bar = nested_frames(session, compare="vanilla" if args.compare_vanilla else None)
     checkpoints = [f.nfe for f in nested]
     lanes = {"nested": nested}
     if args.compare_vanilla:
-        bar.set_description("vanilla")
         if ddrm:
             baseline = pipe.restore(image, session.core.problem.operator, 0.0, method="ddrm", steps=total,
                                     generator=generator(), output_type="latent",
