@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from nested_diffusion.restoration import Inpainting
 from nested_diffusion.testing import GaussianMixture
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "inpaint_oracle.py"
