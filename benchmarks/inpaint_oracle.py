@@ -174,16 +174,20 @@ class InpaintingPosterior:
         mu, cov = gaussian_stats(samples.reshape(len(samples), -1))
         return frechet_distance(mu, cov, self.mean().numpy(), self.covariance().numpy())
 
-    def class_distance(self, samples: torch.Tensor) -> float:
-        """Total variation ½ Σ_k |w_k - r̄_k| between the posterior's component weights and the samples' mean
-        responsibilities r̄_k = mean p(k | x[u]) under it (for exact samples E r̄ = w): is each digit class drawn
-        as often as the posterior says?"""
+    def class_shares(self, samples: torch.Tensor) -> torch.Tensor:
+        """The samples' mean responsibilities r̄_k = mean p(k | x[u]) under the posterior mixture (for exact
+        samples E r̄ = w): how often each digit class (component) is drawn."""
         mix = self.repainted
         x = samples.reshape(len(samples), -1).double()[:, ~self.observed]
         z = torch.linalg.solve_triangular(mix.chol, (x[None] - mix.means[:, None]).transpose(1, 2), upper=False)
         log_p = torch.log(mix.weights) - torch.log(torch.diagonal(mix.chol, dim1=1, dim2=2)).sum(1) \
             - 0.5 * (z**2).sum(1).T  # [N, K]: log π_k N(x[u]; m_k, C_k) + const
-        return float(0.5 * (torch.softmax(log_p, 1).mean(0) - mix.weights).abs().sum())
+        return torch.softmax(log_p, 1).mean(0)
+
+    def class_distance(self, samples: torch.Tensor) -> float:
+        """Total variation ½ Σ_k |w_k - r̄_k| between the posterior's class weights and :meth:`class_shares`: is
+        each digit class drawn as often as the posterior says?"""
+        return float(0.5 * (self.class_shares(samples) - self.repainted.weights).abs().sum())
 
     def rms(self, samples: torch.Tensor) -> float:
         """√mean (x[o] - y)² over the samples' observed coordinates."""
@@ -257,29 +261,46 @@ class Bench:
             tmp.replace(self.cache_path)
         return {int(k): v for k, v in self.cache[key].items()}
 
+    def session(self, method: str, schedule: str, truth: int, mask: str, budget: int) -> Any:
+        """One run of ``method`` with ``budget`` NFEs, through the library's entry points; its frames' images are
+        ``frame.latents`` (pipeline sessions) or ``frame.image`` (restoration sessions)."""
+        c, pipe = self.case(truth, mask), self.pipe(schedule)
+        edit = dict(image=c.image, mask_image=c.mask_image, num_images=self.n, generator=self.generators(),
+                    output_type="latent")
+        if method.startswith("vanilla"):
+            return pipe.vanilla(**edit, num_inference_steps=budget, sampler="ddim", eta=float(method[-1]))
+        if method == "nested-blend":
+            return pipe.anytime(**edit, budget=budget)
+        gens = self.generators()
+        noise = pipe.adapter.initial_noise(self.n, gens)  # the pipelines' initial noise: each generator's first draw
+        common = dict(operator=c.operator, measurement=c.y.expand(self.n, -1), sigma_y=0.0, generator=gens)
+        model, S = pipe.adapter, pipe.adapter.schedule
+        if method == "ddrm":
+            return ddrm_sample(model, S, noise, **common, steps=budget)
+        return nested_restore(model, S, noise, **common, inner_steps=plan_schedule(budget, max_steps=S.max_steps))
+
+    def frames(self, method: str, schedule: str, truth: int, mask: str, budget: int):
+        """(nfe, image) for every frame of :meth:`session`."""
+        session = self.session(method, schedule, truth, mask, budget)
+        edited = getattr(session, "edit", None)
+        if edited is not None and not torch.equal(edited.image, self.case(truth, mask).latents.expand(self.n, *SHAPE)):
+            raise RuntimeError("the identity VAE changed the known latents")  # the posterior conditions on these
+        for f in session:
+            yield f.nfe, f.latents if edited is not None else f.image
+
     def run(self, method: str, schedule: str, truth: int, mask: str, budget: int) -> dict[int, list[float]]:
         """{nfe: score} of every frame of one run with ``budget`` NFEs (the last one is its final)."""
         def compute() -> dict[str, list[float]]:
-            c, pipe = self.case(truth, mask), self.pipe(schedule)
-            edit = dict(image=c.image, mask_image=c.mask_image, num_images=self.n, generator=self.generators(),
-                        output_type="latent")
-            if method.startswith("vanilla"):
-                session = pipe.vanilla(**edit, num_inference_steps=budget, sampler="ddim",
-                                       eta=float(method[-1]))
-            elif method == "nested-blend":
-                session = pipe.anytime(**edit, budget=budget)
-            else:
-                gens = self.generators()
-                noise = pipe.adapter.initial_noise(self.n, gens)  # the pipelines' initial noise: each generator's first draw
-                common = dict(operator=c.operator, measurement=c.y.expand(self.n, -1), sigma_y=0.0, generator=gens)
-                model, S = pipe.adapter, pipe.adapter.schedule
-                session = ddrm_sample(model, S, noise, **common, steps=budget) if method == "ddrm" else \
-                    nested_restore(model, S, noise, **common, inner_steps=plan_schedule(budget, max_steps=S.max_steps))
-            edited = getattr(session, "edit", None)
-            if edited is not None and not torch.equal(edited.image, c.latents.expand(self.n, *SHAPE)):
-                raise RuntimeError("the identity VAE changed the known latents")  # the posterior conditions on these
-            return {str(f.nfe): c.score(f.latents if edited is not None else f.image) for f in session}
+            c = self.case(truth, mask)
+            return {str(nfe): c.score(x) for nfe, x in self.frames(method, schedule, truth, mask, budget)}
         return self._cached(f"{method}|{schedule}|truth={truth}|{mask}|budget={budget}", compute)
+
+    def shares(self, method: str, schedule: str, truth: int, mask: str, budget: int) -> list[float]:
+        """The class shares (:meth:`InpaintingPosterior.class_shares`) of the final of one run."""
+        def compute() -> dict[str, list[float]]:
+            *_, (nfe, x) = self.frames(method, schedule, truth, mask, budget)
+            return {str(nfe): self.case(truth, mask).posterior.class_shares(x).tolist()}
+        return final(self._cached(f"shares|{method}|{schedule}|truth={truth}|{mask}|budget={budget}", compute))
 
     def floor(self, truth: int, mask: str) -> list[float]:
         """The scores of n exact posterior samples (the noise floor at this sample count)."""
@@ -366,6 +387,25 @@ def summary(b: Bench, schedules: Sequence[str], cases: Sequence[tuple[str, int]]
     return "\n".join(out)
 
 
+def shares_table(b: Bench, schedules: Sequence[str], cases: Sequence[tuple[str, int]], budget: int) -> str:
+    """Per schedule and case: how often each digit class is drawn by each method's final at ``budget`` NFEs."""
+    out = []
+    for s in schedules:
+        for m, t in cases:
+            post = b.case(t, m).posterior
+            exact = post.class_shares(post.sample(b.n, torch.Generator().manual_seed(10**9 + b.seed)))
+            rows = [("exact posterior: class weights", post.repainted.weights), (f"{b.n:,} exact posterior samples", exact)]
+            rows += [(LABELS[method], torch.tensor(b.shares(method, s, t, m, budget))) for method in METHODS]
+            out.append(f"\n#### {s}, {m} repainted (truth {t}): share of each digit class (mean posterior "
+                       f"responsibility) in the finals at {budget} NFEs, {b.n:,} samples\n")
+            out.append("| | " + " | ".join(f"“{k}”" for k in range(len(exact))) + " | distance |")
+            out.append("|---|" + "---|" * (len(exact) + 1))
+            for name, v in rows:
+                tv = 0.5 * float((v - post.repainted.weights).abs().sum())
+                out.append(f"| {name} | " + " | ".join(f"{x:.2f}" for x in v.tolist()) + f" | {tv:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num-samples", type=int, default=2000)
@@ -376,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--long", type=int, default=1000, help="steps of the long vanilla blending runs (0: none)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses the generator seeded seed + i")
     p.add_argument("--cache", type=Path, default=Path("benchmarks/results/inpaint_oracle.json"))
+    p.add_argument("--shares", action="store_true",
+                   help="only the table of digit-class shares in every method's final at the largest budget")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     if args.num_samples < 2:
@@ -389,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     b = Bench(args.num_samples, args.seed, args.cache)
+    if args.shares:
+        print(shares_table(b, args.schedules, args.cases, max(args.budgets)))
+        return
     work = [(method, s, t, m, n) for s in args.schedules for m, t in args.cases for method in METHODS
             for n in args.budgets]
     work += [(method, s, t, m, args.long) for s in args.schedules for m, t in args.cases

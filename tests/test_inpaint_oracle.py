@@ -98,3 +98,10 @@ def test_the_script_runs_at_a_tiny_size(bench, tmp_path, capsys):
         if key.startswith("nested-blend"):  # ... and so does every nested frame
             assert all(v[1] == 0.0 for v in curve.values()), key
         assert all(v[0] > 0 for v in curve.values()), key
+    bench.main(["--num-samples", "16", "--schedules", "scaled-linear", "--cases", "bottom-three-quarters:1",
+                "--budgets", "3", "--shares", "--cache", str(cache)])
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith("| ") and "“0”" not in line]
+    assert len(rows) == 2 + 5  # the posterior's weights, exact samples, five methods
+    for line in rows:  # shares of the ten digit classes sum to one
+        assert abs(sum(map(float, line.split("|")[2:12])) - 1) < 0.06, line
