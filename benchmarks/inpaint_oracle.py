@@ -350,19 +350,20 @@ def tables(b: Bench, schedules: Sequence[str], cases: Sequence[tuple[str, int]],
                        f"{' / '.join(f'{v:.2f}' for v in w.sort(descending=True).values[:3])} …)\n\n"
                        f"FD to the exact posterior (RMS on the known coordinates); {b.n:,} exact posterior samples: "
                        f"FD {fd(fl[0])}, class-weight distance {fl[2]:.3f}.\n")
-            out.append("| method | " + " | ".join(f"{n} NFEs" for n in budgets) + f" | class-weight distance at "
-                       f"{top} | frames of the {top}-NFE run at {' / '.join(map(str, budgets[:-1]))} |")
-            out.append("|---|" + "---|" * (len(budgets) + 2))
+            early = budgets[:-1]  # the frames of the largest budget's run at the smaller budgets
+            out.append("| method | " + " | ".join(f"{n} NFEs" for n in budgets) + f" | class-weight distance at {top} |"
+                       + (f" frames of the {top}-NFE run at {' / '.join(map(str, early))} |" if early else ""))
+            out.append("|---|" + "---|" * (len(budgets) + 1 + bool(early)))
             for method in METHODS:
                 frames = b.run(method, s, t, m, top)
                 finals = [cell(final(b.run(method, s, t, m, n))) for n in budgets]
-                anytime = " / ".join(cell(at(frames, n)) for n in budgets[:-1])
-                out.append(f"| {LABELS[method]} | " + " | ".join(finals) + f" | {final(frames)[2]:.3f} | {anytime} |")
+                anytime = f" {' / '.join(cell(at(frames, n)) for n in early)} |" if early else ""
+                out.append(f"| {LABELS[method]} | " + " | ".join(finals) + f" | {final(frames)[2]:.3f} |{anytime}")
             if long:
                 for method in ("vanilla-eta0", "vanilla-eta1"):
                     v = final(b.run(method, s, t, m, long))
-                    out.append(f"| {LABELS[method]}, {long:,} steps | " + " | ".join("" for _ in budgets[:-1])
-                               + f" | {cell(v)} | {v[2]:.3f} | |")
+                    out.append(f"| {LABELS[method]}, {long:,} steps | " + " | ".join("" for _ in early)
+                               + f"{' | ' if early else ''}{cell(v)} | {v[2]:.3f} |" + (" |" if early else ""))
     return "\n".join(out)
 
 
