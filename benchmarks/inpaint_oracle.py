@@ -14,12 +14,18 @@ per-sample generators, with H = "keep the observed coordinates" and σ_y = 0.
 The target is exact: for the noiseless observation x0[o] = y the posterior is again a Gaussian mixture
 (:class:`InpaintingPosterior`, Gaussian conditioning per component), so "FD" is the Fréchet distance of a
 method's samples (all 64 coordinates) to the posterior's closed-form mean and covariance, and "RMS" the
-root-mean-square error on the known coordinates, √mean (x[o] - y)² (0 for exact posterior samples). The FD floor
-is the FD of the same number of exact posterior samples. Sample i of every method draws its initial noise and
+root-mean-square error on the known coordinates, √mean (x[o] - y)² (0 for exact posterior samples), and the
+class-weight distance how far the share of each digit class drawn is from the posterior's class weights
+(:meth:`InpaintingPosterior.class_distance`). The floor is the same scores for as many exact posterior samples. Sample i of every method draws its initial noise and
 its step noise from its own generator (seed ``--seed`` + i), as diffusers does with a list of generators.
 
-    python benchmarks/inpaint_oracle.py                              # 2,000 samples, every case (~20 min)
-    python benchmarks/inpaint_oracle.py --num-samples 10000 --budgets 20 100 --long 0   # the headline
+    python benchmarks/inpaint_oracle.py --schedules scaled-linear flow-shift3 --long 0     # §13.1 (~20 min)
+    python benchmarks/inpaint_oracle.py --num-samples 10000 --schedules scaled-linear flow-shift3 \
+        --cases random-half:0 bottom-three-quarters:1 --budgets 100 --long 0               # §13.2 (~47 min)
+    python benchmarks/inpaint_oracle.py --shares --schedules scaled-linear --cases bottom-three-quarters:1 --budgets 100
+
+(BENCHMARKS.md §13 has every command; the defaults — three schedules, three cases, 1,000-step vanilla runs —
+take about 1.5 h on one core.)
 
 Results are cached per run in ``--cache`` (JSON) and printed as Markdown tables for BENCHMARKS.md §13.
 """
