@@ -59,12 +59,12 @@ def candidates(budget: int) -> dict[str, str]:
     }
 
 
-def resolve(spec: str, alphas_cumprod, outer_steps: int) -> str:
-    """Turn ``@σ:…`` (noise levels) and ``@λ`` (outer grid uniform in log-SNR) into timesteps."""
+def resolve(spec: str, schedule, outer_steps: int) -> str:
+    """Turn ``@σ:…`` (noise levels) and ``@λ`` (outer grid uniform in log-SNR) into timesteps (VP tables)."""
     if "@" not in spec:
         return spec
     head, grid = spec.split("@")
-    a = alphas_cumprod.double()
+    a = schedule.alphas_cumprod.double()
     if grid == "λ":  # outer_steps timesteps uniform in λ = log(α/σ) between T-1 and 0
         lam = (0.5 * (a / (1 - a)).log()).tolist()
         taus = []
@@ -73,7 +73,7 @@ def resolve(spec: str, alphas_cumprod, outer_steps: int) -> str:
             t = min(range(len(lam)), key=lambda i: abs(lam[i] - target))
             taus.append(min(t, taus[-1] - 1) if taus else len(lam) - 1)
     else:
-        taus = outer_timesteps_at_sigmas(a, [float(s) for s in grid[2:].split("/")])
+        taus = outer_timesteps_at_sigmas(schedule, [float(s) for s in grid[2:].split("/")])
     return f"{head}@{'/'.join(map(str, taus))}"
 
 
@@ -91,7 +91,7 @@ def main() -> None:
         target = load_target(f"gmm:{schedule}")
         cands = candidates(args.budget)
         outer_steps = len(plan_schedule(args.budget))
-        specs = {label: resolve(spec, target.alphas_cumprod, outer_steps) for label, spec in cands.items()}
+        specs = {label: resolve(spec, target.schedule, outer_steps) for label, spec in cands.items()}
         methods = [parse_method("nested", s) for s in specs.values()]
         methods += [parse_method("vanilla", "ddim:1", budget=args.budget)]
         methods += [parse_method("envelope", e) for e in ENVELOPE]
@@ -103,7 +103,7 @@ def main() -> None:
             ratios = [value_at(result, method.name, c, "gmm-fd") / result.value("envelope-best", c, "gmm-fd")
                       for c in checkpoints if c >= 0.2 * args.budget]
             fin = value_at(result, method.name, final, "gmm-fd")
-            last = max(method.frame_nfes(target.num_train_timesteps))
+            last = max(method.frame_nfes(target.schedule))
             if last < final:  # a capped layout ends early: its final is the last frame
                 fin = value_at(result, method.name, last, "gmm-fd") if last in checkpoints else fin
             table.setdefault(label, {})[schedule] = (max(ratios), fin / vanilla)

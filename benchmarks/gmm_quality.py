@@ -7,7 +7,7 @@ summary tables of BENCHMARKS.md §1 and §6. Each run's command line is printed 
 
     python benchmarks/gmm_quality.py --table goals        # default vs old default vs vanilla vs envelope
     python benchmarks/gmm_quality.py --table eta          # η grid of the paper's 10×10 DDIM layout
-    python benchmarks/gmm_quality.py --table planner      # plan_steps' square rule against other exponents
+    python benchmarks/gmm_quality.py --table planner      # the square rule (100 → 10×10) against other exponents
     python benchmarks/gmm_quality.py --table all          # everything (~40 min on 2 busy CPU cores)
 
 Outputs (shards, results.csv/json, plots) go to ``--out`` (default ``benchmarks/results/gmm``); a
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from nested_diffusion.cli import main as cli
 from nested_diffusion.evaluation import anytime_score, default_checkpoints, load_results, markdown_table, value_at
-from nested_diffusion.planner import plan_schedule, plan_steps
+from nested_diffusion.planner import plan_schedule
 
 SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -145,18 +145,24 @@ def table_eta(args) -> None:
                                                 for s in SCHEDULES) + " |")
 
 
+def square_rule(budget: int, exponent: float) -> tuple[int, int]:
+    """The uniform layout of issue 2's planner: inner = round(budget^e), outer = budget // inner."""
+    inner = max(1, round(budget ** exponent))
+    return budget // inner, inner
+
+
 def table_planner(args) -> None:
-    print("\n## plan_steps: inner = round(budget^e), outer = budget // inner (linear, DDIM η .85 inner)\n")
+    print("\n## the square rule: inner = round(budget^e), outer = budget // inner (linear, DDIM η .85 inner)\n")
     print("| budget | e | outer×inner | anytime score | final FD |\n|---|---|---|---|---|")
     for budget in (20, 50, 100):
-        plans = [(e, plan_steps(budget, e)) for e in (0.3, 0.4, 0.5, 0.6, 0.7)]
-        specs = list(dict.fromkeys(f"{p.outer_steps}x{p.inner_steps}" for _, p in plans))
+        plans = [(e, square_rule(budget, e)) for e in (0.3, 0.4, 0.5, 0.6, 0.7)]
+        specs = list(dict.fromkeys(f"{outer}x{inner}" for _, (outer, inner) in plans))
         result = run(args.out / f"planner-linear-{budget}", "gmm:linear:epsilon", budget, specs,
                      num_samples=args.num_samples, vanilla=False)
-        for e, p in plans:
-            name = f"nested-{p.outer_steps}x{p.inner_steps}-ddim-eta0.85"
+        for e, (outer, inner) in plans:
+            name = f"nested-{outer}x{inner}-ddim-eta0.85"
             final = value_at(result, name, default_checkpoints(budget)[-1], METRIC)
-            print(f"| {budget} | {e} | {p.outer_steps}×{p.inner_steps} | {anytime_score(result, name, METRIC):.2f} | "
+            print(f"| {budget} | {e} | {outer}×{inner} | {anytime_score(result, name, METRIC):.2f} | "
                   f"{final:.3f} |")
 
 

@@ -139,7 +139,7 @@ class Bench:
     def _common(self, schedule: str, case: str) -> dict:
         ac = make_alphas_cumprod(schedule)
         op, sigma_y = self.cases[case]
-        return dict(model=self.gmm.model(ac), alphas_cumprod=ac, noise=self.noise(), operator=op,
+        return dict(model=self.gmm.model(ac), schedule=ac, noise=self.noise(), operator=op,
                     measurement=self.y[case].expand(self.n, *self.y[case].shape[1:]), sigma_y=sigma_y,
                     generator=torch.Generator().manual_seed(self.seed + 2))
 

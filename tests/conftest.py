@@ -23,7 +23,7 @@ class CountingModel:
 
     def __call__(self, x, t, **kwargs):
         self.calls += 1
-        self.timesteps.append(int(t[0]))
+        self.timesteps.append(t[0].item())  # an int timestep, or a float model time σ·T
         return self.model(x, t, **kwargs)
 
 

@@ -4,7 +4,7 @@ Run once, on the commit *before* the schedule redesign (issue 16: "Any schedule"
 ``OMP_NUM_THREADS=1 python tests/make_vp_reference.py``; it writes ``tests/data/vp_reference.safetensors``
 (every frame of the planned default, the paper's 10×10 layout, vanilla samplers and the restoration
 sessions, on the exact Gaussian-mixture oracle and on the embedded digit model). The test then checks
-that the redesigned core reproduces them. Recorded at commit 46460cb.
+that the redesigned core reproduces them. Recorded at commit 46460cb with the UNet2D clip_sample fix of the next commit (ᾱ in the model's float64).
 """
 
 from __future__ import annotations

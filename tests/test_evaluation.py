@@ -31,7 +31,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 # -- methods ---------------------------------------------------------------------------------------
-def test_method_specs_and_names():
+def test_method_specs_and_names(linear):
     m = parse_method("nested", "10x10")
     assert (m.outer_steps, m.inner_steps, m.sampler, m.eta, m.outer_eta) == (10, (10,) * 10, "ddim", 0.85, 1.0)
     assert m.name == "nested-10x10-ddim-eta0.85"
@@ -42,9 +42,9 @@ def test_method_specs_and_names():
     assert parse_method("vanilla", "ddpm", budget=50).name == "vanilla-ddpm-50"
     assert parse_method("envelope", "dpmpp-2m").name == "envelope-dpmpp-2m-eta0"
     # NFEs per frame, including the min(M, τ+1) cap of short inner runs
-    assert parse_method("nested", "10x10").frame_nfes(1000) == list(range(10, 101, 10))
-    assert parse_method("nested", "5x20").cost((10, 20, 30), 1000) == 20
-    assert parse_method("envelope", "ddim:0").cost((10, 20, 30), 1000) == 60
+    assert parse_method("nested", "10x10").frame_nfes(linear) == list(range(10, 101, 10))
+    assert parse_method("nested", "5x20").cost((10, 20, 30), linear) == 20
+    assert parse_method("envelope", "ddim:0").cost((10, 20, 30), linear) == 60
     assert frame_at([20, 40, 60], 10) is None and frame_at([20, 40, 60], 59) == 1 and frame_at([20, 40, 60], 60) == 2
 
 
@@ -54,20 +54,20 @@ def test_outer_grid_renoise_and_per_step_eta_specs(linear):
     m = parse_method("nested", "3x10/10/20:dpmpp-2m:0/0.85/0.85:renoise@999/300/80")
     assert (m.outer_update, m.outer_timesteps, m.eta) == ("renoise", (999, 300, 80), (0.0, 0.85, 0.85))
     assert m.name == "nested-3x10.10.20-dpmpp-2m-eta0_0.85x2-renoise-at999.300.80"
-    assert m.frame_nfes(1000) == [10, 20, 40]
+    assert m.frame_nfes(linear) == [10, 20, 40]
     assert m.session_kwargs() == dict(outer_steps=3, inner_steps=[10, 10, 20], inner_sampler="dpmpp-2m",
-                                      inner_eta=[0.0, 0.85, 0.85], outer_eta=1.0, outer_update="renoise",
+                                      inner_eta=[0.0, 0.85, 0.85], outer_update="renoise",  # no η: renoise has none
                                       outer_timesteps=[999, 300, 80])
-    assert parse_method("nested", "2x10@999/5").frame_nfes(1000) == [10, 16]  # min(M, τ+1)
+    assert parse_method("nested", "2x10@999/5").frame_nfes(linear) == [10, 16]  # min(M, τ+1)
     # specs without the new fields keep their shard keys (to_dict) and names
     assert set(parse_method("nested", "10x10").to_dict()) == {"name", "kind", "sampler", "eta", "outer_steps",
                                                              "inner_steps", "outer_eta", "steps"}
     # 'plan': the planner's layout for the budget and the model's schedule
-    plan = parse_method("nested", "plan", budget=100, alphas_cumprod=linear)
+    plan = parse_method("nested", "plan", budget=100, schedule=linear)
     layout = plan_layout(100, linear)
     assert plan.outer_timesteps == tuple(layout.outer_timesteps) and plan.inner_steps == tuple(layout.inner_steps)
     assert plan.session_kwargs()["inner_eta"] == layout.inner_eta and plan.outer_update == layout.outer_update
-    with pytest.raises(ValueError, match="alphas_cumprod"):
+    with pytest.raises(ValueError, match="noise schedule"):
         parse_method("nested", "plan", budget=100)
 
 
@@ -89,7 +89,7 @@ def test_gmm_prediction_types_give_the_same_curves(tmp_path):
     for pred in ("epsilon", "v_prediction", "sample"):
         target = load_target(f"gmm:cosine:{pred}")
         assert target.name == "gmm:cosine" + ("" if pred == "epsilon" else f":{pred}")
-        methods = [parse_method("nested", "plan", budget=20, alphas_cumprod=target.alphas_cumprod)]
+        methods = [parse_method("nested", "plan", budget=20, schedule=target.schedule)]
         methods += methods_of(["vanilla:ddim:1", "envelope:dpmpp-2m:0", "envelope:ddim:1"])
         results[pred] = evaluate(target, methods, [make_metric("gmm-fd")], EvalConfig(64, (4, 10, 20), batch_size=64),
                                  tmp_path / pred)
@@ -144,14 +144,14 @@ def test_gmm_values_equal_direct_sampling(tmp_path, gmm):
         return torch.randn(48, gmm.dim, generator=g, dtype=torch.float64), g
 
     noise, g = noise_and_gen()
-    frames = list(nested_sample(target.model, target.alphas_cumprod, noise, outer_steps=4, inner_steps=5, generator=g))
+    frames = list(nested_sample(target.model, target.schedule, noise, outer_steps=4, inner_steps=5, generator=g))
     for c, frame in zip((5, 10, 20), (frames[0], frames[1], frames[3])):
         assert result.value("nested-4x5-ddim-eta0.85", c, "gmm-fd") == pytest.approx(gmm.frechet_distance(frame.image), rel=1e-9)
     noise, g = noise_and_gen()
-    frames = list(vanilla_sample(target.model, target.alphas_cumprod, noise, steps=20, eta=1.0, generator=g))
+    frames = list(vanilla_sample(target.model, target.schedule, noise, steps=20, eta=1.0, generator=g))
     assert result.value("vanilla-ddim-eta1-20", 5, "gmm-fd") == pytest.approx(gmm.frechet_distance(frames[4].image), rel=1e-9)
     noise, g = noise_and_gen()
-    final = list(vanilla_sample(target.model, target.alphas_cumprod, noise, steps=10, sampler="dpmpp-2m", eta=0.0,
+    final = list(vanilla_sample(target.model, target.schedule, noise, steps=10, sampler="dpmpp-2m", eta=0.0,
                                 generator=g))[-1]
     assert result.value("envelope-dpmpp-2m-eta0", 10, "gmm-fd") == pytest.approx(gmm.frechet_distance(final.image), rel=1e-9)
     # no frame before the first inner run finishes: no row; the envelope-best is the better envelope

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nested_diffusion import Frame, NestedSession, nested_sample, plan_steps, vanilla_sample
+from nested_diffusion import Frame, NestedSession, nested_sample, vanilla_sample
 from nested_diffusion.schedules import make_alphas_cumprod, spaced_timesteps
 
 
@@ -233,20 +233,6 @@ def test_vanilla_session_budget_and_fork(gmm, linear):
     assert torch.equal(a[-1].image, b[-1].image) and a[-1].nfe == 20
 
 
-def test_planner():
-    assert plan_steps(100) == (10, 10)
-    assert plan_steps(100, 0.0) == (100, 1)
-    assert plan_steps(1) == (1, 1)
-    for budget in (1, 7, 20, 33, 100, 250):
-        for e in (0.0, 0.3, 0.5, 0.7, 1.0):
-            p = plan_steps(budget, e)
-            assert 1 <= p.nfe <= budget
-    with pytest.raises(ValueError, match="budget"):
-        plan_steps(0)
-    with pytest.raises(ValueError, match="inner_exponent"):
-        plan_steps(10, 2.0)
-
-
 def test_plan_schedule_puts_frames_at_the_budget_fractions(gmm, linear):
     from nested_diffusion.planner import plan_schedule
 
@@ -346,7 +332,7 @@ def test_renoise_outer_step_is_the_forward_process_from_the_frame(gmm, linear):
     first = sample(denoise, noise(), spaced_timesteps(999, 5), a, make_sampler("dpmpp-2m", 0.0), g)
     x = a[200] ** 0.5 * first + (1 - a[200]) ** 0.5 * torch.randn(first.shape, generator=g, dtype=first.dtype)
     second = sample(denoise, x, spaced_timesteps(200, 6), a, make_sampler("dpmpp-2m", 0.5), g)
-    torch.testing.assert_close(frames[0].image, first, rtol=0, atol=0)
+    torch.testing.assert_close(frames[0].image, first, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(frames[1].image, second, rtol=1e-12, atol=1e-12)
 
 
@@ -432,43 +418,48 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
         outer_timesteps_at_sigmas(make_alphas_cumprod("linear"), [1.0, -2.0])
 
 
-def test_resolve_layout_is_the_one_rule():
+def test_resolve_layout_is_the_one_rule(linear):
+    """The one function that fills in a partial layout, rule by rule (its docstring's list)."""
     from nested_diffusion import resolve_layout
+    from nested_diffusion.planner import plan_layout
 
-    assert resolve_layout() == (6, [10, 10, 10, 20, 25, 25])  # the project default for 100 NFEs
-    assert resolve_layout(budget=20) == (6, [2, 2, 2, 4, 5, 5])
-    assert resolve_layout(outer_steps=5) == (5, 10) and resolve_layout(inner_steps=4) == (10, 4)
-    assert resolve_layout(inner_steps=4, budget=40) == (10, 4) and resolve_layout(outer_steps=4, budget=41) == (4, 10)
-    assert resolve_layout(inner_steps=[3, 2, 1]) == (3, [3, 2, 1])
-    assert resolve_layout(3, 5, budget=20) == (3, 5)
-    with pytest.raises(ValueError, match="one inner count per outer step"):
-        resolve_layout(outer_steps=2, inner_steps=[3, 2, 1])
-    with pytest.raises(ValueError, match=r"budget 5 is smaller than one outer step \(inner_steps = 10 NFEs\)"):
-        resolve_layout(inner_steps=10, budget=5)
-    with pytest.raises(ValueError, match="budget must be a positive integer"):
-        resolve_layout(budget=0)
-
-
-def test_plan_session_is_the_one_rule_with_a_schedule(linear):
-    from nested_diffusion.planner import plan_layout, plan_session
+    def counts(**kw):
+        layout = resolve_layout(linear, **kw)
+        return len(layout.inner_steps), layout.inner_steps
 
     cosine = make_alphas_cumprod("cosine")
-    # nothing given: the planned layout for the budget and this schedule
-    assert plan_session(linear) == plan_layout(100, linear).session_kwargs()
-    assert plan_session(cosine, budget=50) == plan_layout(50, cosine).session_kwargs()
-    assert plan_session(linear)["outer_timesteps"] != plan_session(cosine)["outer_timesteps"]
-    # explicit choices replace the plan's; an outer η selects the paper's DDIM outer step
-    assert plan_session(linear, inner_eta=0.5)["inner_eta"] == 0.5
-    assert plan_session(linear, outer_eta=0.3)["outer_update"] == "ddim"
-    assert plan_session(linear, inner_sampler="ddim")["inner_sampler"] == "ddim"
-    # counts given: resolve_layout's counts, uniform grid, DDIM outer step, DPM-Solver++(2M) inner runs
-    assert plan_session(linear, outer_steps=10, inner_steps=10) == dict(
-        outer_steps=10, inner_steps=10, outer_timesteps=None, inner_sampler="dpmpp-2m", inner_eta=None,
-        outer_eta=None, outer_update="ddim")
-    assert plan_session(linear, inner_steps=4, budget=40)["outer_steps"] == 10
-    assert plan_session(linear, outer_timesteps=[999, 100])["inner_steps"] == 10
-    with pytest.raises(ValueError, match="budget"):
-        plan_session(linear, budget=0)
+    # nothing of the grid given: the planned layout for the budget (default 100) and this schedule
+    assert resolve_layout(linear) == plan_layout(100, linear)
+    assert resolve_layout(cosine, budget=50) == plan_layout(50, cosine)
+    assert counts() == (6, [10, 10, 10, 20, 25, 25]) and counts(budget=20) == (6, [2, 2, 2, 4, 5, 5])
+    assert resolve_layout(linear).outer_timesteps != resolve_layout(cosine).outer_timesteps
+    # explicit choices replace the plan's; an outer η needs the DDIM outer step, asked for explicitly
+    assert resolve_layout(linear, inner_eta=0.5).inner_eta == 0.5
+    assert resolve_layout(linear, inner_sampler="ddim").inner_sampler == "ddim"
+    assert resolve_layout(linear, inner_sampler="ddpm").inner_eta is None  # the sampler's own η, not the plan's
+    ddim = resolve_layout(linear, outer_update="ddim", outer_eta=0.3)
+    assert (ddim.outer_update, ddim.outer_eta, ddim.outer_timesteps) == ("ddim", 0.3, plan_layout(100, linear).outer_timesteps)
+    with pytest.raises(ValueError, match="outer_eta .* re-noises .*planned.*outer_update='ddim'"):
+        resolve_layout(linear, outer_eta=0.3)
+    with pytest.raises(ValueError, match="outer_eta"):
+        resolve_layout(linear, outer_steps=4, outer_update="renoise", outer_eta=0.3)
+    # counts given: the other from the budget or 10, uniform grid, DDIM outer step (η 1), DPM-Solver++(2M) inner
+    assert counts(outer_steps=5) == (5, [10] * 5) and counts(inner_steps=4) == (10, [4] * 10)
+    assert counts(inner_steps=4, budget=40) == (10, [4] * 10) and counts(outer_steps=4, budget=41) == (4, [10] * 4)
+    assert counts(inner_steps=[3, 2, 1]) == (3, [3, 2, 1]) and counts(outer_steps=3, inner_steps=5, budget=20) == (3, [5] * 3)
+    paper = resolve_layout(linear, outer_steps=10, inner_steps=10)
+    assert paper.session_kwargs() == dict(outer_timesteps=list(range(999, 0, -100)), inner_steps=[10] * 10,
+                                          inner_sampler="dpmpp-2m", inner_eta=0.85, outer_update="ddim", outer_eta=1.0)
+    # outer times given: one outer step each, 10 inner steps unless given
+    assert resolve_layout(linear, outer_timesteps=[999, 100]).inner_steps == [10, 10]
+    with pytest.raises(ValueError, match="one inner count per outer step"):
+        resolve_layout(linear, outer_steps=2, inner_steps=[3, 2, 1])
+    with pytest.raises(ValueError, match=r"budget 5 is smaller than one outer step \(inner_steps = 10 NFEs\)"):
+        resolve_layout(linear, inner_steps=10, budget=5)
+    with pytest.raises(ValueError, match="budget must be a positive integer"):
+        resolve_layout(linear, budget=0)
+    with pytest.raises(ValueError, match="outer_steps must be an integer in \\[1, 1000\\]"):
+        resolve_layout(linear, outer_steps=0)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "cosine"])

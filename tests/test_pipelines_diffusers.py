@@ -26,7 +26,7 @@ from tiny_pipelines import make_tokenizer  # noqa: F401  (re-exported: other tes
 
 from nested_diffusion import NestedPipeline
 from nested_diffusion.cli import main as cli_main
-from nested_diffusion.schedules import spaced_timesteps
+from nested_diffusion.schedules import flow_matching, spaced_timesteps
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 PROMPT = "a photo of a cat"
@@ -65,8 +65,8 @@ def test_families_read_the_pipeline_configs(sd, sd_v, sdxl, dit, ddpm):
     for family, pipe in expected.items():
         a = NestedPipeline.from_pipe(pipe).adapter
         assert a.family == family
-        assert a.alphas_cumprod.dtype == torch.float64
-        assert torch.equal(a.alphas_cumprod, pipe.scheduler.alphas_cumprod.double())
+        assert a.schedule.alphas_cumprod.dtype == torch.float64
+        assert torch.equal(a.schedule.alphas_cumprod, pipe.scheduler.alphas_cumprod.double())
     a = NestedPipeline.from_pipe(sd).adapter
     assert a.prediction_type == "epsilon" and a.scaling_factor == 0.5 and a.vae_scale_factor == 2
     assert a.default_guidance == 7.5 and a.default_size == (16, 16)
@@ -76,17 +76,31 @@ def test_families_read_the_pipeline_configs(sd, sd_v, sdxl, dit, ddpm):
     assert (d.num_classes, d.null_class, d.learned_sigma, d.default_guidance) == (1000, 1000, True, 4.0)
     assert d.class_names[207] == "golden retriever" and d.class_names[0] == "tench" and d.class_names[5] == "5"
     # schedule from the config, not literals: a different beta schedule gives a different ᾱ
-    assert not torch.allclose(NestedPipeline.from_pipe(dit).adapter.alphas_cumprod, a.alphas_cumprod)
+    assert not torch.allclose(NestedPipeline.from_pipe(dit).adapter.schedule.alphas_cumprod, a.schedule.alphas_cumprod)
 
 
 def test_unsupported_pipelines_fail_clearly(sd):
-    img2img = StableDiffusionImg2ImgPipeline(**sd.components)
-    with pytest.raises(ValueError, match="unsupported pipeline StableDiffusionImg2ImgPipeline.*stable-diffusion, "
+    class OtherPipeline:  # a pipeline of no supported family (an SD UNet inside does not make it one)
+        unet, scheduler, vae = sd.unet, sd.scheduler, sd.vae
+
+    with pytest.raises(ValueError, match="unsupported pipeline OtherPipeline.*stable-diffusion, "
                                          "stable-diffusion-xl, dit"):
-        NestedPipeline.from_pipe(img2img)
-    flow = StableDiffusionPipeline(**{**sd.components, "scheduler": FlowMatchEulerDiscreteScheduler()})
-    with pytest.raises(ValueError, match="alphas_cumprod"):
-        NestedPipeline.from_pipe(flow)
+        NestedPipeline.from_pipe(OtherPipeline())
+    # the img2img sibling's components make the text-to-image pipeline (issue 20: it edits through it)
+    img2img = StableDiffusionImg2ImgPipeline(**sd.components)
+    assert NestedPipeline.from_pipe(img2img).adapter.unet is sd.unet
+    from diffusers import EDMEulerScheduler
+
+    edm = StableDiffusionPipeline(**{**sd.components, "scheduler": EDMEulerScheduler()})
+    with pytest.raises(ValueError, match="neither alphas_cumprod nor a flow-matching config"):
+        NestedPipeline.from_pipe(edm)
+    karras = StableDiffusionPipeline(**{**sd.components, "scheduler": FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)})
+    with pytest.raises(ValueError, match="Karras"):
+        NestedPipeline.from_pipe(karras)
+    # a flow-matching scheduler is a schedule the core speaks now (its network predicts the velocity)
+    flow = StableDiffusionPipeline(**{**sd.components, "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)})
+    adapter = NestedPipeline.from_pipe(flow).adapter
+    assert adapter.prediction_type == "flow" and adapter.schedule == flow_matching(3.0)
     with pytest.raises(ValueError, match="unsupported pipeline"):
         NestedPipeline.from_pipe(object())
 
@@ -128,6 +142,40 @@ def test_nested_one_inner_step_equals_diffusers_sd(request, which, eta):
     torch.testing.assert_close(last.images, ref, **TOL)
 
 
+@pytest.mark.parametrize("outer_eta", [0.0, 1.0])
+def test_nested_with_several_inner_steps_equals_diffusers_schedulers(sd, outer_eta):
+    """nested(K, M) on the SD pipeline, reproduced with diffusers' own schedulers and the pipeline's UNet:
+    each inner run a DPMSolverMultistepScheduler over the inner grid from the outer state, each outer step a
+    DDIMScheduler step (trailing, η = outer η) whose x̂0 is the inner run's output (ε̂ rewritten from it)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    K, M = 4, 3  # K divides 1000: diffusers' trailing DDIM then steps exactly between its own timesteps
+    nested = NestedPipeline.from_pipe(sd)
+    frames = list(nested.anytime(prompt=PROMPT, num_images=2, guidance_scale=1.0, outer_steps=K, inner_steps=M,
+                                 inner_sampler="dpmpp-2m", inner_eta=0.0, outer_eta=outer_eta, generator=gen(5),
+                                 output_type="latent"))
+    g = gen(5)
+    x = randn_tensor((2, 4, 8, 8), generator=g, dtype=torch.float32)
+    embeddings, _ = sd.encode_prompt([PROMPT], torch.device("cpu"), 2, False)
+    unet = lambda x, t: sd.unet(x, t, encoder_hidden_states=embeddings).sample  # noqa: E731
+    outer = DDIMScheduler.from_config(sd.scheduler.config, timestep_spacing="trailing", set_alpha_to_one=True,
+                                      clip_sample=False)
+    outer.set_timesteps(K)
+    a = outer.alphas_cumprod.double()
+    assert [f.timestep for f in frames] == outer.timesteps.tolist()
+    for k, tau in enumerate(outer.timesteps):
+        inner = DPMSolverMultistepScheduler.from_config(sd.scheduler.config, solver_order=2,
+                                                        algorithm_type="dpmsolver++", final_sigmas_type="zero")
+        inner.set_timesteps(timesteps=spaced_timesteps(int(tau), M))
+        y = x
+        for t in inner.timesteps:
+            y = inner.step(unet(y, t), t, y).prev_sample
+        torch.testing.assert_close(frames[k].latents, y, **TOL)
+        eps = (x - a[tau].sqrt() * y) / (1 - a[tau]).sqrt()  # the inner sample as the outer step's x̂0
+        x = outer.step(eps.float(), tau, x, eta=outer_eta, generator=g).prev_sample if k + 1 < K else y
+    assert [f.nfe for f in frames] == [3, 6, 9, 12]
+
+
 def test_explicit_latents_match_diffusers_latents(sd):
     latents = torch.randn(2, 4, 8, 8, generator=gen(21))
     ref = sd(PROMPT, num_images_per_prompt=2, num_inference_steps=5, guidance_scale=2.0, latents=latents,
@@ -165,12 +213,21 @@ def test_nested_one_inner_step_equals_diffusers_dit(dit, legacy):
     assert ref.std() > 0.01
 
 
-def test_vanilla_ddpm_equals_diffusers_ddpm(ddpm):
+def test_vanilla_ddpm_equals_diffusers_ddpm(ddpm, monkeypatch):
+    """Compared before DDPMPipeline clamps its output to [0, 1] (the raw last step), and after."""
+    last = []
+    step = ddpm.scheduler.step
+    monkeypatch.setattr(ddpm.scheduler, "step", lambda *a, **k: (lambda out: (last.append(out.prev_sample), out)[1])(
+        step(*a, **k)))
     ref = ddpm(batch_size=2, num_inference_steps=5, generator=gen(4), output_type="np").images
-    out = NestedPipeline.from_pipe(ddpm).vanilla(num_images=2, num_inference_steps=5, sampler="ddpm",
-                                                 generator=gen(4), output_type="np").run().images
-    assert out.shape == ref.shape == (2, 8, 8, 3)
-    np.testing.assert_allclose(out, ref, atol=1e-4)
+    raw = last[-1]
+    assert (raw.abs() > 1).float().mean() > 0.3  # this random network's output saturates when clamped: compare raw
+    session = NestedPipeline.from_pipe(ddpm).vanilla(num_images=2, num_inference_steps=5, sampler="ddpm",
+                                                     generator=gen(4), output_type="latent")
+    out = session.run().latents
+    torch.testing.assert_close(out, raw, **TOL)
+    np.testing.assert_allclose(session.decode(out, "np"), ref, atol=1e-4)
+    assert ref.shape == (2, 8, 8, 3)
 
 
 def test_clip_sample_follows_the_scheduler_config():
@@ -293,9 +350,18 @@ def test_decode_every(sd, monkeypatch):
     frames = list(nested.vanilla(prompt=PROMPT, num_inference_steps=7, decode_every=3, output_type="pt"))
     assert [f.images is not None for f in frames] == [False, False, True, False, False, True, True]
     assert decoded == [1, 1, 1]
-    # a skipped frame can still be decoded on demand, identically
-    torch.testing.assert_close(nested.anytime(prompt=PROMPT).decode(frames[0].latents, "pt"),
-                               nested.anytime(prompt=PROMPT, decode_every=1).decode(frames[0].latents, "pt"))
+    # the frames decoded are those of a decode_every=1 run with the same seed, and a skipped one decodes on demand
+    every = list(nested.vanilla(prompt=PROMPT, num_inference_steps=7, decode_every=1, output_type="pt",
+                                generator=gen(3)))
+    sparse = list(nested.vanilla(prompt=PROMPT, num_inference_steps=7, decode_every=3, output_type="pt",
+                                 generator=gen(3)))
+    for a, b in zip(every, sparse):
+        torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
+        if b.images is not None:
+            torch.testing.assert_close(b.images, a.images, rtol=0, atol=0)
+    session = nested.vanilla(prompt=PROMPT, num_inference_steps=7, decode_every=3, output_type="pt")
+    torch.testing.assert_close(session.decode(sparse[0].latents), every[0].images, rtol=0, atol=0)
+    assert every[0].images.abs().max() > 0
 
 
 # ---------------------------------------------------------------------------------------------

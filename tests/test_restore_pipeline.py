@@ -36,7 +36,7 @@ def test_pipeline_restore_is_the_core_session_on_the_adapter(digits):
     noise = torch.randn(2, 1, 28, 28, generator=g)
     model_kwargs = a.condition(2)  # unconditional: the null class, no guidance
     with torch.inference_mode():
-        core = list(nested_restore(a, a.alphas_cumprod, noise, operator=op, measurement=y, sigma_y=0.05,
+        core = list(nested_restore(a, a.schedule, noise, operator=op, measurement=y, sigma_y=0.05,
                                    inner_steps=[1, 1, 1, 2, 3, 2], generator=g, model_kwargs=model_kwargs))
     assert [f.nfe for f in frames] == [f.nfe for f in core] == [1, 2, 3, 5, 8, 10]
     for f, c in zip(frames, core):
@@ -184,7 +184,7 @@ def test_evaluate_task_values_equal_direct_restoration_on_the_oracle(tmp_path, g
     result = evaluate(target, methods, metrics, EvalConfig(40, (5, 20), batch_size=40, seed=3), tmp_path)
     g = gen(batch_seed(3, 0))
     noise = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
-    frames = list(nested_restore(target.base.model, target.base.alphas_cumprod, noise, operator=Inpainting(mask),
+    frames = list(nested_restore(target.base.model, target.base.schedule, noise, operator=Inpainting(mask),
                                  measurement=y.expand(40, -1), sigma_y=0.05, outer_steps=4, inner_steps=5, generator=g))
     name = "nested-4x5-ddrm-eta0.95"
     assert result.value(name, 5, "gmm-fd") == pytest.approx(posterior.frechet_distance(frames[0].image), rel=1e-9)
@@ -192,7 +192,7 @@ def test_evaluate_task_values_equal_direct_restoration_on_the_oracle(tmp_path, g
         residual_ratio(Inpainting(mask), frames[-1].image, y.expand(40, -1), 0.05), rel=1e-9)
     g = gen(batch_seed(3, 0))
     noise = torch.randn(40, 1, 8, 8, generator=g, dtype=torch.float64)
-    final = list(ddrm_sample(target.base.model, target.base.alphas_cumprod, noise, operator=Inpainting(mask),
+    final = list(ddrm_sample(target.base.model, target.base.schedule, noise, operator=Inpainting(mask),
                              measurement=y.expand(40, -1), sigma_y=0.05, steps=5, eta=1.0, generator=g))[-1]
     assert result.value("envelope-ddrm-eta1", 5, "gmm-fd") == pytest.approx(posterior.frechet_distance(final.image), rel=1e-9)
     # the residual's envelope-best is the envelope closest to 1, not the smallest

@@ -64,8 +64,8 @@ def test_prediction_roundtrip(pred):
 def test_check_alphas_cumprod_errors():
     with pytest.raises(ValueError, match="1-D"):
         check_alphas_cumprod(torch.rand(3, 3))
-    with pytest.raises(ValueError, match=r"\(0, 1\]"):
-        check_alphas_cumprod(torch.tensor([1.0, 0.5, 0.0]))
+    with pytest.raises(ValueError, match=r"\(0, 1\] \(the last may be 0\)"):
+        check_alphas_cumprod(torch.tensor([1.0, 0.0, 0.0]))  # only the last may be pure noise (zero terminal SNR)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         check_alphas_cumprod(torch.tensor([1.5, 0.5]))
     with pytest.raises(ValueError, match="non-increasing"):

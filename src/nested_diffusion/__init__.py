@@ -3,7 +3,9 @@
 Implements *Nested Diffusion Processes for Anytime Image Generation* (Elata et al., WACV 2024):
 ``nested_sample`` yields a sample-quality image after every outer step, and its final image
 matches a vanilla sampler with the same number of network evaluations; ``vanilla_sample`` is
-the baseline whose frames are the usual one-step x̂0 previews. ``nested_restore`` and
+the baseline whose frames are the usual one-step x̂0 previews. Every entry point takes a noise
+schedule from :mod:`nested_diffusion.schedules` — a discrete VP ᾱ table (a 1-D tensor will do) or
+rectified flow (``flow_matching(shift)``, SD3/Flux-style). ``nested_restore`` and
 ``ddrm_sample`` do the same for linear inverse problems (operators in ``nested_diffusion.restoration``).
 
 Names are imported lazily (PEP 562) so that the command line starts without importing torch.
@@ -24,10 +26,13 @@ _EXPORTS = {
     "Session": "session",
     "Frame": "session",
     "make_denoiser": "denoiser",
-    "plan_steps": "planner",
     "resolve_layout": "planner",
-    "plan_schedule": "planner",
     "plan_layout": "planner",
+    "Layout": "planner",
+    "flow_matching": "schedules",
+    "DiscreteVP": "schedules",
+    "FlowMatching": "schedules",
+    "Schedule": "schedules",
     "NestedPipeline": "pipelines",
     "PipelineSession": "pipelines",
     "PipelineFrame": "pipelines",
@@ -43,7 +48,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .denoiser import make_denoiser
     from .nested import NestedSession, nested_sample
     from .pipelines import NestedPipeline, PipelineFrame, PipelineSession
-    from .planner import plan_layout, plan_schedule, plan_steps, resolve_layout
+    from .planner import Layout, plan_layout, resolve_layout
+    from .schedules import DiscreteVP, FlowMatching, Schedule, flow_matching
     from .restoration import DDRMSession, NestedRestoreSession, ddrm_sample, nested_restore
     from .session import Frame, Session
     from .vanilla import VanillaSession, vanilla_sample

@@ -9,15 +9,17 @@ results in BENCHMARKS.md.
 DEFAULT_INNER_ETA = 0.85
 #: η of the outer DDIM step; the reference code's 0 ruins the final on the cosine schedule.
 DEFAULT_OUTER_ETA = 1.0
-#: plan_steps: inner steps ≈ budget ** DEFAULT_INNER_EXPONENT (the square layout, 100 → 10 × 10).
-DEFAULT_INNER_EXPONENT = 0.5
+#: outer or inner step count when a layout gives only the other one, or neither and no budget plan applies
+#: (the paper's 10 × 10)
+DEFAULT_STEPS = 10
 #: The project default layout (plan_layout, BENCHMARKS.md §8): a DPM-Solver++(2M) inner sampler …
 DEFAULT_INNER_SAMPLER = "dpmpp-2m"
 #: … with inner runs that grow so frames land at these fractions of the NFE budget
 #: (plan_schedule(100) = 10, 10, 10, 20, 25, 25 inner steps: frames at 10, 20, 30, 50, 75, 100 NFEs) …
 DEFAULT_FRAME_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-#: … the first inner run from T-1, the later ones from the previous frame re-noised to these noise
-#: levels σ = √((1-ᾱ)/ᾱ) (mapped to each model's own timesteps, kept strictly decreasing), by reference
+#: … the first inner run from the top of the schedule, the later ones from the previous frame re-noised to
+#: these noise levels σ/α (√((1-ᾱ)/ᾱ) on VP, σ/(1-σ) on flow; mapped to each model's own times, kept
+#: strictly decreasing), by reference
 #: budget: a budget uses the entry of the largest reference budget not above it (the smallest entry
 #: below 20). Short inner runs need higher restarts: measured at 20, 50 and 100 NFEs (BENCHMARKS.md §8) …
 DEFAULT_OUTER_SIGMAS = {
@@ -28,6 +30,8 @@ DEFAULT_OUTER_SIGMAS = {
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
 #: than the paper's DDIM posterior step; every inner run DPM-Solver++(2M) with η = DEFAULT_INNER_ETA.
 DEFAULT_OUTER_UPDATE = "renoise"
+#: the outer steps there are: the paper's DDIM step (with an outer η) and the renoising one
+OUTER_UPDATES = ("ddim", "renoise")
 #: NFE budget when none is given.
 DEFAULT_BUDGET = 100
 

@@ -20,10 +20,12 @@ from typing import Any, Iterator, Protocol, Sequence
 import torch
 
 from .denoiser import Model, make_denoiser
-from .schedules import PREDICTION_TYPES, check_alphas_cumprod
+from .samplers.noise import (Generator, check_generator, copy_generator, get_rng_state, select_generators,
+                             set_rng_state)
+from .schedules import Schedule, Time, as_schedule
 
 __all__ = ["Frame", "Session", "StepInterrupted", "DeadlineExceeded", "StepCancelled", "CancelToken", "Model",
-           "check_indices"]
+           "check_indices", "check_noise", "check_steps"]
 
 @dataclass(frozen=True)
 class Frame:
@@ -32,13 +34,14 @@ class Frame:
     ``image`` has the shape of the initial noise: for nested diffusion the inner run's x̂0 (a
     sample-quality image), for the vanilla baseline the one-step x̂0 preview (the last frame's is
     the final sample). ``nfe`` counts network evaluations spent so far, ``step`` is 1-based out of
-    ``num_steps``, ``timestep`` is the timestep at which this step's first network call was made.
+    ``num_steps``, ``timestep`` is the grid time at which this step's first network call was made
+    (an integer timestep on a discrete VP schedule, a model time σ·T on a flow schedule).
     """
 
     image: torch.Tensor
     nfe: int
     step: int
-    timestep: int
+    timestep: Time
     num_steps: int
     elapsed: float = 0.0
 
@@ -75,9 +78,31 @@ def check_indices(indices: Any, size: int, name: str = "indices") -> list[int]:
     return list(indices)
 
 
+def check_noise(noise: Any) -> torch.Tensor:
+    """The initial noise: a finite floating-point tensor with a non-empty batch dimension."""
+    if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
+        raise TypeError("noise must be a floating-point tensor")
+    if noise.ndim < 1 or noise.shape[0] == 0:
+        raise ValueError(f"noise must have a non-empty batch dimension, got shape {tuple(noise.shape)}")
+    if not torch.isfinite(noise).all():
+        raise ValueError("noise contains NaN or infinite values")
+    return noise
+
+
+def check_steps(value: Any, name: str, schedule: Schedule) -> int:
+    """A step count: a positive integer, at most the schedule's ``max_steps`` (T on a discrete schedule)."""
+    limit = schedule.max_steps
+    accepted = f"an integer in [1, {limit}] (the number of training timesteps)" if limit else "a positive integer"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__}")
+    if value < 1 or (limit is not None and value > limit):
+        raise ValueError(f"{name} must be {accepted}, got {value}")
+    return value
+
+
 def _select_rows(value: Any, rows: list[int], size: int) -> Any:
     """``value`` with its batch rows ``rows`` picked: tensors whose first dimension is ``size`` (the
-    batch) are indexed, tuples and lists are walked, objects with a ``select_rows(rows)`` method
+    batch) are indexed, tuples, lists and dicts are walked, objects with a ``select_rows(rows)`` method
     (e.g. a restoration's measurements) index themselves, anything else is shared by every row."""
     if callable(getattr(value, "select_rows", None)):
         return value.select_rows(rows)
@@ -85,6 +110,8 @@ def _select_rows(value: Any, rows: list[int], size: int) -> Any:
         if value.ndim > 0 and value.shape[0] == size:
             return value[torch.tensor(rows, dtype=torch.long, device=value.device)]
         return value
+    if isinstance(value, dict):
+        return {k: _select_rows(v, rows, size) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
         return type(value)(_select_rows(v, rows, size) for v in value)
     return value
@@ -96,11 +123,10 @@ class _CountingDenoiser:
     has passed and :class:`StepCancelled` once ``cancel`` is set."""
 
     def __init__(self, session: "Session", deadline: float | None, cancel: CancelToken | None = None) -> None:
-        self.denoise = make_denoiser(session.model, session.alphas_cumprod, session.prediction_type,
-                                     session.model_kwargs)
+        self.denoise = make_denoiser(session.model, session.schedule, session.prediction_type, session.model_kwargs)
         self.deadline, self.cancel, self.nfe = deadline, cancel, 0
 
-    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: Time) -> torch.Tensor:
         if self.deadline is not None and time.perf_counter() >= self.deadline:
             raise DeadlineExceeded
         if self.cancel is not None and self.cancel.is_set():
@@ -113,45 +139,54 @@ class Session:
     """Base class of :class:`~nested_diffusion.NestedSession` and :class:`~nested_diffusion.VanillaSession`.
 
     Subclasses define ``num_steps``, ``timestep_at(k)``, ``cost_at(k)`` and ``_advance(denoise)``,
-    which computes one step *without* mutating the session and returns ``(image, new_state)``;
-    ``batch_state`` names the state attributes that hold one row per image (for ``fork(indices=)``).
+    which computes one step *without* mutating the session and returns ``(image, new_state)``.
+
+    Everything a session holds per image lives in four places, which :meth:`fork` ``(indices=)`` indexes
+    by one rule: :attr:`state` (what ``_advance`` commits: ``x``, a multistep carry…), :attr:`samplers`
+    (samplers holding per-image data, e.g. a restoration's measurements, index themselves),
+    :attr:`model_kwargs` and a per-image ``generator`` list.
     """
 
     num_steps: int
-    batch_state: tuple[str, ...] = ("x",)
 
-    def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
-                 prediction_type: str = "epsilon", generator: torch.Generator | None = None,
+    def __init__(self, model: Model, schedule: Schedule | Any, noise: torch.Tensor, *,
+                 prediction_type: str | None = None, generator: Generator = None,
                  model_kwargs: dict[str, Any] | None = None) -> None:
         if not callable(model):
             raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}")
-        ac = check_alphas_cumprod(alphas_cumprod)
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-        if not isinstance(noise, torch.Tensor) or not noise.is_floating_point():
-            raise TypeError("noise must be a floating-point tensor")
-        if noise.ndim < 1 or noise.shape[0] == 0:
-            raise ValueError(f"noise must have a non-empty batch dimension, got shape {tuple(noise.shape)}")
-        if not torch.isfinite(noise).all():
-            raise ValueError("noise contains NaN or infinite values")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.schedule = as_schedule(schedule)
+        self.prediction_type = self.schedule.check_prediction_type(
+            self.schedule.default_prediction_type if prediction_type is None else prediction_type)
+        check_noise(noise)
+        self.generator = check_generator(generator, len(noise))
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
             raise TypeError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
         self.model = model
-        self.alphas_cumprod: list[float] = ac.tolist()
-        self.num_train_timesteps = len(self.alphas_cumprod)
-        self.prediction_type = prediction_type
-        self.generator = generator
+        self.num_train_timesteps = self.schedule.num_train_timesteps
         self.model_kwargs: dict[str, Any] = dict(model_kwargs or {})
-        self.x = noise  # never modified in place
+        #: per-image state, replaced (never modified in place) by each completed step
+        self.state: dict[str, Any] = {"x": noise}
+        #: the samplers a step uses (subclasses fill it in)
+        self.samplers: dict[str, Any] = {}
         self.k = 0  # completed steps
         self.nfe = 0
         self.elapsed = 0.0
         self.last_frame: Frame | None = None
 
+    @property
+    def x(self) -> torch.Tensor:
+        """The current state (x_T before the first step, the last outer state after it)."""
+        return self.state["x"]
+
+    @property
+    def alphas_cumprod(self) -> list[float]:
+        """ᾱ_t of a discrete VP schedule (``ValueError`` on other schedules: use :attr:`schedule`)."""
+        if not hasattr(self.schedule, "alphas_cumprod"):
+            raise ValueError(f"{self.schedule!r} has no alphas_cumprod table: use session.schedule")
+        return self.schedule.alphas_cumprod.tolist()
+
     # -- subclass interface ------------------------------------------------------------------
-    def timestep_at(self, k: int) -> int:
+    def timestep_at(self, k: int) -> Time:
         raise NotImplementedError
 
     def cost_at(self, k: int) -> int:
@@ -199,15 +234,13 @@ class Session:
         start = time.perf_counter()
         denoise = _CountingDenoiser(self, deadline, cancel)
         timestep = self.timestep_at(self.k)
-        rng_state = self.generator.get_state() if self.generator is not None else None
+        rng_state = get_rng_state(self.generator)
         try:
             image, state = self._advance(denoise)
         except BaseException:
-            if rng_state is not None:  # an interrupted step leaves no trace, not even in the RNG
-                self.generator.set_state(rng_state)
+            set_rng_state(self.generator, rng_state)  # an interrupted step leaves no trace, not even in the RNG
             raise
-        for name, value in state.items():  # commit only after the whole step succeeded
-            setattr(self, name, value)
+        self.state = {**self.state, **state}  # commit only after the whole step succeeded
         self.k += 1
         self.nfe += denoise.nfe
         self.elapsed += time.perf_counter() - start
@@ -255,7 +288,7 @@ class Session:
             pass
         return self.last_frame
 
-    def fork(self, generator: torch.Generator | None = None, indices: Sequence[int] | None = None) -> "Session":
+    def fork(self, generator: Generator = None, indices: Sequence[int] | None = None) -> "Session":
         """An independent copy of this session that continues from the current state.
 
         Pass a fresh ``generator`` for a continuation that differs through new noise (branching);
@@ -263,29 +296,30 @@ class Session:
         identically until their conditioning differs. Tensors are shared, never mutated.
 
         ``indices`` keeps only those images of the batch, in that order; repeats are allowed, so
-        ``indices=[i] * 4`` continues image i as four rows (variations once their noise differs).
-        The state, the last frame and every tensor in ``model_kwargs`` whose first dimension is the
-        batch size are indexed (adapters give one row per image); other values are shared.
+        ``indices=[i] * 4`` continues image i as four rows (variations once their noise differs: with
+        one generator for the batch the rows draw different noise; with a per-image generator list the
+        repeated rows copy image i's generator, so pass new generators for variations). The
+        :attr:`state`, the samplers, the last frame, every batch-first tensor in ``model_kwargs`` and a
+        per-image generator list are indexed (adapters give one row per image); other values are shared.
         """
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        rows = None if indices is None else check_indices(indices, len(self.x))
+        size = len(self.x)
+        rows = None if indices is None else check_indices(indices, size)
+        if generator is not None:
+            generator = check_generator(generator, size if rows is None else len(rows))
         child = copy.copy(self)
         child.model_kwargs = dict(self.model_kwargs)
-        if rows is not None:  # one rule for every batch-first value: index its rows
-            size = len(self.x)
-            for name in self.batch_state:
-                setattr(child, name, _select_rows(getattr(self, name), rows, size))
-            child.model_kwargs = {k: _select_rows(v, rows, size) for k, v in self.model_kwargs.items()}
+        if rows is not None:  # one rule for every per-image value: index its rows
+            child.state = _select_rows(self.state, rows, size)
+            child.samplers = _select_rows(self.samplers, rows, size)
+            child.model_kwargs = _select_rows(self.model_kwargs, rows, size)
             if self.last_frame is not None:
                 child.last_frame = dataclasses.replace(self.last_frame,
                                                        image=_select_rows(self.last_frame.image, rows, size))
-        if generator is None and self.generator is not None:
-            generator = torch.Generator(device=self.generator.device)
-            generator.set_state(self.generator.get_state())
-        child.generator = generator if generator is not None else self.generator
+        if generator is None:
+            generator = copy_generator(self.generator if rows is None else select_generators(self.generator, rows))
+        child.generator = generator
         return child
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(step {self.k}/{self.num_steps}, nfe {self.nfe}/{self.total_nfe}, "
-                f"prediction_type={self.prediction_type!r})")
+                f"{self.schedule!r}, prediction_type={self.prediction_type!r})")

@@ -54,8 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(method,kind,nfe,metric,value,num_samples), results.json, quality_vs_nfe.png and sample "
                     "grids. Resumable; shards over processes under `accelerate launch`.",
         formatter_class=Formatter)
-    add_model_arguments(p, "diffusers folder or hub id, 'gmm' / 'gmm:cosine' / 'gmm:scaled_linear' for the exact "
-                           "Gaussian-mixture oracle (default: the embedded digit model)")
+    add_model_arguments(p, "diffusers folder or hub id; the exact Gaussian-mixture oracle as 'gmm[:SCHEDULE[:PREDICTION]]' "
+                           "with SCHEDULE linear (default), scaled_linear, cosine, flow, flow:SHIFT or flow:dynamic=N "
+                           "(Flux's shift for N latent tokens), e.g. 'gmm:cosine:v_prediction', 'gmm:flow:3' "
+                           "(default: the embedded digit model)")
     p.add_argument("--num-samples", type=positive_int, default=1000, help="samples per point")
     p.add_argument("--budget", type=positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
@@ -116,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(args.num_samples, args.checkpoints or default_checkpoints(args.budget), args.batch_size,
                         args.seed, args.grid_samples)
 
-    def chosen_methods(alphas_cumprod=None) -> list:
+    def chosen_methods(schedule=None) -> list:
         return default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
                                vanilla=[] if args.no_vanilla else args.vanilla,
                                envelope=[] if args.no_envelope else args.envelope,
-                               restoration=args.task is not None, alphas_cumprod=alphas_cumprod)
+                               restoration=args.task is not None, schedule=schedule)
 
     methods = chosen_methods()  # the specs' syntax, before the model loads
     context = DistributedContext(cpu=args.device == "cpu")
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         target = RestorationTarget(target, args.task, args.sigma_y, per_measurement=args.per_measurement,
                                    box=args.box, blur_sigma=args.blur_sigma, seed=args.seed)
     else:  # the project default ('plan') follows the model's own noise schedule
-        methods = chosen_methods(target.alphas_cumprod)
+        methods = chosen_methods(target.schedule)
     check_methods(target, methods, config)  # before any output
     names = default_metrics(target) if args.metric is None else list(dict.fromkeys(m for g in args.metric for m in g))
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)

@@ -55,8 +55,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..planner import resolve_layout
-
     # 1. what the user asked for is checked before the model loads
     check_out(args.out, MARKER, "nested-diffusion restore")
     if args.input is not None and args.digits is not None:
@@ -69,11 +67,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--mask goes with --task inpaint-mask (and that task needs one)")
     if args.mask is not None and not args.mask.is_file():
         raise CLIError(f"--mask {str(args.mask)!r} is not a file")
-    outer, inner = resolve_layout(args.outer, args.inner, args.budget)
+    from ..images import load_image
+
+    for path, flag in ((args.input, "--input"), (args.mask, "--mask")):  # images are checked before the model loads
+        if path is not None:
+            load_image(path, name=flag)
     import torch
     from tqdm import tqdm
 
-    from ..restoration import make_operator, residual_ratio
+    from ..restoration import make_operator
 
     pipe = load_pipeline(args)
     item = tuple(pipe.adapter.latent_shape(1)[1:])
@@ -87,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         measurement = measurement.repeat_interleave(per, 0)
         truth, labels = truth.repeat_interleave(per, 0), [c for c in labels for _ in range(per)]
     session = pipe.restore(image, operator, args.sigma_y, measurement=measurement, num_images=per if image is not None else None,
-                           outer_steps=outer, inner_steps=inner, generator=torch.Generator().manual_seed(args.seed))
+                           outer_steps=args.outer, inner_steps=args.inner, budget=args.budget,
+                           generator=torch.Generator().manual_seed(args.seed))
     y = session.core.problem.measurement
 
     # 2. the nested frames, then (optionally) DDRM's previews at the same NFEs
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             "model": args.model or "embedded:digits", "task": args.task, "operator": repr(operator),
             "sigma_y": args.sigma_y, "input": None if args.input is None else str(args.input),
             "digits": None if truth is None else len(truth) // per, "class_labels": labels or None,
-            "outer_steps": outer, "inner_steps": inner, "seed": args.seed, "nfe": checkpoints,
+            "outer_steps": session.core.num_steps, "inner_steps": session.core.inner_steps, "seed": args.seed, "nfe": checkpoints,
             "quality": {lane: {k: [q[k] for q in rows] for k in rows[0]} for lane, rows in quality.items()},
             "seconds": {"nested": round(nested_s, 3)},
         }
@@ -162,10 +165,9 @@ def _observation(args: argparse.Namespace, item: tuple[int, ...]):
     import torch
 
     if args.input is not None:
-        from PIL import Image
+        from ..images import load_image
 
-        with Image.open(args.input) as im:
-            return None, None, im.convert("L" if item[0] == 1 else "RGB")
+        return None, None, load_image(args.input, name="--input", mode="L" if item[0] == 1 else "RGB")
     if item != (1, 28, 28):
         raise CLIError(f"this model makes {item} images: give --input (held-out digits are 1×28×28)")
     from ..data import load_mnist5k
@@ -183,10 +185,10 @@ def _mask(path: Path):
     """A mask PNG as a boolean pixel grid: True (kept) where the image is brighter than mid-gray."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("L")) >= 128)
+    from ..images import load_image
+
+    return torch.from_numpy(np.asarray(load_image(path, name="--mask", mode="L")) >= 128)
 
 
 def _quality(operator, x, y, sigma_y: float, truth) -> dict[str, float]:

@@ -8,9 +8,13 @@ Spec strings, as the command line takes them::
                                                          4x40/30/20/10 (one inner count per outer step),
                                                          3x10/10/20:dpmpp-2m:0/0.85/0.85:renoise@999/300/80
               ETA: one inner η, or one per outer step; OUTER: the outer η (DDIM outer step) or
-              ``renoise``; TAUS: the outer timesteps (default: uniform)
+              ``renoise``; TAUS: the outer times (default: the schedule's grid; integer timesteps
+              on a VP schedule, model times σ·T on a flow schedule, e.g. @1000/600/250)
     nested    plan                                       the project default for the budget and the
                                                          model's schedule (:func:`~nested_diffusion.planner.plan_layout`)
+
+On a flow schedule the sampler ``ddim`` with η = 0 is Euler on the velocity (``vanilla ddim:0`` are
+Euler's x̂0 previews).
     vanilla   SAMPLER[:ETA]                              ddim:1, dpmpp-2m   (budget steps, x̂0 previews)
     envelope  SAMPLER[:ETA]                              dpmpp-2m:0          (one run of exactly N steps
                                                                               per checkpoint N)
@@ -31,6 +35,7 @@ from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA, 
                         DEFAULT_RESTORE_OUTER_ETA)
 from ..samplers import SAMPLERS, make_sampler
 from ..nested import OUTER_UPDATES, nested_grids
+from ..schedules import Time
 
 __all__ = ["Method", "parse_method", "plan_method", "KINDS", "frame_at", "DDRM"]
 
@@ -62,7 +67,7 @@ class Method:
     outer_eta: float = DEFAULT_OUTER_ETA
     steps: int = 0
     outer_update: str = "ddim"
-    outer_timesteps: tuple[int, ...] = ()
+    outer_timesteps: tuple[Time, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -105,7 +110,8 @@ class Method:
                 tail = "-renoise"
             else:
                 tail = "" if self.outer_eta == default_outer else f"-outer{self.outer_eta:g}"
-            grid = f"-at{'.'.join(map(str, self.outer_timesteps))}" if self.outer_timesteps else ""
+            sep = "." if all(float(t).is_integer() for t in self.outer_timesteps) else "_"
+            grid = f"-at{sep.join(f'{t:g}' for t in self.outer_timesteps)}" if self.outer_timesteps else ""
             return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}{grid}"
         if self.kind == "vanilla":
             return f"vanilla-{sampler}-{self.steps}"
@@ -125,25 +131,28 @@ class Method:
         """Keyword arguments of :func:`~nested_diffusion.nested_sample` (and ``NestedPipeline.anytime``)."""
         if self.kind != "nested":
             raise ValueError(f"session_kwargs is for nested methods, not {self.kind!r}")
-        return dict(outer_steps=self.outer_steps, inner_steps=list(self.inner_steps), inner_sampler=self.sampler,
-                    inner_eta=list(self.eta) if isinstance(self.eta, tuple) else self.eta, outer_eta=self.outer_eta, outer_update=self.outer_update,
-                    outer_timesteps=list(self.outer_timesteps) or None)
+        kwargs = dict(outer_steps=self.outer_steps, inner_steps=list(self.inner_steps), inner_sampler=self.sampler,
+                      inner_eta=list(self.eta) if isinstance(self.eta, tuple) else self.eta,
+                      outer_update=self.outer_update, outer_timesteps=list(self.outer_timesteps) or None)
+        if self.outer_update == "ddim":
+            kwargs["outer_eta"] = self.outer_eta
+        return kwargs
 
-    def frame_nfes(self, num_train_timesteps: int) -> list[int]:
-        """Cumulative NFEs after each frame (nested: an inner run from τ costs min(M, τ+1))."""
+    def frame_nfes(self, schedule: Any) -> list[int]:
+        """Cumulative NFEs after each frame on ``schedule`` (nested: an inner run costs its grid's length,
+        min(M, τ+1) on a discrete VP schedule)."""
         if self.kind == "nested":
-            _, grids = nested_grids(num_train_timesteps, self.outer_steps, self.inner_steps,
-                                    outer_timesteps=self.outer_timesteps or None)
+            _, grids = nested_grids(schedule, self.inner_steps, self.outer_timesteps or None)
             return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
         raise ValueError("an envelope has no frames: it runs once per checkpoint")
 
-    def cost(self, checkpoints: Sequence[int], num_train_timesteps: int) -> int:
-        """NFEs per sample to evaluate this method at ``checkpoints``."""
+    def cost(self, checkpoints: Sequence[int], schedule: Any) -> int:
+        """NFEs per sample to evaluate this method at ``checkpoints`` on ``schedule``."""
         if self.kind == "envelope":
             return sum(checkpoints)
-        nfes = self.frame_nfes(num_train_timesteps)
+        nfes = self.frame_nfes(schedule)
         needed = [n for n in nfes if n <= max(checkpoints)]
         return needed[-1] if needed else 0
 
@@ -164,6 +173,17 @@ def frame_at(frame_nfes: Sequence[int], checkpoint: int) -> int | None:
         if n <= checkpoint:
             index = i
     return index
+
+
+def _time(text: str) -> Time:
+    """An outer time: an integer timestep, or a model time with a fraction (flow schedules)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        if not value == value or value in (float("inf"), float("-inf")):
+            raise ValueError(text) from None
+        return value
 
 
 def _float(text: str, what: str) -> float:
@@ -188,25 +208,26 @@ def _sampler_eta(parts: list[str], kind: str, spec: str) -> tuple[str, float]:
     return sampler, eta
 
 
-def plan_method(budget: int, alphas_cumprod: Any) -> Method:
-    """The project default layout for ``budget`` NFEs on a model with training schedule ``alphas_cumprod``."""
+def plan_method(budget: int, schedule: Any) -> Method:
+    """The project default layout for ``budget`` NFEs on a model with noise ``schedule`` (or ᾱ table)."""
     from ..planner import plan_layout
 
-    layout = plan_layout(budget, alphas_cumprod)
+    layout = plan_layout(budget, schedule)
     eta = tuple(layout.inner_eta) if isinstance(layout.inner_eta, (list, tuple)) else layout.inner_eta
     return Method("nested", layout.inner_sampler, eta, len(layout.inner_steps), tuple(layout.inner_steps),
-                  layout.outer_eta, outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps))
+                  DEFAULT_OUTER_ETA if layout.outer_eta is None else layout.outer_eta,
+                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps))
 
 
-def parse_method(kind: str, spec: str, *, budget: int | None = None, alphas_cumprod: Any = None) -> Method:
+def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: Any = None) -> Method:
     """Parse a command-line spec (see the module docstring); ``budget`` sets vanilla ``steps``;
-    ``plan`` needs the ``budget`` and the model's ``alphas_cumprod``."""
+    ``plan`` needs the ``budget`` and the model's noise ``schedule``."""
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {KINDS}, got {kind!r}")
     if kind == "nested" and spec.strip() == "plan":
-        if budget is None or alphas_cumprod is None:
-            raise ValueError("the nested spec 'plan' needs the budget and the model's alphas_cumprod")
-        return plan_method(budget, alphas_cumprod)
+        if budget is None or schedule is None:
+            raise ValueError("the nested spec 'plan' needs the budget and the model's noise schedule")
+        return plan_method(budget, schedule)
     spec, _, taus_text = spec.strip().partition("@")
     parts = spec.split(":")
     if kind != "nested" and taus_text:
@@ -234,9 +255,10 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None, alphas_cump
         elif len(parts) > 3:
             outer_eta = _float(parts[3], f"nested spec {spec!r}: outer eta (or 'renoise')")
         try:
-            taus = tuple(int(t) for t in taus_text.split("/")) if taus_text else ()
+            taus = tuple(_time(t) for t in taus_text.split("/")) if taus_text else ()
         except ValueError:
-            raise ValueError(f"nested spec {spec!r}: expected @TAUS as outer timesteps like @999/400/100") from None
+            raise ValueError(f"nested spec {spec!r}: expected @TAUS as outer times like @999/400/100 (or model "
+                             "times σ·T like @1000/612.5/250 on a flow schedule)") from None
         return Method("nested", sampler, eta, outer, tuple(inner), outer_eta, outer_update=outer_update,
                       outer_timesteps=taus)
     if len(parts) > 2:

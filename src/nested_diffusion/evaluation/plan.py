@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..defaults import DEFAULT_FRAME_FRACTIONS
-from ..planner import resolve_layout
+from ..planner import plan_schedule
 from .methods import Method, parse_method
 
 __all__ = ["default_checkpoints", "default_methods", "default_metrics", "DEFAULT_VANILLA", "DEFAULT_ENVELOPES"]
@@ -27,26 +27,26 @@ def default_checkpoints(budget: int) -> tuple[int, ...]:
 
 def default_methods(budget: int, *, nested: Sequence[str] | None = None, vanilla: Sequence[str] | None = None,
                     envelope: Sequence[str] | None = None, restoration: bool = False,
-                    alphas_cumprod: Any = None) -> list[Method]:
+                    schedule: Any = None) -> list[Method]:
     """Methods from spec strings (see :mod:`.methods`); a group given as ``None`` takes its default —
     the project's nested layout for ``budget`` (``plan``: :func:`~nested_diffusion.planner.plan_layout`
-    for the model's ``alphas_cumprod``), :data:`DEFAULT_VANILLA`, :data:`DEFAULT_ENVELOPES`, or for a
+    for the model's noise ``schedule``), :data:`DEFAULT_VANILLA`, :data:`DEFAULT_ENVELOPES`, or for a
     ``restoration`` task nested DDRM with the growing layout, :data:`RESTORE_VANILLA` and
-    :data:`RESTORE_ENVELOPES` — and an empty group is left out. Without ``alphas_cumprod`` the
+    :data:`RESTORE_ENVELOPES` — and an empty group is left out. Without a ``schedule`` the
     ``plan`` specs are left out (their syntax is all there is to check before a model is loaded)."""
     if nested is None and restoration:
-        outer, inner = resolve_layout(budget=budget)
-        nested = [f"{outer}x{'/'.join(map(str, inner))}:ddrm"]
+        inner = plan_schedule(budget)
+        nested = [f"{len(inner)}x{'/'.join(map(str, inner))}:ddrm"]
     elif nested is None:
         nested = ["plan"]
     planned = any(s.strip() == "plan" for s in nested)
-    if alphas_cumprod is None:
+    if schedule is None:
         nested = [s for s in nested if s.strip() != "plan"]
     if vanilla is None:
         vanilla = RESTORE_VANILLA if restoration else DEFAULT_VANILLA
     if envelope is None:
         envelope = RESTORE_ENVELOPES if restoration else DEFAULT_ENVELOPES
-    methods = [parse_method("nested", s, budget=budget, alphas_cumprod=alphas_cumprod) for s in nested]
+    methods = [parse_method("nested", s, budget=budget, schedule=schedule) for s in nested]
     methods += [parse_method("vanilla", s, budget=budget) for s in vanilla]
     methods += [parse_method("envelope", s) for s in envelope]
     if not methods and not planned:

@@ -40,7 +40,7 @@ class RestorationTarget:
         if isinstance(per_measurement, bool) or not isinstance(per_measurement, int) or per_measurement < 1:
             raise ValueError(f"per_measurement must be a positive integer, got {per_measurement!r}")
         self.per_measurement = per_measurement
-        self.num_train_timesteps = base.num_train_timesteps
+        self.schedule = base.schedule
         self.image_shape, self.prompts = base.image_shape, None
         self.gmm = None
         generator = torch.Generator().manual_seed(seed)
@@ -112,13 +112,14 @@ class RestorationTarget:
 
             base = self.base
             noise = torch.randn(len(rows), *self.shape, generator=generator, dtype=torch.float64)
-            common = dict(operator=self.operator, measurement=y, sigma_y=self.sigma_y, generator=generator)
+            common = dict(operator=self.operator, measurement=y, sigma_y=self.sigma_y, generator=generator,
+                          prediction_type=base.prediction_type)
             if method.kind == "nested":
-                session = nested_restore(base.model, base.alphas_cumprod, noise, outer_steps=method.outer_steps,
+                session = nested_restore(base.model, base.schedule, noise, outer_steps=method.outer_steps,
                                          inner_steps=list(method.inner_steps), eta=method.eta,
                                          outer_eta=method.outer_eta, inner=self._inner(method), **common)
             else:
-                session = ddrm_sample(base.model, base.alphas_cumprod, noise, steps=steps or method.steps,
+                session = ddrm_sample(base.model, base.schedule, noise, steps=steps or method.steps,
                                       eta=method.eta, **common)
             for frame in session:
                 yield frame.nfe, frame.image.reshape(len(rows), -1)

@@ -169,7 +169,7 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
                     last = raw
                 record(c, last)
             return out
-        nfes = method.frame_nfes(target.num_train_timesteps)
+        nfes = method.frame_nfes(target.schedule)
         wanted: dict[int, list[int]] = {}
         for c in config.checkpoints:
             index = frame_at(nfes, c)
@@ -194,16 +194,18 @@ def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct, got {names}")
-    T = target.num_train_timesteps
-    if any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
+    T = target.schedule.max_steps  # None: a continuous schedule takes any step count
+    if T is not None and any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
         raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= {T} "
                          f"(the training timesteps), got {config.checkpoints[-1]}")
     restoration = hasattr(target, "measurement")
     for method in methods:
         check_sampler(method, restoration)
         steps = method.inner_steps + (method.outer_steps,) if method.kind == "nested" else (method.steps,)
-        if max(steps) > T:
+        if T is not None and max(steps) > T:
             raise ValueError(f"{method.name}: step counts must be <= {T} (the model's training timesteps)")
+        if method.kind == "nested" and method.outer_timesteps:
+            target.schedule.check_times(method.outer_timesteps, f"{method.name}: outer times")
 
 
 def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig,
@@ -234,10 +236,10 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     batches = config.batches()
     units = [(method, b) for b in range(len(batches)) for method in methods]
     mine = units[context.rank::context.world]
-    T = target.num_train_timesteps
-    cost = {m.name: m.cost(config.checkpoints, T) for m in methods}  # NFEs per sample
+    schedule = target.schedule
+    cost = {m.name: m.cost(config.checkpoints, schedule) for m in methods}  # NFEs per sample
     covered = {m.name: [c for c in config.checkpoints  # the checkpoints where a method has an image
-                        if m.kind == "envelope" or frame_at(m.frame_nfes(T), c) is not None] for m in methods}
+                        if m.kind == "envelope" or frame_at(m.frame_nfes(schedule), c) is not None] for m in methods}
     total = sum(cost[m.name] * len(batches[b]) for m, b in mine)
     bar = None
     if progress and context.is_main:

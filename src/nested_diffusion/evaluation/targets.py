@@ -5,8 +5,8 @@ A target runs a method's sessions on a batch and turns raw samples (model space:
 
 * :class:`PipelineTarget` — any :class:`~nested_diffusion.pipelines.NestedPipeline` (the embedded
   digit model, DDPM, SD/SDXL, DiT);
-* :class:`GMMTarget` — the exact Gaussian-mixture oracle (``--model gmm[:SCHEDULE[:PREDICTION]]``),
-  whose samples are 8×8 "digits".
+* :class:`GMMTarget` — the exact Gaussian-mixture oracle (``--model gmm[:SCHEDULE[:PREDICTION]]``,
+  ``gmm:flow[:SHIFT][:PREDICTION]``), whose samples are 8×8 "digits".
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import torch
 
 from .methods import Method
 
-__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES", "check_sampler"]
+__all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES", "check_sampler", "gmm_schedule"]
 
-GMM_SCHEDULES = ("linear", "scaled_linear", "cosine")
+#: the oracle's schedules: three discrete VP tables and rectified flow (``flow[:SHIFT]``)
+GMM_SCHEDULES = ("linear", "scaled_linear", "cosine", "flow")
 
 
 class PipelineTarget:
@@ -28,13 +29,13 @@ class PipelineTarget:
                  fingerprint: str | None = None) -> None:
         self.pipe, self.name, self.fingerprint = pipe, name, fingerprint
         adapter = pipe.adapter
-        self.alphas_cumprod = adapter.alphas_cumprod
-        self.num_train_timesteps = len(adapter.alphas_cumprod)
+        self.schedule = adapter.schedule_for(height, width)
+        self.prediction_type = adapter.prediction_type
         self.num_classes = getattr(adapter, "num_classes", None)
         self.guidance_scale = adapter.default_guidance if guidance_scale is None else guidance_scale
         self.prompts = list(prompts) if prompts else None
         self.height, self.width = height, width
-        text_model = str(getattr(adapter, "family", "")).startswith("stable-diffusion")
+        text_model = adapter.conditioning.kind == "text"  # what the adapter declares
         if text_model and not self.prompts:
             raise ValueError("this is a text-to-image model: give prompts (one per sample, cycled)")
         if self.prompts and not text_model:
@@ -91,21 +92,22 @@ class PipelineTarget:
 
 class GMMTarget:
     """The exact oracle: a Gaussian mixture fitted to scikit-learn's 8×8 digits, behind a "network"
-    with the given training schedule and prediction type."""
+    with the given noise schedule and prediction type (default: the schedule's)."""
 
-    def __init__(self, schedule: str = "linear", prediction_type: str = "epsilon",
+    def __init__(self, schedule: str = "linear", prediction_type: str | None = None,
                  num_train_timesteps: int = 1000) -> None:
-        from ..schedules import make_alphas_cumprod
         from ..testing import GaussianMixture
 
         self.gmm = GaussianMixture.from_digits()
-        self.schedule, self.prediction_type = schedule, prediction_type
-        self.alphas_cumprod = make_alphas_cumprod(schedule, num_train_timesteps)
-        self.model = self.gmm.model(self.alphas_cumprod, prediction_type)
-        self.num_train_timesteps = num_train_timesteps
+        self.schedule_name = schedule
+        self.schedule = gmm_schedule(schedule, num_train_timesteps)
+        self.prediction_type = self.schedule.check_prediction_type(
+            self.schedule.default_prediction_type if prediction_type is None else prediction_type)
+        self.model = self.gmm.model(self.schedule, self.prediction_type)
         self.num_classes, self.class_names, self.prompts = None, None, None
         self.image_shape = None  # vectors, not images: FID/CLIP/classifier metrics do not apply
-        self.name = f"gmm:{schedule}" + ("" if prediction_type == "epsilon" else f":{prediction_type}")
+        default = self.schedule.default_prediction_type
+        self.name = f"gmm:{schedule}" + ("" if self.prediction_type == default else f":{self.prediction_type}")
 
     def condition(self, indices: range) -> tuple[None, None]:
         return None, None
@@ -119,9 +121,9 @@ class GMMTarget:
         noise = torch.randn(len(rows), self.gmm.dim, generator=generator, dtype=torch.float64)
         common = dict(prediction_type=self.prediction_type, generator=generator)
         if method.kind == "nested":
-            session = nested_sample(self.model, self.alphas_cumprod, noise, **method.session_kwargs(), **common)
+            session = nested_sample(self.model, self.schedule, noise, **method.session_kwargs(), **common)
         else:
-            session = vanilla_sample(self.model, self.alphas_cumprod, noise, steps=steps or method.steps,
+            session = vanilla_sample(self.model, self.schedule, noise, steps=steps or method.steps,
                                      sampler=method.sampler, eta=method.eta, **common)
         for frame in session:
             yield frame.nfe, frame.image
@@ -131,6 +133,39 @@ class GMMTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name}
+
+
+def gmm_schedule(name: str, num_train_timesteps: int = 1000):
+    """The oracle's schedule from its name: ``linear``, ``scaled_linear``, ``cosine`` (discrete VP tables)
+    or ``flow`` (shift 1), ``flow:SHIFT`` (a static shift, ``set_timesteps`` spacing as SD3), and
+    ``flow:dynamic=N`` (Flux's dynamic shift for N latent tokens, e.g. 4096 at 1024², with Flux's trailing
+    grid)."""
+    from ..schedules import DiscreteVP, flow_matching, make_alphas_cumprod
+
+    kind, _, arg = name.partition(":")
+    if kind in GMM_SCHEDULES[:3] and not arg:
+        return DiscreteVP(make_alphas_cumprod(kind, num_train_timesteps))
+    if kind == "flow":
+        if not arg:
+            return flow_matching(num_train_timesteps=num_train_timesteps)
+        if arg.startswith("dynamic="):
+            try:
+                tokens = int(arg[len("dynamic="):])
+            except ValueError:
+                tokens = 0
+            if tokens < 1:
+                raise ValueError(f"schedule 'flow:dynamic=N' needs N, a positive number of latent tokens, got {name!r}")
+            return flow_matching(use_dynamic_shifting=True, spacing="trailing",
+                                 num_train_timesteps=num_train_timesteps).at_image_seq_len(tokens)
+        try:
+            shift = float(arg)
+        except ValueError:
+            shift = float("nan")
+        if not shift > 0 or shift == float("inf"):
+            raise ValueError(f"schedule 'flow:SHIFT' needs a positive shift, got {name!r}")
+        return flow_matching(shift, num_train_timesteps=num_train_timesteps)
+    raise ValueError(f"schedule must be one of {list(GMM_SCHEDULES[:3])}, 'flow', 'flow:SHIFT' or 'flow:dynamic=N', "
+                     f"got {name!r}")
 
 
 def check_sampler(method: Method, restoration: bool) -> None:
@@ -166,20 +201,25 @@ def _fingerprint(model: str | None) -> str | None:
 def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                 guidance_scale: float | None = None, prompts: Sequence[str] | None = None,
                 height: int | None = None, width: int | None = None):
-    """``None``: the embedded digit model; ``"gmm"``, ``"gmm:cosine"``, ``"gmm:cosine:v_prediction"``…:
-    the oracle (default linear, epsilon); otherwise a diffusers folder or hub id."""
+    """``None``: the embedded digit model; ``"gmm"``, ``"gmm:cosine"``, ``"gmm:cosine:v_prediction"``,
+    ``"gmm:flow:3"``, ``"gmm:flow:dynamic=4096"``…: the oracle (default linear, with the schedule's
+    prediction type: ε on VP, flow on flow); otherwise a diffusers folder or hub id."""
     if model is not None and (model == "gmm" or model.startswith("gmm:")):
         from ..schedules import PREDICTION_TYPES
 
-        parts = model.split(":")[1:]
-        schedule = parts[0] if parts else "linear"
-        prediction_type = parts[1] if len(parts) > 1 else "epsilon"
-        if len(parts) > 2 or schedule not in GMM_SCHEDULES:
-            raise ValueError(f"model 'gmm[:SCHEDULE[:PREDICTION]]': schedule must be one of {list(GMM_SCHEDULES)}, "
+        parts = model.split(":")[1:] or ["linear"]
+        schedule = parts.pop(0)  # the schedule comes first; a flow schedule may take an argument next
+        if schedule == "flow" and parts and parts[0] not in PREDICTION_TYPES:
+            schedule += ":" + parts.pop(0)
+        prediction_type = parts.pop(0) if parts else None
+        if parts or (prediction_type is not None and prediction_type not in PREDICTION_TYPES):
+            raise ValueError(f"model 'gmm[:SCHEDULE[:PREDICTION]]': prediction must be one of {list(PREDICTION_TYPES)}, "
                              f"got {model!r}")
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"model 'gmm:SCHEDULE:PREDICTION': prediction must be one of {list(PREDICTION_TYPES)}, "
-                             f"got {prediction_type!r}")
+        try:
+            gmm_schedule(schedule)
+        except ValueError as e:
+            raise ValueError(f"model 'gmm[:SCHEDULE[:PREDICTION]]': {e}; prediction one of {list(PREDICTION_TYPES)}, "
+                             f"got {model!r}") from None
         if prompts or guidance_scale is not None:
             raise ValueError("the Gaussian-mixture oracle is unconditional: no prompts or guidance_scale")
         return GMMTarget(schedule, prediction_type)

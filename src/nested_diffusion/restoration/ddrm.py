@@ -1,9 +1,11 @@
-"""DDRM (Kawar et al., NeurIPS 2022) as a sampler over a denoiser, and its vanilla session.
+"""DDRM (Kawar et al., NeurIPS 2022) as a sampler over a denoiser, and its vanilla session, on any schedule.
 
 Variables follow PAPER.md: for y = Hx + σ_y n with H = U Σ Vᵀ (singular values s_i), the scaled
-spectral space is x̄ = Vᵀx_t / √ᾱ_t with noise level σ_t = √(1-ᾱ_t)/√ᾱ_t; ȳ_i = (Uᵀy)_i / s_i,
-x̄_θ = Vᵀx̂0 and ε̄ = (x̄_t - x̄_θ)/σ_t. Every update is elementwise in that space, so the operator is
-only ever applied through its implicit SVD.
+spectral space is x̄ = Vᵀx_t / α_t with noise level σ̄_t = σ_t/α_t (√(1-ᾱ_t)/√ᾱ_t on a VP schedule);
+ȳ_i = (Uᵀy)_i / s_i, x̄_θ = Vᵀx̂0 and ε̄ = (x̄_t - x̄_θ)/σ̄_t = (Vᵀx_t - α_t x̄_θ)/σ_t. DDRM's update is
+natural in these variance-exploding variables, so it holds for any schedule; ε̄ is computed from x_t
+directly, which stays finite at pure noise (α = 0, the start of a flow schedule). Every update is
+elementwise in that space, so the operator is only ever applied through its implicit SVD.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from typing import Any
 import torch
 
 from ..defaults import DEFAULT_DDRM_ETA, DEFAULT_DDRM_ETA_B, DEFAULT_DDRM_GRID_POWER
-from ..samplers.noise import randn_like
-from ..schedules import spaced_timesteps
-from ..session import Model
+from ..samplers.noise import Generator, randn_like
+from ..schedules import Level, Schedule, _as_level, as_schedule
+from ..session import Model, check_noise, check_steps
 from ..vanilla import VanillaSession
 from .operators import LinearOperator, check_sigma_y
 
-__all__ = ["ddrm_initial", "ddrm_step", "InverseProblem", "DDRM", "DDRMSession", "ddrm_sample", "check_eta",
-           "check_grid_power"]
+__all__ = ["ddrm_start", "ddrm_step", "ddrm_update", "InverseProblem", "DDRM", "DDRMSession", "ddrm_sample",
+           "check_eta", "check_grid_power"]
 
 
 def check_eta(value: Any, name: str) -> float:
@@ -43,22 +45,31 @@ def check_grid_power(value: Any, name: str) -> float:
     return float(value)
 
 
-def _sigma(alpha_bar: float) -> float:
-    """σ_t = √(1-ᾱ_t)/√ᾱ_t, the noise level of x̄ (0 at ᾱ = 1, the clean end)."""
-    return math.sqrt(max(1.0 - alpha_bar, 0.0) / alpha_bar)
-
-
-def ddrm_initial(n: torch.Tensor, y_bar: torch.Tensor, s: torch.Tensor, sigma: float, sigma_y: float) -> torch.Tensor:
-    """x̄ at the first timestep (PAPER.md): ȳ_i + √(σ² - σ_y²/s_i²) n_i where s_i σ > σ_y, else σ n_i."""
-    informative = s * sigma > sigma_y
+def ddrm_start(n: torch.Tensor, y_bar: torch.Tensor, s: torch.Tensor, level: Level | float,
+               sigma_y: float) -> torch.Tensor:
+    """Vᵀx at the first level (PAPER.md), x̄ = ȳ_i + √(σ̄² - σ_y²/s_i²) n_i where s_i σ̄ > σ_y, else σ̄ n_i
+    (σ̄ = σ/α), written as α x̄ so that it holds at pure noise too: α ȳ_i + √(σ² - α² σ_y²/s_i²) n_i where
+    s_i σ > α σ_y, else σ n_i. ``level`` may be a VP ᾱ."""
+    alpha, sigma = _as_level(level)
+    informative = s * sigma > alpha * sigma_y
     s_safe = torch.where(s > 0, s, torch.ones_like(s))
-    return torch.where(informative, y_bar + (sigma**2 - sigma_y**2 / s_safe**2).clamp_min(0).sqrt() * n, sigma * n)
+    return torch.where(informative, alpha * y_bar + (sigma**2 - alpha**2 * sigma_y**2 / s_safe**2).clamp_min(0).sqrt() * n,
+                       sigma * n)
 
 
 def ddrm_step(x_bar: torch.Tensor, x_bar_theta: torch.Tensor, y_bar: torch.Tensor, s: torch.Tensor, sigma: float,
               sigma_next: float, sigma_y: float, eta: float, eta_b: float,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-    """One DDRM update x̄_t → x̄_t' (PAPER.md; Kawar et al. 2022, eqs. 7–8), n ~ N(0, I) fresh:
+              generator: Generator = None) -> torch.Tensor:
+    """One DDRM update x̄_t → x̄_t' in the paper's variables (noise levels σ̄ = ``sigma``, ``sigma_next``):
+    :func:`ddrm_update` with ε̄ = (x̄ - x̄_θ)/σ̄."""
+    eps_bar = (x_bar - x_bar_theta) / sigma if sigma > 0 else torch.zeros_like(x_bar)
+    return ddrm_update(eps_bar, x_bar_theta, y_bar, s, sigma_next, sigma_y, eta, eta_b, generator)
+
+
+def ddrm_update(eps_bar: torch.Tensor, x_bar_theta: torch.Tensor, y_bar: torch.Tensor, s: torch.Tensor,
+                sigma_next: float, sigma_y: float, eta: float, eta_b: float,
+                generator: Generator = None) -> torch.Tensor:
+    """The DDRM update to x̄_t' (PAPER.md; Kawar et al. 2022, eqs. 7–8), n ~ N(0, I) fresh, σ' = ``sigma_next``:
 
     - s_i = 0:               x̄'_i = x̄_θ,i + √(1-η²) σ' ε̄_i + η σ' n_i
     - 0 < s_i σ' < σ_y:      x̄'_i = x̄_θ,i + √(1-η²) σ' (ȳ_i - x̄_θ,i) s_i/σ_y + η σ' n_i
@@ -67,8 +78,7 @@ def ddrm_step(x_bar: torch.Tensor, x_bar_theta: torch.Tensor, y_bar: torch.Tenso
     ``s`` and ``y_bar`` are padded with zeros to the spectral length n. At σ' = 0 nothing is
     random: the result is x̄_θ, with the measured components replaced by ȳ when σ_y = 0 (η_b = 1).
     """
-    eps_bar = (x_bar - x_bar_theta) / sigma if sigma > 0 else torch.zeros_like(x_bar)
-    n = randn_like(x_bar, generator) if sigma_next > 0 else torch.zeros_like(x_bar)
+    n = randn_like(x_bar_theta, generator) if sigma_next > 0 else torch.zeros_like(x_bar_theta)
     s_safe = torch.where(s > 0, s, torch.ones_like(s))
     keep = math.sqrt(1.0 - eta**2) * sigma_next  # the deterministic share of σ'
     # unmeasured directions: a DDIM-like step (η² of the variance is fresh noise)
@@ -120,24 +130,17 @@ class InverseProblem:
         child.measurement, child.y_bar = self.measurement[index], self.y_bar[index]
         return child
 
-    def to_spectral(self, x: torch.Tensor, alpha_bar: float = 1.0) -> torch.Tensor:
-        """x̄ = Vᵀx / √ᾱ."""
-        return self.operator.Vt(x) / math.sqrt(alpha_bar)
-
-    def from_spectral(self, x_bar: torch.Tensor, alpha_bar: float = 1.0) -> torch.Tensor:
-        """x = √ᾱ V x̄."""
-        return math.sqrt(alpha_bar) * self.operator.V(x_bar, self.shape)
-
-    def initial_state(self, noise: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-        """x_T' = √ᾱ_T' V x̄_T' with x̄_T' from :func:`ddrm_initial` and n = Vᵀ noise (still N(0, I))."""
-        x_bar = ddrm_initial(self.operator.Vt(noise), self.y_bar, self.s, _sigma(alpha_bar), self.sigma_y)
-        return self.from_spectral(x_bar, alpha_bar)
+    def initial_state(self, noise: torch.Tensor, level: Level | float) -> torch.Tensor:
+        """x at the first level given y: V (α x̄) with α x̄ from :func:`ddrm_start` and n = Vᵀ noise (still
+        N(0, I)); ``level`` may be a VP ᾱ."""
+        return self.operator.V(ddrm_start(self.operator.Vt(noise), self.y_bar, self.s, level, self.sigma_y), self.shape)
 
 
 @dataclass(frozen=True)
 class DDRM:
-    """The DDRM update as a :class:`~nested_diffusion.samplers.Sampler`: ``step(x_t, x̂0, ᾱ_t, ᾱ_t')``
-    maps to the scaled spectral space, applies :func:`ddrm_step` and maps back (x_t' = √ᾱ_t' V x̄')."""
+    """The DDRM update as a :class:`~nested_diffusion.samplers.Sampler`: ``step(x_t, x̂0, level, next)``
+    maps to the scaled spectral space (ε̄ = (Vᵀx_t - α x̄_θ)/σ, σ̄' = σ'/α'), applies :func:`ddrm_update`
+    and maps back (x_t' = α' V x̄')."""
 
     problem: InverseProblem
     eta: float = DEFAULT_DDRM_ETA
@@ -146,50 +149,60 @@ class DDRM:
     def select_rows(self, rows: list[int]) -> "DDRM":
         return dataclasses.replace(self, problem=self.problem.select_rows(rows))
 
-    def step(self, x: torch.Tensor, denoised: torch.Tensor, alpha_bar: float, alpha_bar_next: float,
-             carry: Any = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
-        p = self.problem
-        alpha_bar_next = min(alpha_bar_next, 1.0)
-        x_bar_next = ddrm_step(p.to_spectral(x, alpha_bar), p.to_spectral(denoised), p.y_bar, p.s, _sigma(alpha_bar),
-                               _sigma(alpha_bar_next), p.sigma_y, self.eta, self.eta_b, generator)
-        return p.from_spectral(x_bar_next, alpha_bar_next), None
+    def step(self, x: torch.Tensor, denoised: torch.Tensor, level: Level, next_level: Level,
+             carry: Any = None, generator: Generator = None) -> tuple[torch.Tensor, Any]:
+        p, op = self.problem, self.problem.operator
+        (alpha, sigma), (alpha_next, sigma_next) = _as_level(level), _as_level(next_level)
+        x_bar_theta = op.Vt(denoised)
+        eps_bar = (op.Vt(x) - alpha * x_bar_theta) / sigma
+        x_bar_next = ddrm_update(eps_bar, x_bar_theta, p.y_bar, p.s, sigma_next / alpha_next, p.sigma_y, self.eta,
+                                 self.eta_b, generator)
+        return alpha_next * op.V(x_bar_next, p.shape), None
 
 
 class DDRMSession(VanillaSession):
-    """Vanilla DDRM as a session: ``steps`` network calls on ``spaced_timesteps(T-1, steps,
-    grid_power)``, started from DDRM's x_T' given y (:meth:`InverseProblem.initial_state`). Frames
-    are the x̂0 previews; the last frame is the restoration."""
+    """Vanilla DDRM as a session: ``steps`` network calls on ``schedule.inner_timesteps(top, steps, grid_power)``
+    (trailing — on a VP schedule the vanilla grid —, bent towards the clean end by ``grid_power``), started from
+    DDRM's x_T' given y
+    (:meth:`InverseProblem.initial_state`), each step the :class:`DDRM` update. Frames are the x̂0
+    previews; the last frame is the restoration. Composed from its parts: the measurements live in the
+    sampler, so ``fork(indices=)`` picks them with the images."""
 
-    batch_state = ("x", "carry", "problem", "sampler")  # fork(indices=) also picks the measurements
-
-    def __init__(self, model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *,
+    def __init__(self, model: Model, schedule: Schedule | Any, noise: torch.Tensor, *,
                  operator: LinearOperator, measurement: torch.Tensor, sigma_y: float,
-                 prediction_type: str = "epsilon", steps: int = 100, eta: float = DEFAULT_DDRM_ETA,
+                 prediction_type: str | None = None, steps: int = 100, eta: float = DEFAULT_DDRM_ETA,
                  eta_b: float = DEFAULT_DDRM_ETA_B, grid_power: float = DEFAULT_DDRM_GRID_POWER,
-                 generator: torch.Generator | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+                 generator: Generator = None, model_kwargs: dict[str, Any] | None = None) -> None:
         eta, eta_b = check_eta(eta, "eta"), check_eta(eta_b, "eta_b")
         grid_power = check_grid_power(grid_power, "grid_power")
-        super().__init__(model, alphas_cumprod, noise, prediction_type=prediction_type, steps=steps,
-                         sampler="ddim", eta=eta, generator=generator, model_kwargs=model_kwargs)
-        self.timesteps = spaced_timesteps(self.num_train_timesteps - 1, steps, grid_power)
-        self.problem = InverseProblem(operator, measurement, sigma_y, self.x)
-        self.sampler = DDRM(self.problem, eta, eta_b)
-        self.x = self.problem.initial_state(self.x, self.alphas_cumprod[self.timesteps[0]])
+        schedule = as_schedule(schedule)
+        problem = InverseProblem(operator, measurement, sigma_y, check_noise(noise))
+        steps = check_steps(steps, "steps", schedule)
+        timesteps = schedule.inner_timesteps(schedule.top, steps, grid_power)  # the trailing grid (VP: the vanilla one)
+        super().__init__(model, schedule, noise, prediction_type=prediction_type, steps=len(timesteps),
+                         sampler=DDRM(problem, eta, eta_b), timesteps=timesteps, start=problem.initial_state,
+                         generator=generator, model_kwargs=model_kwargs)
+
+    @property
+    def problem(self) -> InverseProblem:
+        """The measurements being restored (of the images this session holds)."""
+        return self.sampler.problem
 
 
-def ddrm_sample(model: Model, alphas_cumprod: torch.Tensor, noise: torch.Tensor, *, operator: LinearOperator,
-                measurement: torch.Tensor, sigma_y: float, prediction_type: str = "epsilon", steps: int = 100,
+def ddrm_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *, operator: LinearOperator,
+                measurement: torch.Tensor, sigma_y: float, prediction_type: str | None = None, steps: int = 100,
                 eta: float = DEFAULT_DDRM_ETA, eta_b: float = DEFAULT_DDRM_ETA_B,
-                grid_power: float = DEFAULT_DDRM_GRID_POWER, generator: torch.Generator | None = None,
+                grid_power: float = DEFAULT_DDRM_GRID_POWER, generator: Generator = None,
                 model_kwargs: dict[str, Any] | None = None) -> DDRMSession:
     """DDRM restoration of ``measurement`` = H x + σ_y n (one per item of ``noise``); iterate for one
     :class:`~nested_diffusion.Frame` per network call (x̂0 previews; the last is the restoration).
 
     ``operator`` is a :mod:`nested_diffusion.restoration` operator, σ_y is on the model's data scale
-    ([-1, 1] for images), η / η_b follow Kawar et al. (defaults 0.85 / 1). ``grid_power`` bends the
-    timestep grid towards t = 0 (:func:`~nested_diffusion.schedules.spaced_timesteps`; 1: evenly
-    spaced, 2: DDIM's quadratic). Everything is validated here, before any network call.
+    ([-1, 1] for images), η / η_b follow Kawar et al. (defaults 0.85 / 1). ``schedule`` is any schedule
+    (or a 1-D ᾱ table): DDRM's update holds in the variance-exploding variables of every one.
+    ``grid_power`` bends the grid towards the clean end (1: evenly spaced, 2: DDIM's quadratic).
+    Everything is validated here, before any network call.
     """
-    return DDRMSession(model, alphas_cumprod, noise, operator=operator, measurement=measurement, sigma_y=sigma_y,
+    return DDRMSession(model, schedule, noise, operator=operator, measurement=measurement, sigma_y=sigma_y,
                        prediction_type=prediction_type, steps=steps, eta=eta, eta_b=eta_b, grid_power=grid_power,
                        generator=generator, model_kwargs=model_kwargs)

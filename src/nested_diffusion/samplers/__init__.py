@@ -1,8 +1,9 @@
 """Samplers over a denoiser ``D(x_t, t) -> x̂0``: small step functions with an explicit carry.
 
-A sampler is any object with ``eta`` and ``step(x, denoised, alpha_bar, alpha_bar_next, carry,
-generator) -> (x_next, carry)``. The same objects drive the inner process of nested diffusion and
-the vanilla baseline; :func:`sample` is the blocking loop.
+A sampler is any object with ``eta`` and ``step(x, denoised, level, next_level, carry, generator) ->
+(x_next, carry)``, where levels are (α, σ) pairs (:class:`~nested_diffusion.schedules.Level`): samplers
+never learn which kind of schedule they run on. The same objects drive the inner process of nested
+diffusion and the vanilla baseline; :func:`sample` is the blocking loop.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
+from ..schedules import CLEAN, Level, Schedule, as_schedule
 from .ddim import DDIM, ddim_step
 from .dpmpp import DPMSolverPP2M, DPMSolverPP3M
-from .noise import randn_like
+from .noise import Generator, randn_like
+from .renoise import Renoise
 
-__all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "DPMSolverPP3M", "SAMPLERS", "make_sampler", "sample", "iterate",
-           "ddim_step", "randn_like"]
+__all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "DPMSolverPP3M", "Renoise", "SAMPLERS", "make_sampler", "sample",
+           "iterate", "ddim_step", "randn_like", "Generator"]
 
 
 class Sampler(Protocol):
     eta: float
 
-    def step(self, x: torch.Tensor, denoised: torch.Tensor, alpha_bar: float, alpha_bar_next: float,
-             carry: Any = None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]: ...
+    def step(self, x: torch.Tensor, denoised: torch.Tensor, level: Level, next_level: Level,
+             carry: Any = None, generator: Generator = None) -> tuple[torch.Tensor, Any]: ...
 
 
 #: name -> (sampler class, default η, whether η is fixed by the name)
@@ -54,24 +57,24 @@ def make_sampler(name: str, eta: float | None = None, *, argument: str = "sample
     return cls(eta=float(eta))
 
 
-def iterate(denoise: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, timesteps: Sequence[int],
-            alphas_cumprod: Sequence[float], sampler: Sampler,
-            generator: torch.Generator | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Run ``sampler`` over descending ``timesteps``, yielding ``(t, x̂0, x_next)`` per network call.
-
-    The step after the last timestep goes to ᾱ = 1 (clean data), so the last ``x_next`` is the sample.
-    """
+def iterate(denoise: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, timesteps: Sequence[Any],
+            schedule: Schedule | Any, sampler: Sampler,
+            generator: Generator = None) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
+    """Run ``sampler`` over the descending grid ``timesteps`` of ``schedule`` (or of a 1-D ᾱ tensor),
+    yielding ``(t, x̂0, x_next)`` per network call; the step after the last time goes to clean data,
+    so the last ``x_next`` is the sample."""
+    schedule = as_schedule(schedule)
+    levels = [schedule.level(t) for t in timesteps] + [CLEAN]
     carry = None
     for i, t in enumerate(timesteps):
         denoised = denoise(x, t)
-        alpha_bar_next = alphas_cumprod[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
-        x, carry = sampler.step(x, denoised, alphas_cumprod[t], alpha_bar_next, carry, generator)
+        x, carry = sampler.step(x, denoised, levels[i], levels[i + 1], carry, generator)
         yield t, denoised, x
 
 
-def sample(denoise: Callable[[torch.Tensor, int], torch.Tensor], x: torch.Tensor, timesteps: Sequence[int],
-           alphas_cumprod: Sequence[float], sampler: Sampler, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample(denoise: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, timesteps: Sequence[Any],
+           schedule: Schedule | Any, sampler: Sampler, generator: Generator = None) -> torch.Tensor:
     """The blocking sampler: drain :func:`iterate` and return the final sample."""
-    for _, _, x in iterate(denoise, x, timesteps, alphas_cumprod, sampler, generator):
+    for _, _, x in iterate(denoise, x, timesteps, schedule, sampler, generator):
         pass
     return x

@@ -1,15 +1,16 @@
 """An exact test oracle: a Gaussian mixture whose denoiser E[x0 | x_t] has a closed form.
 
-For x_t = √ᾱ x0 + √(1-ᾱ) ε and x0 ~ Σ_k π_k N(μ_k, Σ_k), with Σ_k = U_k diag(λ_k) U_kᵀ:
+For x_t = α x0 + σ ε and x0 ~ Σ_k π_k N(μ_k, Σ_k), with Σ_k = U_k diag(λ_k) U_kᵀ:
 
-    x_t | k ~ N(√ᾱ μ_k, U_k diag(ᾱλ_k + 1 - ᾱ) U_kᵀ)
-    E[x0 | x_t, k] = μ_k + U_k diag(√ᾱ λ_k / (ᾱλ_k + 1 - ᾱ)) U_kᵀ (x_t - √ᾱ μ_k)
+    x_t | k ~ N(α μ_k, U_k diag(α²λ_k + σ²) U_kᵀ)
+    E[x0 | x_t, k] = μ_k + U_k diag(α λ_k / (α²λ_k + σ²)) U_kᵀ (x_t - α μ_k)
     E[x0 | x_t] = Σ_k p(k | x_t) E[x0 | x_t, k]
 
-so sampler quality can be measured exactly (Fréchet distance to the true mixture) without
-training. :meth:`GaussianMixture.model` turns it into a "network" for any prediction type, with
-class conditioning (component k = class k; the index ``num_components`` is the null class) and
-classifier-free guidance.
+on any schedule (VP: α = √ᾱ, σ = √(1-ᾱ); flow: α = 1-σ; at α = 0 the posterior mean is the
+mixture's mean), so sampler quality can be measured exactly (Fréchet distance to the true mixture)
+without training. :meth:`GaussianMixture.model` turns it into a "network" for any schedule and
+prediction type (the exact velocity on a flow schedule), with class conditioning (component k =
+class k; the index ``num_components`` is the null class) and classifier-free guidance.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from ..metrics import frechet_distance, gaussian_stats
-from ..schedules import PREDICTION_TYPES, check_alphas_cumprod, from_denoised
+from ..schedules import Level, Schedule, _as_level, as_schedule, from_denoised
 
 __all__ = ["GaussianMixture"]
 
@@ -131,10 +132,12 @@ class GaussianMixture:
         return GaussianMixture(means, covariances, torch.softmax(log_w, 0))
 
     # -- the exact denoiser -------------------------------------------------------------------
-    def denoise(self, x_t: torch.Tensor, alpha_bar: torch.Tensor | float,
+    def denoise(self, x_t: torch.Tensor, level: Level | torch.Tensor | float,
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """E[x0 | x_t] (or E[x0 | x_t, k] where ``class_labels`` names a component; the label
-        ``num_components`` means unconditional). ``x_t`` is ``[N, ...]`` with d elements per item."""
+        ``num_components`` means unconditional) at ``level`` — a :class:`~nested_diffusion.schedules.Level`
+        (α, σ), or a VP ᾱ for the level (√ᾱ, √(1-ᾱ)); floats or one value per item. ``x_t`` is ``[N, ...]``
+        with d elements per item."""
         shape, dtype = x_t.shape, x_t.dtype
         x = x_t.reshape(shape[0], -1).to(torch.float64)
         if x.shape[1] != self.dim:
@@ -144,45 +147,51 @@ class GaussianMixture:
             labels = torch.as_tensor(class_labels, device=x.device).reshape(-1).expand(x.shape[0])
             if ((labels < 0) | (labels > self.num_components)).any():
                 raise ValueError(f"class_labels must lie in [0, {self.num_components}] ({self.num_components} = unconditional)")
-        a = torch.as_tensor(alpha_bar, dtype=torch.float64).reshape(-1).cpu().expand(x.shape[0])
+        alpha, sigma = (torch.as_tensor(v, dtype=torch.float64).reshape(-1).cpu().expand(x.shape[0])
+                        for v in _as_level(level if isinstance(level, Level) else
+                                           torch.as_tensor(level, dtype=torch.float64)))
         out = torch.empty_like(x)
-        for value in torch.unique(a).tolist():  # samplers call with one ᾱ per batch: usually one group
-            rows = (a == value).nonzero().squeeze(1).to(x.device)
-            out[rows] = self._denoise_at(x[rows], value, None if labels is None else labels[rows])
+        pairs = torch.stack([alpha, sigma], 1)
+        for a, s in torch.unique(pairs, dim=0).tolist():  # samplers call with one level per batch: one group
+            rows = ((alpha == a) & (sigma == s)).nonzero().squeeze(1).to(x.device)
+            out[rows] = self._denoise_at(x[rows], a, s, None if labels is None else labels[rows])
         return out.reshape(shape).to(dtype)
 
-    def _denoise_at(self, x: torch.Tensor, a: float, labels: torch.Tensor | None) -> torch.Tensor:
+    def _denoise_at(self, x: torch.Tensor, a: float, s: float, labels: torch.Tensor | None) -> torch.Tensor:
         dev = x.device
         lam, U, means = self.eigvals.to(dev), self.eigvecs.to(dev), self.means.to(dev)
-        s = a * lam + (1 - a)  # [K, d]: variances of x_t | k in the eigenbasis
-        z = torch.einsum("nd,kde->nke", x, U) - math.sqrt(a) * torch.einsum("kd,kde->ke", means, U)[None]
-        log_p = (torch.log(self.weights.to(dev)) - 0.5 * torch.log(s).sum(-1))[None] \
-            - 0.5 * torch.einsum("nke,ke->nk", z * z, 1 / s)  # [N, K]
+        var = a * a * lam + s * s  # [K, d]: variances of x_t | k in the eigenbasis
+        z = torch.einsum("nd,kde->nke", x, U) - a * torch.einsum("kd,kde->ke", means, U)[None]
+        log_p = (torch.log(self.weights.to(dev)) - 0.5 * torch.log(var).sum(-1))[None] \
+            - 0.5 * torch.einsum("nke,ke->nk", z * z, 1 / var)  # [N, K]
         if labels is not None:
             mask = torch.nn.functional.one_hot(labels, self.num_components + 1)[:, : self.num_components].bool()
             log_p = torch.where(mask.any(1, keepdim=True), log_p.masked_fill(~mask, -math.inf), log_p)
         r = torch.softmax(log_p, dim=1)  # p(k | x_t)
-        gain = math.sqrt(a) * lam / s  # [K, d]
+        gain = a * lam / var  # [K, d]
         weighted = (r[..., None] * z * gain[None]).reshape(len(x), -1)  # [N, K·d]
         return r @ means + weighted @ U.transpose(1, 2).reshape(-1, self.dim)
 
-    def model(self, alphas_cumprod: torch.Tensor, prediction_type: str = "epsilon") -> Callable[..., torch.Tensor]:
-        """A network-like ``model(x_t, t, class_labels=None, guidance_scale=1.0)`` whose output is
-        the exact ``prediction_type`` target. Guidance mixes conditional and unconditional
-        predictions: out = out_u + w (out_c - out_u)."""
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-        ac = check_alphas_cumprod(alphas_cumprod)
+    def model(self, schedule: Schedule | Any, prediction_type: str | None = None) -> Callable[..., torch.Tensor]:
+        """A network-like ``model(x_t, t, class_labels=None, guidance_scale=1.0)`` on ``schedule`` (a
+        :class:`~nested_diffusion.schedules.Schedule` or a 1-D ᾱ table) whose output is the exact
+        ``prediction_type`` target (default: the schedule's — ε on VP, the velocity ε - x0 on flow) at
+        the level of the model time ``t``. Guidance mixes conditional and unconditional predictions:
+        out = out_u + w (out_c - out_u)."""
+        schedule = as_schedule(schedule)
+        prediction_type = schedule.check_prediction_type(
+            schedule.default_prediction_type if prediction_type is None else prediction_type)
 
         def model(x_t: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
                   guidance_scale: float = 1.0) -> torch.Tensor:
-            a = ac[t.cpu()].to(x_t.device)
+            alpha, sigma = (v.to(x_t.device) for v in schedule.levels(t))
             shape = (-1,) + (1,) * (x_t.ndim - 1)
-            denoised = self.denoise(x_t, a, class_labels)
+            level = Level(alpha, sigma)
+            denoised = self.denoise(x_t, level, class_labels)
             if class_labels is not None and guidance_scale != 1.0:
-                uncond = self.denoise(x_t, a, None)
+                uncond = self.denoise(x_t, level, None)
                 denoised = uncond + guidance_scale * (denoised - uncond)
-            return from_denoised(denoised, x_t, a.reshape(shape).to(x_t.dtype), prediction_type)
+            return from_denoised(denoised, x_t, Level(alpha.reshape(shape).to(x_t.dtype),
+                                                      sigma.reshape(shape).to(x_t.dtype)), prediction_type)
 
         return model
-
