@@ -102,10 +102,10 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def embedded_models_help() -> str:
-    """The ``--model`` help's list of the embedded models by name (:data:`nested_diffusion.models.EMBEDDED_MODELS`)."""
-    from ..models import EMBEDDED_MODELS
+    """The ``--model`` help's list of the embedded models by name (:func:`nested_diffusion.models.embedded_names`)."""
+    from ..models import embedded_names
 
-    return "; the embedded models by name: " + ", ".join(f"embedded:{n}" for n in EMBEDDED_MODELS)
+    return "; the embedded models by name: " + ", ".join(embedded_names())
 
 
 def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:

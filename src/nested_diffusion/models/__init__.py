@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["EMBEDDED_MODELS", "DEFAULT_EMBEDDED", "embedded_model_path", "resolve_model", "model_label",
+__all__ = ["EMBEDDED_MODELS", "DEFAULT_EMBEDDED", "embedded_names", "embedded_model_path", "resolve_model", "model_label",
            "classifier_path", "load_classifier", "check_digits"]
 
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -25,11 +25,16 @@ EMBEDDED_MODELS: dict[str, str] = {
 DEFAULT_EMBEDDED = "digits"
 
 
+def embedded_names() -> list[str]:
+    """The accepted ``embedded:NAME`` model arguments."""
+    return [_PREFIX + name for name in EMBEDDED_MODELS]
+
+
 def embedded_model_path(name: str = DEFAULT_EMBEDDED) -> Path:
     """Folder of an embedded model (diffusers pipeline format, safetensors): ``"digits"`` (the default) or
     ``"digits-flow"``."""
     if name not in EMBEDDED_MODELS:
-        accepted = ", ".join(_PREFIX + n for n in EMBEDDED_MODELS)
+        accepted = ", ".join(embedded_names())
         raise ValueError(f"unknown embedded model {_PREFIX + str(name)!r}: the embedded models are {accepted}")
     return _ASSETS / name
 
