@@ -20,8 +20,9 @@ import torch
 
 from nested_diffusion import nested_sample, vanilla_sample
 from nested_diffusion.cli import main
-from nested_diffusion.evaluation import (EvalConfig, batch_seed, evaluate, frame_at, load_target, make_metric,
-                                         parse_method)
+from nested_diffusion.evaluation import (EvalConfig, evaluate, frame_at, load_target, make_metric, parse_method,
+                                         sample_generators, sample_seed)
+from nested_diffusion.samplers import randn_like
 from nested_diffusion.evaluation import runner as runner_module
 
 
@@ -137,11 +138,9 @@ def test_gmm_values_equal_direct_sampling(tmp_path, gmm):
     target = load_target("gmm")
     config = EvalConfig(48, (5, 10, 20), batch_size=48, seed=3)
     result = evaluate(target, methods_of(GMM_METHODS), [make_metric("gmm-fd")], config, tmp_path)
-    generator = lambda: torch.Generator().manual_seed(batch_seed(3, 0))  # noqa: E731
-
-    def noise_and_gen():
-        g = generator()
-        return torch.randn(48, gmm.dim, generator=g, dtype=torch.float64), g
+    def noise_and_gen():  # one generator per sample, seeded by (seed, index)
+        g = sample_generators(3, range(48))
+        return randn_like(torch.empty(48, gmm.dim, dtype=torch.float64), g), g
 
     noise, g = noise_and_gen()
     frames = list(nested_sample(target.model, target.schedule, noise, outer_steps=4, inner_steps=5, generator=g))
@@ -192,6 +191,99 @@ def test_resume_recomputes_only_missing_or_broken_shards(tmp_path, monkeypatch):
     assert len(calls) == 6
 
 
+def test_samples_do_not_depend_on_the_batch_size(tmp_path):
+    """Per-sample generators: batch sizes 100 and 500 give the same samples, so the same FDs (issue 19).
+    Stochastic samplers draw every step, so a batch-seeded generator would change every row."""
+    target = load_target("gmm:cosine")
+    methods = [parse_method("nested", "plan", budget=10, schedule=target.schedule),
+               *methods_of(["vanilla:ddim:1", "envelope:dpmpp-2m:1", "envelope:ddim:0"], budget=10)]
+    results = [evaluate(target, methods, [make_metric("gmm-fd")], EvalConfig(1000, (2, 5, 10), batch_size=b),
+                        tmp_path / str(b)) for b in (100, 500)]
+    # every value, bit for bit (the oracle's float64 matmuls round alike for these batch sizes; batches
+    # of e.g. 15 and 20 rows round differently in the 9th digit — BLAS edge kernels, not the seeds)
+    assert results[0].rows == results[1].rows
+    assert len(list((tmp_path / "500" / "shards").rglob("*.safetensors"))) == 2 * len(methods)
+
+
+def test_sample_seeds():
+    seeds = [sample_seed(0, i) for i in range(10_000)]
+    assert len(set(seeds)) == 10_000 and all(0 <= s < 2**32 for s in seeds)  # torch's CPU generator keys on 32 bits
+    assert sample_seed(0, 5) == sample_seed(0, 0) + 5 and sample_seed(1, 0) != sample_seed(0, 0)
+    assert abs(sample_seed(1, 0) - sample_seed(0, 0)) > 10**6  # seeds 0 and 1 do not share samples
+    a, b = sample_generators(7, range(3, 6)), sample_generators(7, range(0, 6))[3:]
+    assert all(torch.equal(torch.randn(4, generator=g), torch.randn(4, generator=h)) for g, h in zip(a, b))
+    with pytest.raises(ValueError, match="non-negative"):
+        sample_seed(0, -1)
+
+
+# -- NFE efficiency, dense envelopes, grids (issue 19) ---------------------------------------------------
+def _result(curves):
+    from nested_diffusion.evaluation import Result
+
+    rows = [{"method": m, "kind": m.split("-")[0], "nfe": n, "metric": "fd", "value": v, "num_samples": 10}
+            for m, curve in curves.items() for n, v in curve.items()]
+    return Result(rows=rows)
+
+
+def test_nfe_efficiency_definition():
+    from nested_diffusion.evaluation import efficiency_rows, nfe_efficiency
+
+    env = {1: 20.0, 2: 10.0, 3: 6.0, 4: 4.0, 5: 3.0, 6: 2.5, 8: 2.0, 12: 1.5, 16: 1.2, 20: 1.0}
+    r = _result({"envelope-best": env, "nested-a": {4: 4.7, 8: 4.0, 12: 2.9, 16: 1.0, 20: 1.9}})
+    assert nfe_efficiency(r, "nested-a", "fd", 4) == 1.0            # 4.7 <= 1.2 · 4.0
+    assert nfe_efficiency(r, "nested-a", "fd", 8) == 4 / 8          # as good as the exact 4-step run
+    assert nfe_efficiency(r, "nested-a", "fd", 12) == 6 / 12        # 2.9: 5 steps score 3.0, 6 steps 2.5
+    assert nfe_efficiency(r, "nested-a", "fd", 16) == 1.0           # better than the envelope
+    # 1.9 first met at 12 (1.5); 8 scores 2.0: interpolated in log-log between 8 and 12, rounded up
+    crossing = math.exp(math.log(8) + (math.log(2.0) - math.log(1.9)) / (math.log(2.0) - math.log(1.5))
+                        * (math.log(12) - math.log(8)))
+    assert nfe_efficiency(r, "nested-a", "fd", 20) == math.ceil(crossing) / 20 == 9 / 20
+    assert nfe_efficiency(r, "nested-a", "fd", 20, noise=0.8) == 1.0  # within 1.2 · 1.0 + the floor's noise
+    assert nfe_efficiency(r, "nested-a", "fd", 2) == 0.0            # no frame yet
+    with pytest.raises(ValueError, match="every checkpoint"):
+        nfe_efficiency(r, "nested-a", "fd", 7)
+    rows = efficiency_rows(r, "fd")
+    assert [(x["nfe"], x["efficiency"]) for x in rows] == [(4, 1.0), (8, 0.5), (12, 0.5), (16, 1.0), (20, 0.45)]
+    assert rows[1]["ratio"] == pytest.approx(4.0 / 2.0)
+
+
+def test_dense_envelope_and_grids(tmp_path, monkeypatch, gmm):
+    """Envelope checkpoints run the envelope alone; adding some later makes only those runs; a ~GRID spec runs
+    on the re-spaced schedule (values equal direct runs); the oracle's floor is exact samples' FD."""
+    from nested_diffusion.schedules import DiscreteVP
+    from nested_diffusion.vanilla import VanillaSession
+
+    target = load_target("gmm")
+    methods = methods_of(["nested:2x5:dpmpp-2m", "envelope:dpmpp-2m:0~karras", "envelope:unipc"], budget=10)
+    assert methods[1].name == "envelope-dpmpp-2m-eta0-karras"
+    metrics = [make_metric("gmm-fd")]
+    first = evaluate(target, methods, metrics, EvalConfig(64, (5, 10), batch_size=64, envelope_checkpoints=(3,)),
+                     tmp_path)
+    assert sorted({r["nfe"] for r in first.rows if r["method"] == "envelope-best"}) == [3, 5, 10]
+    assert sorted({r["nfe"] for r in first.rows if r["kind"] == "nested"}) == [5, 10]
+    calls = []
+    original = runner_module._compute_unit
+    monkeypatch.setattr(runner_module, "_compute_unit",
+                        lambda *a, **k: calls.append((a[1].name, k.get("only"))) or original(*a, **k))
+    again = evaluate(target, methods, metrics, EvalConfig(64, (5, 10), batch_size=64, envelope_checkpoints=(2, 3)),
+                     tmp_path)
+    assert sorted(calls) == [("envelope-dpmpp-2m-eta0-karras", [2]), ("envelope-unipc", [2])]
+    for row in first.rows:
+        assert again.value(row["method"], row["nfe"], "gmm-fd") == row["value"]
+    schedule = DiscreteVP(target.schedule.alphas_cumprod, spacing="karras")
+    g = sample_generators(0, range(64))
+    x = randn_like(torch.empty(64, gmm.dim, dtype=torch.float64), g)
+    final = VanillaSession(target.model, schedule, x, steps=2, sampler="dpmpp-2m", eta=0.0, generator=g).run().image
+    assert again.value("envelope-dpmpp-2m-eta0-karras", 2, "gmm-fd") == pytest.approx(gmm.frechet_distance(final),
+                                                                                     rel=1e-9)
+    with pytest.raises(ValueError, match="does not apply"):
+        evaluate(load_target("gmm:flow"), methods_of(["envelope:unipc~karras"]), metrics,
+                 EvalConfig(8, (2,), batch_size=8), tmp_path / "flow")
+    metric = metrics[0]
+    mean, sd = metric.floor(500)
+    assert metric.floor(500) == (mean, sd) and 0.2 < mean < 0.5 and 0 < sd < 0.1  # 500 exact samples: ~0.31
+
+
 # -- the command line -------------------------------------------------------------------------------
 def run_eval(*args):
     return main(["evaluate", *map(str, args)])
@@ -201,7 +293,7 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     out = tmp_path / "eval"
     assert run_eval("--num-samples", 10, "--batch-size", 5, "--budget", 4, "--checkpoints", "2,4", "--nested", "2x2",
                     "--nested", "1x4:dpmpp-2m", "--envelope", "ddim:1", "--grid-samples", 10, "--quiet",
-                    "--out", out) == 0
+                    "--envelope-checkpoints", "1", "--floor-noise", "digit-fd=0.05", "--out", out) == 0
     rows = read_csv(out / "results.csv")
     assert set(rows[0]) >= {"method", "nfe", "metric", "value"}
     methods = {r["method"] for r in rows}
@@ -218,16 +310,28 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     data = json.loads((out / "results.json").read_text())
     assert len(data["rows"]) == len(rows) and data["config"]["num_samples"] == 10
     assert set(data["seconds"]) == methods
+    # NFE efficiency against the one envelope, which alone also ran at 1 NFE; the floor's noise as given
+    assert {int(r["nfe"]) for r in rows if r["kind"] == "envelope"} == {1, 2, 4}
+    assert {int(r["nfe"]) for r in rows if r["kind"] == "nested"} <= {2, 4}
+    efficiency = read_csv(out / "efficiency.csv")
+    assert {r["metric"] for r in efficiency} == {"digit-fd"} and data["config"]["floor_noise"] == {"digit-fd": 0.05}
+    from nested_diffusion.evaluation import load_results, nfe_efficiency
+
+    for r in efficiency:
+        assert float(r["efficiency"]) == nfe_efficiency(load_results(out), r["method"], "digit-fd", int(r["nfe"]),
+                                                        "envelope-ddim-eta1", noise=0.05)
     from nested_diffusion.evaluation import load_results, markdown_table
 
-    table = markdown_table(load_results(out), "accuracy")
+    table = markdown_table(load_results(out), "accuracy", nfes=(2, 4))
     assert table.splitlines()[0] == "| method | 2 NFE | 4 NFE |" and "| nested-1x4-dpmpp-2m-eta0.85 | – |" in table
+    assert markdown_table(load_results(out), "accuracy").splitlines()[0] == "| method | 1 NFE | 2 NFE | 4 NFE |"
     assert (out / "quality_vs_nfe.png").stat().st_size > 10_000
     from PIL import Image
 
     with Image.open(out / "grids" / "nested-2x2-ddim-eta0.85" / "nfe0004.png") as grid:
         assert grid.size == (10 * 28 * 4, 28 * 4)  # 10 samples in one row, upscaled ×4
-    assert "digit-fd (lower is better)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "digit-fd (lower is better)" in printed and "NFE efficiency" in printed
 
 
 @pytest.mark.parametrize("args, words", [
@@ -240,6 +344,7 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     (["--nested", "2x2000"], "step counts must be <= 1000"),
     (["--budget", "1001", "--nested", "2x2", "--no-envelope"], "step counts must be <= 1000"),
     (["--no-nested", "--no-vanilla", "--no-envelope"], "nothing to evaluate"),
+    (["--model", "gmm", "--envelope", "unipc~leading"], "grid 'leading' does not apply"),
 ])
 def test_cli_bad_input_leaves_nothing(tmp_path, capsys, args, words):
     out = tmp_path / "eval"
@@ -256,6 +361,11 @@ def test_cli_refuses_foreign_folders(tmp_path, capsys):
     assert (tmp_path / "mine.txt").read_text() == "keep"
     with pytest.raises(SystemExit):
         run_eval("--metric", "lpips")
+    for args, words in ((["--floor-noise", "fid=-1"], "expected METRIC=NOISE"),
+                        (["--envelope-checkpoints", "5,3"], "strictly increasing")):
+        with pytest.raises(SystemExit):
+            run_eval("--model", "gmm", "--out", tmp_path / "x", *args)
+        assert words in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_two_processes_merge_to_the_one_process_result(tmp_path):

@@ -477,3 +477,37 @@ def test_plan_layout_spends_the_budget(schedule, counting, gmm):
     model = counting(gmm.model(ac))
     layout = plan_layout(1000, ac)
     assert nested_sample(model, ac, noise(1), generator=gen(), **layout.session_kwargs()).run().nfe == model.calls == 1000
+
+
+def test_inner_spacing_grids_each_run(gmm, linear, counting):
+    """inner_spacing names each inner run's grid (schedule.replace(spacing=...)): a renoising session equals
+    the same runs made one by one on those grids; the NFEs are the grids' lengths; bad names are refused."""
+    from nested_diffusion.samplers import Renoise
+    from nested_diffusion.schedules import DiscreteVP
+    from nested_diffusion.vanilla import VanillaSession
+
+    vp = DiscreteVP(linear)
+    model = counting(gmm.model(linear))
+    spacing, outer, inner = ["trailing", "logsnr", "karras"], [999, 250, 60], [3, 4, 5]
+    session = nested_sample(model, linear, noise(16), outer_timesteps=outer, inner_steps=inner, inner_sampler="unipc",
+                            outer_update="renoise", inner_spacing=spacing, generator=gen())
+    frames = list(session)
+    assert session.inner_spacing == spacing and [f.nfe for f in frames] == [3, 7, 12] == [
+        sum(inner[:k + 1]) for k in range(3)] and model.calls == 12
+    g, x, images = gen(), noise(16), []
+    for k, (tau, m, sp) in enumerate(zip(outer, inner, spacing)):
+        grid = vp.replace(spacing=sp).inner_timesteps(tau, m)
+        assert grid == session._inner_grids[k]
+        image = VanillaSession(gmm.model(linear), vp, x, steps=m, timesteps=grid, sampler="unipc", eta=None,
+                               generator=g).run().image
+        images.append(image)
+        if k + 1 < len(outer):
+            x = Renoise().step(image, image, vp.level(tau), vp.level(outer[k + 1]), None, g)[0]
+    for frame, image in zip(frames, images):
+        torch.testing.assert_close(frame.image, image, rtol=1e-12, atol=1e-12)
+    same = nested_sample(gmm.model(linear), linear, noise(4), outer_steps=2, inner_steps=4, inner_spacing="logsnr")
+    assert same.inner_spacing == ["logsnr", "logsnr"]
+    with pytest.raises(ValueError, match="inner_spacing: spacing must be one of"):
+        nested_sample(gmm.model(linear), linear, noise(4), outer_steps=2, inner_steps=4, inner_spacing="leading")
+    with pytest.raises(ValueError, match="one entry per outer step"):
+        nested_sample(gmm.model(linear), linear, noise(4), outer_steps=2, inner_steps=4, inner_spacing=["logsnr"])

@@ -72,3 +72,61 @@ def test_check_alphas_cumprod_errors():
         check_alphas_cumprod(torch.tensor([0.5, 0.9]))
     with pytest.raises(ValueError, match="1-D"):
         check_alphas_cumprod(torch.tensor([0.5]))
+
+
+# -- Karras and log-SNR grids (issue 19: the envelope's grids) --------------------------------------------------
+_BETAS = {"linear": dict(beta_schedule="linear"),
+          "scaled_linear": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)}
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear"])
+@pytest.mark.parametrize("spacing, flag", [("karras", "use_karras_sigmas"), ("logsnr", "use_lu_lambdas")])
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 10, 20, 25, 50])
+def test_noise_spaced_grids_are_diffusers(schedule, spacing, flag, steps):
+    """DPMSolverMultistepScheduler's Karras (ρ = 7) and Lu-lambda timesteps, exactly, wherever diffusers' are
+    distinct; where its rounding repeats a timestep near t = 0 (50 log-SNR steps) ours move up to stay
+    distinct (below t = 10)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from nested_diffusion.schedules import DiscreteVP
+
+    s = DPMSolverMultistepScheduler(**_BETAS[schedule], **{flag: True})
+    s.set_timesteps(steps)
+    ref = s.timesteps.tolist()
+    grid = DiscreteVP(s.alphas_cumprod, spacing=spacing).timesteps(steps)
+    assert len(grid) == steps and grid[0] == 999 and grid[-1] == (0 if steps > 1 else 999)
+    assert all(a > b for a, b in zip(grid, grid[1:]))
+    if all(a > b for a, b in zip(ref, ref[1:])):
+        assert grid == ref
+    else:
+        assert all(g == r for g, r in zip(grid, ref) if r > 10) and all(g >= r for g, r in zip(grid, ref))
+
+
+@pytest.mark.parametrize("spacing", ["karras", "logsnr"])
+def test_noise_spaced_inner_grids(spacing, linear):
+    """From a restart τ: starts at τ, ends at 0, strictly descending, min(M, τ + 1) timesteps, and the levels
+    follow the named spacing of σ/α (to the timestep rounding)."""
+    import math
+
+    from nested_diffusion.schedules import DiscreteVP, karras_noise_levels, log_snr_noise_levels
+
+    vp = DiscreteVP(linear, spacing=spacing)
+    for start in (0, 1, 3, 9, 38, 122, 194, 537, 999):
+        for steps in (1, 2, 3, 5, 10, 25, 100):
+            grid = vp.inner_timesteps(start, steps)
+            assert grid[0] == start and len(grid) == min(steps, start + 1) and grid[-1] == (0 if steps > 1 else start)
+            assert all(a > b for a, b in zip(grid, grid[1:]))
+    noise = lambda t: vp.level(t).noise  # noqa: E731
+    grid = vp.inner_timesteps(194, 8)
+    want = (karras_noise_levels if spacing == "karras" else log_snr_noise_levels)(noise(194), noise(0), 8)
+    for t, s in zip(grid, want):  # each timestep is the nearest one in log σ/α
+        assert min(abs(math.log(noise(u) / s)) for u in (t - 1, t, t + 1) if u >= 0) == pytest.approx(
+            abs(math.log(noise(t) / s)))
+    assert vp.replace(spacing="trailing") == DiscreteVP(linear) and vp != DiscreteVP(linear)
+    assert vp.level(500) == DiscreteVP(linear).level(500)  # the same levels: only the grids differ
+    with pytest.raises(ValueError, match="power bends the trailing grid"):
+        vp.inner_timesteps(500, 5, 2.0)
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        DiscreteVP(linear, spacing="leading")
+    with pytest.raises(ValueError, match="infinite"):  # zero terminal SNR: no finite σ/α at T-1
+        DiscreteVP(torch.cat([linear[:-1], torch.zeros(1, dtype=linear.dtype)]), spacing=spacing).timesteps(5)

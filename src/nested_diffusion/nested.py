@@ -17,14 +17,31 @@ __all__ = ["NestedSession", "nested_sample", "nested_grids", "renoise", "OUTER_U
            "DEFAULT_OUTER_ETA"]
 
 def nested_grids(schedule: Schedule | Any, inner_steps: Sequence[int], outer_timesteps: Sequence[Time] | None = None,
-                 inner_power: float = 1.0) -> tuple[list[Time], list[list[Time]]]:
+                 inner_power: float = 1.0, inner_spacing: str | Sequence[str | None] | None = None
+                 ) -> tuple[list[Time], list[list[Time]]]:
     """Outer times (``outer_timesteps`` or, by default, the schedule's vanilla grid with one point per
     entry of ``inner_steps``) and, per outer step, the inner grid ``schedule.inner_timesteps(τ, M,
-    inner_power)`` — an inner run from τ costs its length: min(M, τ+1) on a discrete VP schedule, M on a
-    continuous one."""
+    inner_power)`` — on ``schedule.replace(spacing=...)`` where ``inner_spacing`` names a spacing (one for
+    every run, or one per outer step; ``None``: the schedule's own). An inner run from τ costs its length:
+    min(M, τ+1) on a discrete VP schedule, M on a continuous one."""
     schedule = as_schedule(schedule)
     outer = list(outer_timesteps) if outer_timesteps is not None else schedule.timesteps(len(inner_steps))
-    return outer, [schedule.inner_timesteps(tau, m, inner_power) for tau, m in zip(outer, inner_steps)]
+    spacings = _per_step(inner_spacing, len(outer))
+    schedules = {sp: schedule if sp is None else schedule.replace(spacing=sp) for sp in set(spacings)}
+    return outer, [schedules[sp].inner_timesteps(tau, m, inner_power) for tau, m, sp in zip(outer, inner_steps, spacings)]
+
+
+def _per_step(inner_spacing: Any, steps: int) -> list[str | None]:
+    """One spacing name (or ``None``) per outer step."""
+    if inner_spacing is None or isinstance(inner_spacing, str):
+        return [inner_spacing] * steps
+    if not isinstance(inner_spacing, (list, tuple)) or any(v is not None and not isinstance(v, str)
+                                                             for v in inner_spacing):
+        raise TypeError(f"inner_spacing must be a spacing name, one per outer step, or None, got {inner_spacing!r}")
+    if len(inner_spacing) != steps:
+        raise ValueError(f"inner_spacing as a sequence needs one entry per outer step ({steps}), got "
+                         f"{len(inner_spacing)}")
+    return list(inner_spacing)
 
 
 def renoise(denoised: torch.Tensor, next_level: Level | float, generator: Generator = None) -> torch.Tensor:
@@ -100,8 +117,10 @@ class NestedSession(Session):
          is a sample of p(x0), so a deterministic inner solver will do;
        - any sampler object, e.g. restoration's DDRM update (:mod:`nested_diffusion.restoration`).
 
-    ``inner_steps`` and ``inner_eta`` are one value or one per outer step; ``inner_sampler`` is a name,
-    a sampler object or a list of them (one per outer step). With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
+    ``inner_steps``, ``inner_eta`` and ``inner_spacing`` are one value or one per outer step;
+    ``inner_sampler`` is a name, a sampler object or a list of them (one per outer step); ``inner_spacing``
+    names the grid of an inner run (``schedule.replace(spacing=...)``, e.g. ``"logsnr"`` or ``"karras"`` on a
+    discrete VP schedule; ``None``: the schedule's own) — samplers never see it. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
     DDIM with ``outer_steps`` steps and η = ``outer_eta`` (Euler for η = 0 on a flow schedule).
     ``inner_eta``/``outer_eta`` default to :data:`DEFAULT_INNER_ETA` / :data:`DEFAULT_OUTER_ETA`;
     ``start`` maps the initial noise to the state at the first outer level (default: the noise itself).
@@ -113,7 +132,8 @@ class NestedSession(Session):
                  inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
                  outer_timesteps: Sequence[Time] | None = None, outer_update: str | Sampler = "ddim",
                  inner_power: float = 1.0, start: Callable[[torch.Tensor, Level], torch.Tensor] | None = None,
-                 generator: Generator = None, model_kwargs: dict[str, Any] | None = None) -> None:
+                 generator: Generator = None, model_kwargs: dict[str, Any] | None = None,
+                 inner_spacing: str | Sequence[str | None] | None = None) -> None:
         super().__init__(model, schedule, noise, prediction_type=prediction_type, generator=generator,
                          model_kwargs=model_kwargs)
         schedule = self.schedule
@@ -138,7 +158,14 @@ class NestedSession(Session):
         if not isinstance(inner_power, (int, float)) or isinstance(inner_power, bool) or not inner_power >= 1:
             raise ValueError(f"inner_power must be a number >= 1 (1: evenly spaced inner grids), got {inner_power!r}")
         self._inner_power = inner_power
-        self.outer_timesteps, self._inner_grids = nested_grids(schedule, self.inner_steps, outer_timesteps, inner_power)
+        try:
+            self.outer_timesteps, self._inner_grids = nested_grids(schedule, self.inner_steps, outer_timesteps,
+                                                                   inner_power, inner_spacing)
+        except ValueError as e:
+            if "spacing" not in str(e):
+                raise
+            raise ValueError(f"inner_spacing: {e}") from None
+        self.inner_spacing = _per_step(inner_spacing, self.num_steps)
         if start is not None:
             self.state = {"x": start(self.x, schedule.level(self.outer_timesteps[0]))}
 
@@ -166,7 +193,7 @@ class NestedSession(Session):
     def replan(self, x: torch.Tensor, outer_timesteps: Sequence[Time], inner_steps: Sequence[int]) -> None:
         """Restart the outer process from the next step on: the state ``x`` at ``outer_timesteps[0]`` and the
         remaining outer grid with its inner counts (e.g. an edit given a new strength mid-run). Completed steps,
-        their frames and NFEs stay; the remaining steps reuse the last inner sampler. Call it between steps."""
+        their frames and NFEs stay; the remaining steps reuse the last inner sampler and grid spacing. Call it between steps."""
         outer = self.schedule.check_times(outer_timesteps, "outer_timesteps")
         inner = [check_steps(m, "inner_steps", self.schedule) for m in inner_steps]
         if len(inner) != len(outer):
@@ -174,8 +201,10 @@ class NestedSession(Session):
         k = self.k
         self.outer_timesteps = self.outer_timesteps[:k] + outer
         self.inner_steps = self.inner_steps[:k] + inner
-        self._inner_grids = self._inner_grids[:k] + [self.schedule.inner_timesteps(t, m, self._inner_power)
-                                                     for t, m in zip(outer, inner)]
+        spacing = self.inner_spacing[-1]  # the remaining runs on the last run's grid, as with its sampler
+        self._inner_grids = self._inner_grids[:k] + nested_grids(self.schedule, inner, outer, self._inner_power,
+                                                                 spacing)[1]
+        self.inner_spacing = self.inner_spacing[:k] + [spacing] * len(outer)
         self.samplers = {**self.samplers, "inner": self.samplers["inner"][:k] + [self.samplers["inner"][-1]] * len(outer)}
         self.num_steps = k + len(outer)
         self.state = {**self.state, "x": x}
@@ -208,7 +237,8 @@ def nested_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *
                   inner_eta: float | Sequence[float] | None = None,
                   outer_eta: float | None = None, outer_timesteps: Sequence[Time] | None = None,
                   outer_update: str | Sampler = "ddim", inner_power: float = 1.0,
-                  generator: Generator = None, model_kwargs: dict[str, Any] | None = None) -> NestedSession:
+                  generator: Generator = None, model_kwargs: dict[str, Any] | None = None,
+                  inner_spacing: str | Sequence[str | None] | None = None) -> NestedSession:
     """Nested diffusion sampling; iterate the result for one :class:`Frame` per outer step.
 
     ``model(x_t, t, **model_kwargs)`` returns the network output (``t``: the schedule's model time,
@@ -221,4 +251,4 @@ def nested_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *
                          outer_steps=outer_steps, inner_steps=inner_steps, inner_sampler=inner_sampler,
                          inner_eta=inner_eta, outer_eta=outer_eta, outer_timesteps=outer_timesteps,
                          outer_update=outer_update, inner_power=inner_power, generator=generator,
-                         model_kwargs=model_kwargs)
+                         model_kwargs=model_kwargs, inner_spacing=inner_spacing)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS)
+from .nested import nested_grids
 from .schedules import Schedule, Time, as_schedule
 
 __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "default_outer_sigmas",
@@ -23,7 +24,8 @@ __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "default_
 
 class Layout(NamedTuple):
     """A complete nested layout: the keyword arguments of :func:`~nested_diffusion.nested_sample`, and the
-    NFEs it spends (``nfe``: each inner run costs the length of its grid on the schedule it was made for)."""
+    NFEs it spends (``nfe``: each inner run costs the length of its grid on the schedule it was made for).
+    ``inner_spacing``: the grid spacing of each inner run (``None``: the schedule's own)."""
 
     outer_timesteps: list[Time]
     inner_steps: list[int]
@@ -32,6 +34,7 @@ class Layout(NamedTuple):
     outer_update: str
     outer_eta: float | None
     nfe: int
+    inner_spacing: tuple[str | None, ...] | None = None
 
     def session_kwargs(self) -> dict[str, Any]:
         kwargs = dict(outer_timesteps=list(self.outer_timesteps), inner_steps=list(self.inner_steps),
@@ -40,13 +43,14 @@ class Layout(NamedTuple):
                       outer_update=self.outer_update)
         if self.outer_eta is not None:
             kwargs["outer_eta"] = self.outer_eta
+        if self.inner_spacing is not None:
+            kwargs["inner_spacing"] = list(self.inner_spacing)
         return kwargs
 
     def checkpoints(self, schedule: Schedule | Any) -> list[int]:
         """Cumulative NFEs after each frame on ``schedule``."""
-        schedule = as_schedule(schedule)
-        return list(itertools.accumulate(len(schedule.inner_timesteps(tau, m))
-                                         for tau, m in zip(self.outer_timesteps, self.inner_steps)))
+        _, grids = nested_grids(schedule, self.inner_steps, self.outer_timesteps, inner_spacing=self.inner_spacing)
+        return list(itertools.accumulate(len(grid) for grid in grids))
 
 
 def _check_budget(budget: Any) -> int:

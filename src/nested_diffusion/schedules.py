@@ -19,6 +19,7 @@ Prediction types (:data:`PREDICTION_TYPES`), on any schedule: ``epsilon`` (ε), 
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any, NamedTuple, Union
 
@@ -28,7 +29,8 @@ import torch
 __all__ = [
     "PREDICTION_TYPES", "Level", "CLEAN", "Schedule", "DiscreteVP", "FlowMatching", "flow_matching",
     "as_schedule", "from_scheduler", "check_alphas_cumprod", "spaced_timesteps", "make_alphas_cumprod",
-    "to_denoised", "from_denoised", "calculate_shift", "Time",
+    "to_denoised", "from_denoised", "calculate_shift", "Time", "VP_SPACINGS", "karras_noise_levels",
+    "log_snr_noise_levels",
 ]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
@@ -267,17 +269,46 @@ def make_alphas_cumprod(schedule: str = "linear", num_train_timesteps: int = 100
     return torch.cumprod(1.0 - betas, dim=0)
 
 
+def karras_noise_levels(high: float, low: float, steps: int, rho: float = 7.0) -> list[float]:
+    """``steps`` noise levels σ/α from ``high`` down to ``low``, evenly spaced in (σ/α)^(1/ρ) (Karras et al.
+    2022, eq. 5; diffusers' ``use_karras_sigmas``, ρ = 7)."""
+    a, b = high ** (1.0 / rho), low ** (1.0 / rho)
+    return [high] if steps == 1 else [(a + i / (steps - 1) * (b - a)) ** rho for i in range(steps)]
+
+
+def log_snr_noise_levels(high: float, low: float, steps: int) -> list[float]:
+    """``steps`` noise levels σ/α from ``high`` down to ``low``, evenly spaced in λ = -log(σ/α) (Lu et al.
+    2022's uniform-log-SNR grid; diffusers' ``use_lu_lambdas``)."""
+    a, b = math.log(high), math.log(low)
+    return [high] if steps == 1 else [math.exp(a + i / (steps - 1) * (b - a)) for i in range(steps)]
+
+
+#: How a discrete VP schedule spaces its grids: "trailing" in t (diffusers' DDIM/DPM-Solver ``"trailing"``,
+#: the default), or in the noise level σ/α from the start's down to ᾱ_0's, as "karras" (ρ = ``rho``) or
+#: "logsnr" (uniform in log-SNR) — the noise levels rounded to the nearest timestep in log σ/α, as
+#: diffusers' ``_sigma_to_t``, and kept strictly decreasing.
+VP_SPACINGS = ("trailing", "karras", "logsnr")
+
+
 class DiscreteVP(Schedule):
     """A DDPM training table ᾱ_t, t = 0..T-1: level (√ᾱ_t, √(1-ᾱ_t)), integer timesteps.
 
-    Grids are diffusers' "trailing" spacing (:func:`spaced_timesteps`): the vanilla N-step grid equals
-    ``DDIMScheduler(timestep_spacing="trailing")``; a run started at τ has at most τ + 1 timesteps.
+    Grids follow ``spacing`` (:data:`VP_SPACINGS`): by default diffusers' "trailing" spacing
+    (:func:`spaced_timesteps`), so the vanilla N-step grid equals ``DDIMScheduler(timestep_spacing=
+    "trailing")``; ``"karras"`` (ρ = ``rho``) and ``"logsnr"`` space the noise level σ/α instead, from the
+    start's (T-1's for the vanilla grid) to t = 0's, as diffusers' ``use_karras_sigmas`` / ``use_lu_lambdas``
+    timesteps. Any run started at τ has at most τ + 1 timesteps.
     """
 
     default_prediction_type = "epsilon"
 
-    def __init__(self, alphas_cumprod: Any) -> None:
+    def __init__(self, alphas_cumprod: Any, *, spacing: str = "trailing", rho: float = 7.0) -> None:
+        if spacing not in VP_SPACINGS:
+            raise ValueError(f"spacing must be one of {VP_SPACINGS}, got {spacing!r}")
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0 or not math.isfinite(rho):
+            raise ValueError(f"rho must be a positive number, got {rho!r}")
         a = self.alphas_cumprod = check_alphas_cumprod(alphas_cumprod)
+        self.spacing, self.rho = spacing, float(rho)
         self.num_train_timesteps = len(a)
         # IEEE square roots are correctly rounded: the same values as math.sqrt of each entry
         self._alpha, self._sigma = a.sqrt(), (1.0 - a).sqrt()
@@ -286,10 +317,51 @@ class DiscreteVP(Schedule):
         self._noise = ((1.0 - a) / a).sqrt().tolist()
 
     def __repr__(self) -> str:
-        return f"DiscreteVP(T={self.num_train_timesteps})"
+        how = "" if self.spacing == "trailing" else f", spacing={self.spacing!r}" + (
+            f", rho={self.rho:g}" if self.spacing == "karras" else "")
+        return f"DiscreteVP(T={self.num_train_timesteps}{how})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, DiscreteVP) and torch.equal(self.alphas_cumprod, other.alphas_cumprod)
+        return (isinstance(other, DiscreteVP) and torch.equal(self.alphas_cumprod, other.alphas_cumprod)
+                and (self.spacing, self.rho) == (other.spacing, other.rho))
+
+    def replace(self, **changes: Any) -> "DiscreteVP":
+        """A copy with ``spacing`` and/or ``rho`` changed, e.g. ``replace(spacing="karras")`` (same table, same
+        levels: only the grids differ)."""
+        unknown = set(changes) - {"spacing", "rho"}
+        if unknown:
+            raise ValueError(f"a DiscreteVP schedule can replace spacing and rho, not {sorted(unknown)}")
+        return DiscreteVP(self.alphas_cumprod, **{"spacing": self.spacing, "rho": self.rho, **changes})
+
+    def _time_of(self, noise: float) -> float:
+        """The fractional timestep of noise level σ/α: linear in log σ/α between table entries (diffusers'
+        ``_sigma_to_t``), clamped to [0, T-1]."""
+        table = self._noise
+        if noise <= table[0]:
+            return 0.0
+        i = bisect.bisect_right(table, noise) - 1
+        if i >= len(table) - 1 or math.isinf(table[i + 1]):
+            return float(i if i < len(table) - 1 else len(table) - 1)
+        lo, hi = math.log(table[i]), math.log(table[i + 1])
+        return i + (math.log(noise) - lo) / (hi - lo)
+
+    def _noise_spaced(self, start: int, steps: int) -> list[int]:
+        """A Karras or log-SNR grid of ``steps`` timesteps from ``start`` down to t = 0."""
+        if steps > start:
+            return list(range(start, -1, -1))
+        high, low = self._noise[start], self._noise[0]
+        if math.isinf(high):
+            raise ValueError(f"a {self.spacing!r} grid spaces σ/α from the start's noise level, which is infinite "
+                             f"at t = {start} of this zero-terminal-SNR table: start lower or use spacing='trailing'")
+        levels = (karras_noise_levels(high, low, steps, self.rho) if self.spacing == "karras"
+                  else log_snr_noise_levels(high, low, steps))
+        grid = [start] + [int(round(self._time_of(v))) for v in levels[1:]]
+        for i in range(1, steps):  # strictly decreasing: top-down below the start, then bottom-up above 0
+            grid[i] = min(grid[i], grid[i - 1] - 1)
+        grid[-1] = max(grid[-1], 0)
+        for i in range(steps - 2, 0, -1):
+            grid[i] = max(grid[i], grid[i + 1] + 1)
+        return grid
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -312,10 +384,17 @@ class DiscreteVP(Schedule):
         return self.num_train_timesteps
 
     def timesteps(self, steps: int) -> list[int]:
-        return spaced_timesteps(self.num_train_timesteps - 1, steps)
+        return self.inner_timesteps(self.num_train_timesteps - 1, steps)
 
     def inner_timesteps(self, start: Time, steps: int, power: float = 1.0) -> list[int]:
-        return spaced_timesteps(int(start), steps, power)
+        if self.spacing == "trailing":
+            return spaced_timesteps(int(start), steps, power)
+        _check_positive(steps, "steps")
+        if power != 1.0:
+            raise ValueError(f"power bends the trailing grid; a {self.spacing!r} grid has its own spacing (power 1)")
+        if not 0 <= int(start) < self.num_train_timesteps:
+            raise ValueError(f"start must be a timestep in [0, {self.num_train_timesteps - 1}], got {start}")
+        return self._noise_spaced(int(start), steps)
 
     def capacity(self, start: Time) -> float:
         return int(start) + 1

@@ -74,7 +74,8 @@ def vanilla_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, 
 
     ``sampler``: "ddim" (with ``eta``; η = 1 is DDPM-ancestral-like; η = 0 on a flow schedule is Euler
     on the velocity, equal to diffusers' ``FlowMatchEulerDiscreteScheduler`` loop), "ddpm", "dpmpp-2m"
-    (η = 0: the ODE solver; η = 1: its SDE variant), "dpmpp-2m-sde", "dpmpp-3m", "dpmpp-3m-sde".
+    (η = 0: the ODE solver; η = 1: its SDE variant), "dpmpp-2m-sde", "dpmpp-3m", "dpmpp-3m-sde", "unipc"
+    (UniPC-2 bh2, deterministic: diffusers' ``UniPCMultistepScheduler`` default, its corrector free of NFEs).
     ``eta=None`` takes the sampler's default. ``schedule`` as for :func:`~nested_diffusion.nested_sample`.
     """
     return VanillaSession(model, schedule, noise, prediction_type=prediction_type, steps=steps,

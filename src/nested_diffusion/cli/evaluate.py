@@ -36,6 +36,18 @@ def _checkpoints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _floor_noise(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if name.strip() not in METRIC_NAMES or not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected METRIC=NOISE with METRIC among {', '.join(METRIC_NAMES)} and a "
+                                         f"noise >= 0, like fid=0.5, got {text!r}")
+    return name.strip(), number
+
+
 def _metrics(text: str) -> list[str]:
     names = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in names if m not in METRIC_NAMES]
@@ -62,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=positive_int, default=100, help="NFE budget: vanilla step count, default nested plan")
     p.add_argument("--checkpoints", type=_checkpoints, default=None,
                    help="NFE checkpoints (default: 10, 20, 30, 50, 75, 100 %% of the budget)")
+    p.add_argument("--envelope-checkpoints", type=_checkpoints, default=None,
+                   help="more NFE counts where only the envelope runs (e.g. 1,2,...,10: a dense envelope makes each "
+                        "frame's NFE efficiency exact)")
+    p.add_argument("--floor-noise", type=_floor_noise, action="append", default=None, metavar="METRIC=NOISE",
+                   help="the noise of a metric's floor at this sample count (e.g. fid=0.5: the spread of real-data "
+                        "FIDs), added to the 1.2x tolerance of NFE efficiency; gmm-fd measures its own from exact samples")
     p.add_argument("--metric", type=_metrics, action="append", default=None,
                    help=f"metric(s), repeatable or comma-separated: {', '.join(METRIC_NAMES)} (default: digit-fd and "
                         "accuracy for digit models, gmm-fd for the oracle, fid otherwise)")
@@ -112,11 +130,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..evaluation import (DistributedContext, EvalConfig, check_methods, default_checkpoints, default_methods,
-                              default_metrics, evaluate, load_target, make_metric, markdown_table, write_results)
+    from ..evaluation import (EFFICIENCY_TOLERANCE, DistributedContext, EvalConfig, check_methods,
+                              default_checkpoints, default_methods, default_metrics, efficiency_rows,
+                              efficiency_table, envelope_reference, envelope_winners, evaluate, load_target,
+                              make_metric, markdown_table, write_results)
 
     config = EvalConfig(args.num_samples, args.checkpoints or default_checkpoints(args.budget), args.batch_size,
-                        args.seed, args.grid_samples)
+                        args.seed, args.grid_samples, envelope_checkpoints=args.envelope_checkpoints or ())
 
     def chosen_methods(schedule=None) -> list:
         return default_methods(args.budget, nested=args.nested or ([] if args.no_nested else None),
@@ -142,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = [make_metric(n, fid_reference=args.fid_reference, inception=args.inception, clip_model=args.clip_model)
                for n in names]
     record = {"model": target.name, **target.describe(), "num_samples": config.num_samples,
-              "checkpoints": list(config.checkpoints), "batch_size": config.batch_size, "seed": config.seed,
+              "checkpoints": list(config.checkpoints), "envelope_checkpoints": list(config.envelope_checkpoints),
+              "batch_size": config.batch_size, "seed": config.seed,
               "budget": args.budget, "metrics": names, "methods": [m.to_dict() for m in methods],
               "processes": context.world, "device": str(device)}
     start = time.perf_counter()
@@ -152,7 +173,20 @@ def run(args: argparse.Namespace) -> int:
                       on_ready=(lambda: _mark(args.out, record)) if context.is_main else None)
     if context.is_main:
         record["wall_seconds"] = time.perf_counter() - start
-        written = write_results(result, args.out, record, {m.name: m.lower_is_better for m in metrics})
+        given = dict(args.floor_noise or [])
+        floors, efficiency = {}, {}
+        for name, metric in zip(names, metrics):
+            if not metric.lower_is_better or metric.ideal is not None:
+                continue
+            floor = metric.floor(config.num_samples)
+            if floor is not None:
+                floors[name] = {"mean": floor[0], "sd": floor[1]}
+            noise = given.get(name, floor[1] if floor is not None else 0.0)
+            efficiency[name] = efficiency_rows(result, name, noise=noise)
+        record["floor"], record["floor_noise"] = floors, {n: given.get(n, floors.get(n, {}).get("sd", 0.0))
+                                                          for n in efficiency}
+        written = write_results(result, args.out, record, {m.name: m.lower_is_better for m in metrics},
+                                efficiency=[r for rows in efficiency.values() for r in rows])
         _mark(args.out, record)
     # on success every process waits here for the main one, then the process group is torn down
     # (on failure the launcher stops the others)
@@ -163,9 +197,20 @@ def run(args: argparse.Namespace) -> int:
         better = f"{metric.ideal:g} is ideal" if metric.ideal is not None else \
             f"{'lower' if metric.lower_is_better else 'higher'} is better"
         print(f"\n{name} ({better}), "
-              f"{config.num_samples} samples:\n" + markdown_table(result, name))
-    print(f"\nwrote {len(written)} files to {args.out}/ (results.csv, results.json, quality_vs_nfe.png, grids/) "
-          f"in {record['wall_seconds']:.1f} s", file=sys.stderr)
+              f"{config.num_samples} samples:\n" + markdown_table(result, name, nfes=config.checkpoints))
+        if name in record["floor"]:
+            f = record["floor"][name]
+            print(f"\nfloor: ideal samples score {f['mean']:.4g} ± {f['sd']:.2g} ({config.num_samples} samples, "
+                  f"sd over {metric.FLOOR_SETS} sets)")
+        if efficiency.get(name):
+            print(f"\n{name}: value / {envelope_reference(result)} at the same NFEs, then NFE efficiency (1: within "
+                  f"{EFFICIENCY_TOLERANCE:g}x + {record['floor_noise'][name]:.2g}; m/n: as good as the best exact "
+                  f"m-step run):\n" + efficiency_table(efficiency[name]))
+        winners = envelope_winners(result, name) if metric.lower_is_better and metric.ideal is None else ""
+        if winners:
+            print(f"\n{name}: the best exact-N run at each N:\n" + winners)
+    print(f"\nwrote {len(written)} files to {args.out}/ (results.csv, efficiency.csv, results.json, "
+          f"quality_vs_nfe.png, grids/) in {record['wall_seconds']:.1f} s", file=sys.stderr)
     return 0
 
 

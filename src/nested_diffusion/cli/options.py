@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -166,6 +167,25 @@ def load_pipeline(args: argparse.Namespace, **kwargs: Any):
     device = resolve_device(args.device)
     with quiet_loading():
         return NestedPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device, **kwargs)
+
+
+def nested_frames(session: Any, *, compare: str | None = None) -> tuple[list[Any], float, Any]:
+    """Run ``session`` to the end under an NFE progress bar (twice its length when a ``compare`` lane follows,
+    labelled so): ``(frames, seconds, bar)``; the caller closes the bar."""
+    import time
+
+    from tqdm import tqdm
+
+    total = session.core.total_nfe
+    bar = tqdm(total=total * (2 if compare else 1), unit="NFE", desc="nested", file=sys.stderr)
+    frames, start = [], time.perf_counter()
+    for frame in session.frames():
+        frames.append(frame)
+        bar.update(frame.nfe - bar.n)
+    seconds = time.perf_counter() - start
+    if compare:
+        bar.set_description(compare)
+    return frames, seconds, bar
 
 
 def check_out(out: Path, marker: str, writer: str) -> Path:

@@ -12,13 +12,15 @@ exact Gaussian-mixture Fréchet distance. ``nested-diffusion evaluate`` is its c
 from .plan import default_checkpoints, default_methods, default_metrics
 from .backends import METRICS, MetricBackend, make_metric
 from .methods import Method, frame_at, parse_method
-from .report import anytime_score, load_results, markdown_table, plot_curves, value_at, write_results
-from .runner import DistributedContext, EvalConfig, Result, batch_seed, check_methods, evaluate
+from .report import (EFFICIENCY_TOLERANCE, anytime_score, efficiency_rows, efficiency_table, envelope_reference,
+                     envelope_winners, load_results, markdown_table, nfe_efficiency, plot_curves, value_at, write_results)
+from .runner import DistributedContext, EvalConfig, Result, check_methods, evaluate, sample_generators, sample_seed
 from .restoration import RestorationTarget
 from .targets import GMMTarget, PipelineTarget, load_target
 
 __all__ = ["METRICS", "MetricBackend", "make_metric", "Method", "frame_at", "parse_method", "markdown_table",
-           "anytime_score", "value_at", "load_results", "plot_curves", "write_results", "DistributedContext",
-           "EvalConfig", "Result", "batch_seed", "check_methods", "evaluate", "GMMTarget", "PipelineTarget",
-           "RestorationTarget", "load_target", "default_checkpoints", "default_methods", "default_metrics"]
-
+           "anytime_score", "value_at", "load_results", "plot_curves", "write_results", "nfe_efficiency",
+           "efficiency_rows", "efficiency_table", "envelope_reference", "envelope_winners", "EFFICIENCY_TOLERANCE",
+           "DistributedContext", "EvalConfig", "Result", "sample_seed", "sample_generators", "check_methods",
+           "evaluate", "GMMTarget", "PipelineTarget", "RestorationTarget", "load_target", "default_checkpoints",
+           "default_methods", "default_metrics"]

@@ -63,6 +63,12 @@ class MetricBackend:
     def score(self, features: np.ndarray) -> float:
         return float(np.mean(features))
 
+    def floor(self, num_samples: int) -> tuple[float, float] | None:
+        """Mean and standard deviation of the metric over independent sets of ``num_samples`` ideal samples
+        (the noise floor of a verdict at that sample count), where the backend can draw ideal samples;
+        ``None`` otherwise."""
+        return None
+
 
 class _Frechet(MetricBackend):
     reference: tuple[np.ndarray, np.ndarray]
@@ -259,12 +265,23 @@ class GMMFD(MetricBackend):
         if gmm is None:
             raise ValueError("metric gmm-fd needs the Gaussian-mixture oracle (model 'gmm')")
         self.reference = gmm.mean().numpy(), gmm.covariance().numpy()
+        self.gmm = gmm
 
     def features(self, pixels, raw, labels, prompts, rows=None) -> np.ndarray:
         return raw.reshape(len(raw), -1).double().cpu().numpy()
 
     def score(self, features: np.ndarray) -> float:
         return frechet_distance(*gaussian_stats(features), *self.reference)
+
+    #: exact-sample sets behind :meth:`floor`
+    FLOOR_SETS = 8
+
+    def floor(self, num_samples: int) -> tuple[float, float]:
+        """FD of :attr:`FLOOR_SETS` sets of ``num_samples`` exact samples from the oracle (seeds 0…7 of
+        their own stream): their mean and standard deviation."""
+        values = [self.score(self.gmm.sample(num_samples, torch.Generator().manual_seed(2**31 + i))[0].numpy())
+                  for i in range(self.FLOOR_SETS)]
+        return float(np.mean(values)), float(np.std(values, ddof=1))
 
 
 def _require_task(target: Any, name: str) -> None:

@@ -13,6 +13,12 @@ Spec strings, as the command line takes them::
     nested    plan                                       the project default for the budget and the
                                                          model's schedule (:func:`~nested_diffusion.planner.plan_layout`)
 
+Any spec may end in ``~GRID``: the runs use the model's schedule with that grid spacing
+(``schedule.replace(spacing=GRID)``) — on a discrete VP schedule ``karras`` (ρ = 7) or ``logsnr``
+(uniform in log-SNR) instead of ``trailing``, e.g. ``envelope unipc~karras``; on a flow schedule
+``trailing`` or ``linspace``. A nested spec takes one grid for every inner run or one per outer step
+(``nested 3x2/4/4:unipc:0:renoise@999/300/60~trailing/logsnr/logsnr``; ``plan~logsnr`` re-grids the plan).
+
 On a flow schedule the sampler ``ddim`` with η = 0 is Euler on the velocity (``vanilla ddim:0`` are
 Euler's x̂0 previews).
     vanilla   SAMPLER[:ETA]                              ddim:1, dpmpp-2m   (budget steps, x̂0 previews)
@@ -27,6 +33,7 @@ DDRM's x̂0 previews, ``envelope ddrm:0.85`` exact-N DDRM runs; a nested spec wi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -68,6 +75,7 @@ class Method:
     steps: int = 0
     outer_update: str = "ddim"
     outer_timesteps: tuple[Time, ...] = ()
+    grid: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -95,6 +103,31 @@ class Method:
                                  f">= 0, got {list(taus)}")
         if self.kind == "vanilla" and self.steps < 1:
             raise ValueError(f"vanilla method needs steps >= 1, got {self.steps}")
+        grids = self.grid.split("/") if isinstance(self.grid, str) else None
+        if grids is None or (self.grid and not all(g.isidentifier() for g in grids)):
+            raise ValueError(f"a method's grid is a spacing name like 'karras' or 'logsnr', got {self.grid!r}")
+        if len(grids) > 1 and (self.kind != "nested" or len(grids) != self.outer_steps):
+            raise ValueError(f"one grid per outer step is for nested methods ({self.outer_steps} outer steps), "
+                             f"got {self.grid!r}")
+
+    @property
+    def inner_spacing(self) -> list[str] | None:
+        """A nested method's grid spacing per outer step (``None``: the schedule's own)."""
+        if self.kind != "nested" or not self.grid:
+            return None
+        grids = self.grid.split("/")
+        return grids * self.outer_steps if len(grids) == 1 else grids
+
+    def on(self, schedule: Any) -> Any:
+        """The schedule this method runs on: the model's, or with its grid spacing (``~GRID``); a nested
+        method keeps the model's and grids its inner runs (``inner_spacing``). Checks that the grid applies."""
+        if not self.grid:
+            return schedule
+        try:
+            spaced = {g: schedule.replace(spacing=g) for g in self.grid.split("/")}
+        except (AttributeError, ValueError) as e:
+            raise ValueError(f"{self.name}: grid {self.grid!r} does not apply to {schedule!r}: {e}") from None
+        return schedule if self.kind == "nested" else spaced[self.grid]
 
     @property
     def name(self) -> str:
@@ -112,10 +145,14 @@ class Method:
                 tail = "" if self.outer_eta == default_outer else f"-outer{self.outer_eta:g}"
             sep = "." if all(float(t).is_integer() for t in self.outer_timesteps) else "_"
             grid = f"-at{sep.join(f'{t:g}' for t in self.outer_timesteps)}" if self.outer_timesteps else ""
-            return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}{grid}"
+            return f"nested-{self.outer_steps}x{inner}-{sampler}{tail}{grid}{self._grid_tail}"
         if self.kind == "vanilla":
-            return f"vanilla-{sampler}-{self.steps}"
-        return f"envelope-{sampler}"
+            return f"vanilla-{sampler}-{self.steps}{self._grid_tail}"
+        return f"envelope-{sampler}{self._grid_tail}"
+
+    @property
+    def _grid_tail(self) -> str:
+        return f"-{self.grid.replace('/', '.')}" if self.grid else ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -125,6 +162,8 @@ class Method:
         d["outer_timesteps"] = list(self.outer_timesteps)
         if self.outer_update == "ddim" and not self.outer_timesteps:  # the keys of shards cached before these fields
             del d["outer_update"], d["outer_timesteps"]
+        if not self.grid:
+            del d["grid"]
         return {"name": self.name, **d}
 
     def session_kwargs(self) -> dict[str, Any]:
@@ -136,13 +175,16 @@ class Method:
                       outer_update=self.outer_update, outer_timesteps=list(self.outer_timesteps) or None)
         if self.outer_update == "ddim":
             kwargs["outer_eta"] = self.outer_eta
+        if self.inner_spacing is not None:
+            kwargs["inner_spacing"] = self.inner_spacing
         return kwargs
 
     def frame_nfes(self, schedule: Any) -> list[int]:
         """Cumulative NFEs after each frame on ``schedule`` (nested: an inner run costs its grid's length,
         min(M, τ+1) on a discrete VP schedule)."""
         if self.kind == "nested":
-            _, grids = nested_grids(schedule, self.inner_steps, self.outer_timesteps or None)
+            _, grids = nested_grids(self.on(schedule), self.inner_steps, self.outer_timesteps or None,
+                                    inner_spacing=self.inner_spacing)
             return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
@@ -214,9 +256,11 @@ def plan_method(budget: int, schedule: Any) -> Method:
 
     layout = plan_layout(budget, schedule)
     eta = tuple(layout.inner_eta) if isinstance(layout.inner_eta, (list, tuple)) else layout.inner_eta
+    grids = layout.inner_spacing
+    grid = "" if grids is None else (grids[0] if len(set(grids)) == 1 else "/".join(grids))
     return Method("nested", layout.inner_sampler, eta, len(layout.inner_steps), tuple(layout.inner_steps),
                   DEFAULT_OUTER_ETA if layout.outer_eta is None else layout.outer_eta,
-                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps))
+                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps), grid=grid)
 
 
 def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: Any = None) -> Method:
@@ -224,6 +268,12 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: A
     ``plan`` needs the ``budget`` and the model's noise ``schedule``."""
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {KINDS}, got {kind!r}")
+    spec, _, grid = spec.strip().partition("~")
+    if "~" in grid or (grid and not all(g.isidentifier() for g in grid.split("/"))) or (_ and not grid):
+        raise ValueError(f"{kind} spec {spec + _ + grid!r}: expected ~GRID at the end, a spacing like ~karras or "
+                         "~logsnr (nested: or one per outer step, ~trailing/logsnr/...)")
+    if grid:
+        return dataclasses.replace(parse_method(kind, spec, budget=budget, schedule=schedule), grid=grid)
     if kind == "nested" and spec.strip() == "plan":
         if budget is None or schedule is None:
             raise ValueError("the nested spec 'plan' needs the budget and the model's noise schedule")

@@ -39,9 +39,10 @@ def default_methods(budget: int, *, nested: Sequence[str] | None = None, vanilla
         nested = [f"{len(inner)}x{'/'.join(map(str, inner))}:ddrm"]
     elif nested is None:
         nested = ["plan"]
-    planned = any(s.strip() == "plan" for s in nested)
+    is_plan = lambda spec: spec.partition("~")[0].strip() == "plan"  # noqa: E731  (plan, plan~GRID)
+    planned = any(is_plan(s) for s in nested)
     if schedule is None:
-        nested = [s for s in nested if s.strip() != "plan"]
+        nested = [s for s in nested if not is_plan(s)]
     if vanilla is None:
         vanilla = RESTORE_VANILLA if restoration else DEFAULT_VANILLA
     if envelope is None:

@@ -14,7 +14,12 @@ import numpy as np
 from ._files import replacing
 from .runner import Result
 
-__all__ = ["write_results", "load_results", "plot_curves", "markdown_table", "anytime_score", "value_at", "COLUMNS"]
+__all__ = ["write_results", "load_results", "plot_curves", "markdown_table", "anytime_score", "value_at", "COLUMNS",
+           "nfe_efficiency", "efficiency_rows", "efficiency_table", "envelope_winners", "envelope_reference",
+           "EFFICIENCY_TOLERANCE"]
+
+#: a frame within this factor of the best exact-n run (plus the floor's noise) costs nothing: efficiency 1
+EFFICIENCY_TOLERANCE = 1.2
 
 COLUMNS = ("method", "kind", "nfe", "metric", "value", "num_samples")
 
@@ -25,8 +30,10 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def write_results(result: Result, out_dir: str | os.PathLike, config: dict[str, Any],
-                  lower_is_better: dict[str, bool], columns: int = 10) -> list[Path]:
-    """Write every output of ``result`` into ``out_dir``; returns the paths written."""
+                  lower_is_better: dict[str, bool], columns: int = 10,
+                  efficiency: Sequence[dict[str, Any]] = ()) -> list[Path]:
+    """Write every output of ``result`` into ``out_dir`` (with :func:`efficiency_rows`' rows, if any, as
+    ``efficiency.csv``); returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = [",".join(COLUMNS)]
@@ -34,8 +41,14 @@ def write_results(result: Result, out_dir: str | os.PathLike, config: dict[str, 
         lines.append(",".join(f"{row[c]!r}" if c == "value" else str(row[c]) for c in COLUMNS))
     written = [out / "results.csv", out / "results.json"]
     _atomic_text(written[0], "\n".join(lines) + "\n")
-    _atomic_text(written[1], json.dumps({"config": config, "seconds": result.seconds, "rows": result.rows},
-                                        indent=1) + "\n")
+    _atomic_text(written[1], json.dumps({"config": config, "seconds": result.seconds, "rows": result.rows,
+                                         "efficiency": list(efficiency)}, indent=1) + "\n")
+    if efficiency:
+        columns_e = ("method", "kind", "nfe", "metric", "value", "ratio", "efficiency")
+        text = [",".join(columns_e)] + [",".join(repr(r[c]) if isinstance(r[c], float) else str(r[c])
+                                                 for c in columns_e) for r in efficiency]
+        written.append(out / "efficiency.csv")
+        _atomic_text(written[-1], "\n".join(text) + "\n")
     plot = plot_curves(result, out / "quality_vs_nfe.png", lower_is_better, title=str(config.get("model", "")))
     if plot is not None:
         written.append(plot)
@@ -111,9 +124,10 @@ def plot_curves(result: Result, path: Path, lower_is_better: dict[str, bool], ti
     return path
 
 
-def markdown_table(result: Result, metric: str, fmt: str = "{:.3g}") -> str:
-    """A Markdown table (methods × checkpoints) of one metric, for BENCHMARKS.md."""
-    nfes = sorted({r["nfe"] for r in result.rows if r["metric"] == metric})
+def markdown_table(result: Result, metric: str, fmt: str = "{:.3g}", nfes: Sequence[int] | None = None) -> str:
+    """A Markdown table (methods × checkpoints) of one metric, for BENCHMARKS.md; ``nfes``: the columns
+    (default: every NFE count with a value)."""
+    nfes = sorted({r["nfe"] for r in result.rows if r["metric"] == metric}) if nfes is None else list(nfes)
     lines = ["| method | " + " | ".join(f"{n} NFE" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
     for method in dict.fromkeys(r["method"] for r in result.rows if r["metric"] == metric):
         cells = {r["nfe"]: r["value"] for r in result.rows if r["method"] == method and r["metric"] == metric}
@@ -140,3 +154,99 @@ def anytime_score(result: Result, method: str, metric: str, reference: str = "en
         raise ValueError(f"no {metric!r} values of {reference!r} in this result")
     logs = [math.log(value_at(result, method, c, metric) / result.value(reference, c, metric)) for c in checkpoints]
     return math.exp(sum(logs) / len(logs))
+
+
+# -- NFE efficiency (issue 19): what a frame is worth in compute -------------------------------------------------
+def envelope_reference(result: Result) -> str | None:
+    """The envelope a method is compared with: ``envelope-best`` (several envelopes), the only envelope, or
+    ``None``."""
+    names = list(dict.fromkeys(r["method"] for r in result.rows if r["kind"] == "envelope"))
+    if "envelope-best" in names:
+        return "envelope-best"
+    return names[0] if len(names) == 1 else None
+
+
+def _curve(result: Result, method: str, metric: str) -> dict[int, float]:
+    return {r["nfe"]: r["value"] for r in result.rows if r["method"] == method and r["metric"] == metric}
+
+
+def nfe_efficiency(result: Result, method: str, metric: str, nfe: int, reference: str = "envelope-best",
+                   noise: float = 0.0, tolerance: float = EFFICIENCY_TOLERANCE) -> float:
+    """What ``method``'s frame at ``nfe`` is worth in NFEs, as a fraction of ``nfe`` (lower-is-better metrics).
+
+    1 where the frame is within ``tolerance``× (plus ``noise``, the floor's) of the reference's exact-``nfe``
+    run; otherwise m/n for the smallest m at which the reference is at least as good as the frame (0.5: the
+    frame is as good as a sampler given half the budget); 0 where the method has no frame yet. m is exact where
+    the reference was measured at m - 1 and m (``EvalConfig.envelope_checkpoints``); between two measured
+    counts further apart, the crossing is interpolated linearly in log(metric) against log(NFE) and rounded up.
+    """
+    frame = value_at(result, method, nfe, metric)
+    curve = _curve(result, reference, metric)
+    if nfe not in curve:
+        raise ValueError(f"{reference!r} has no {metric!r} value at {nfe} NFEs: it must run at every checkpoint")
+    if math.isinf(frame):
+        return 0.0
+    if frame <= tolerance * curve[nfe] + noise:
+        return 1.0
+    counts = sorted(m for m in curve if m <= nfe)
+    previous = None
+    for m in counts:
+        if curve[m] <= frame:
+            if previous is None or previous == m - 1 or curve[previous] <= 0 or curve[m] <= 0:
+                return m / nfe
+            # log-log interpolation between the last count worse than the frame and the first as good
+            a, b = math.log(curve[previous]), math.log(curve[m])
+            w = (a - math.log(frame)) / (a - b) if a != b else 1.0
+            crossing = math.exp(math.log(previous) + w * (math.log(m) - math.log(previous)))
+            return min(m, max(previous + 1, math.ceil(crossing - 1e-9))) / nfe
+        previous = m
+    return 1.0  # unreachable: the reference at nfe is better than the frame
+
+
+def efficiency_rows(result: Result, metric: str, noise: float = 0.0, reference: str | None = None,
+                    tolerance: float = EFFICIENCY_TOLERANCE) -> list[dict[str, Any]]:
+    """``{method, nfe, metric, value, ratio, efficiency}`` for every nested and vanilla method at every
+    checkpoint where the reference has a value (ratio: value / the reference's exact-N value)."""
+    reference = reference or envelope_reference(result)
+    if reference is None:
+        return []
+    ref = _curve(result, reference, metric)
+    out = []
+    for method in dict.fromkeys(r["method"] for r in result.rows if r["kind"] in ("nested", "vanilla")
+                                and r["metric"] == metric):
+        kind = next(r["kind"] for r in result.rows if r["method"] == method)
+        for nfe in sorted(n for n in _curve(result, method, metric) if n in ref):
+            value = value_at(result, method, nfe, metric)
+            out.append({"method": method, "kind": kind, "nfe": nfe, "metric": metric, "value": value,
+                        "ratio": value / ref[nfe] if ref[nfe] > 0 else math.inf,
+                        "efficiency": nfe_efficiency(result, method, metric, nfe, reference, noise, tolerance)})
+    return out
+
+
+def efficiency_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown: methods × checkpoints, each cell ``ratio / efficiency``."""
+    if not rows:
+        return ""
+    nfes = sorted({r["nfe"] for r in rows})
+    lines = ["| method | " + " | ".join(f"{n} NFE" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = {r["nfe"]: r for r in rows if r["method"] == method}
+        lines.append(f"| {method} | " + " | ".join(
+            f"{cells[n]['ratio']:.2f} / {cells[n]['efficiency']:.2f}" if n in cells else "–" for n in nfes) + " |")
+    return "\n".join(lines)
+
+
+def envelope_winners(result: Result, metric: str) -> str:
+    """Markdown: at each NFE count, the best envelope member, its value and the runner-up's."""
+    members = [m for m in dict.fromkeys(r["method"] for r in result.rows if r["kind"] == "envelope")
+               if m != "envelope-best"]
+    curves = {m: _curve(result, m, metric) for m in members}
+    nfes = sorted({n for c in curves.values() for n in c})
+    if len(members) < 2 or not nfes:
+        return ""
+    lines = ["| NFE | best exact-N run | value | runner-up | value |", "|---|---|---|---|---|"]
+    for n in nfes:
+        ranked = sorted((c[n], m) for m, c in curves.items() if n in c)
+        (v1, m1), (v2, m2) = ranked[0], ranked[1] if len(ranked) > 1 else (math.nan, "–")
+        lines.append(f"| {n} | {m1} | {v1:.4g} | {m2} | {v2:.4g} |")
+    return "\n".join(lines)

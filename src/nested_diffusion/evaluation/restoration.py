@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..samplers.noise import Generator, randn_like
 from .methods import DDRM, Method
 from .targets import check_sampler
 
@@ -102,16 +103,16 @@ class RestorationTarget:
         """The truths' labels (for ``accuracy``: classified as the true digit); no prompts."""
         return (None if self._labels is None else self._labels[self._truth_index(rows)]), None
 
-    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(nfe, raw)`` per frame of the restorations of ``rows``."""
+        """``(nfe, raw)`` per frame of the restorations of ``rows`` (``generator``: one per sample, or one)."""
         check_sampler(method, restoration=True)
         y = self.measurement(rows)
         if self.gmm is not None:
             from ..restoration import ddrm_sample, nested_restore
 
             base = self.base
-            noise = torch.randn(len(rows), *self.shape, generator=generator, dtype=torch.float64)
+            noise = randn_like(torch.empty(len(rows), *self.shape, dtype=torch.float64), generator)
             common = dict(operator=self.operator, measurement=y, sigma_y=self.sigma_y, generator=generator,
                           prediction_type=base.prediction_type)
             if method.kind == "nested":

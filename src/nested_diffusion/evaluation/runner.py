@@ -1,11 +1,14 @@
 """The evaluation loop: (method × batch) work units, cached as shards, optionally spread over
 processes, scored on the main process.
 
-Samples are cut into fixed batches ``[b·B, (b+1)·B)``. Batch ``b`` draws its initial noise from a
-CPU generator seeded with ``seed·1_000_003 + b`` — the same noise for every method (and for each
-of the envelope's runs), whatever the number of processes. A unit's per-sample features at every
-checkpoint are written to ``OUT/shards/<method>/<b>.safetensors`` as soon as it finishes, so a
-killed run resumes where it stopped. Image metrics see the 8-bit images a user would save; for
+Every sample has its own CPU generator, seeded from ``(seed, sample index)`` alone
+(:func:`sample_seed`, as EDM's ``generate.py`` seeds one generator per image): its initial noise and
+every random draw of its run come from it (samplers draw row i from generator i), so a sample is the
+same whatever the batch size, the number of processes or a resumption — and the same for every
+method (and for each of the envelope's runs). Samples are cut into fixed batches
+``[b·B, (b+1)·B)``, the work units; a unit's per-sample features at every checkpoint are written to
+``OUT/shards/<method>/<first>-<last>.safetensors`` as soon as it finishes, so a killed run resumes
+where it stopped. Image metrics see the 8-bit images a user would save; for
 small images (≤ 64×64×3) those are kept in the shard, so a metric added later is computed from
 them without sampling again. Units are dealt round-robin to the processes of an
 ``accelerate launch`` (or ``torchrun``) job and their features gathered on the main process, so
@@ -28,24 +31,50 @@ from .methods import Method, frame_at
 from .shards import ShardStore
 from .targets import check_sampler
 
-__all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "batch_seed", "DistributedContext"]
+__all__ = ["EvalConfig", "Result", "evaluate", "check_methods", "sample_seed", "sample_generators",
+           "DistributedContext"]
 
 #: images up to this many values are kept in the shards (digits, CIFAR-size, the GMM's 8×8)
 KEEP_PIXELS = 64 * 64 * 3
 
+_MASK64 = (1 << 64) - 1
 
-def batch_seed(seed: int, batch: int) -> int:
-    """Seed of batch ``batch``'s generator (shared by every method)."""
-    return seed * 1_000_003 + batch
+
+def _mix64(value: int) -> int:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijection of 64-bit integers that spreads nearby seeds."""
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Seed of sample ``index``'s generator in a run with ``seed``: ``(mix(seed) + index) mod 2³²``.
+
+    torch's CPU generator (MT19937) keys on the low 32 bits of a seed, so the seeds live in 32 bits:
+    a run's samples get distinct consecutive seeds from an offset that depends on ``seed`` alone."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"a sample index is a non-negative integer, got {index!r}")
+    return (_mix64(seed & _MASK64) + index) & 0xFFFFFFFF
+
+
+def sample_generators(seed: int, rows: range) -> list[torch.Generator]:
+    """One CPU generator per sample of ``rows``, each seeded by :func:`sample_seed`."""
+    return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in rows]
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """``checkpoints``: the NFE counts where every method is scored; ``envelope_checkpoints``: more NFE
+    counts where only the envelope's exact-N runs are made (a dense envelope for NFE efficiency, which asks
+    for the smallest m at which the envelope is as good as a frame)."""
+
     num_samples: int
     checkpoints: tuple[int, ...]
     batch_size: int = 100
     seed: int = 0
     grid_samples: int = 40
+    envelope_checkpoints: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "batch_size"):
@@ -60,6 +89,18 @@ class EvalConfig:
             raise ValueError(f"checkpoints must be strictly increasing, got {list(self.checkpoints)}")
         if self.grid_samples < 0:
             raise ValueError(f"grid_samples must be >= 0, got {self.grid_samples}")
+        extra = self.envelope_checkpoints
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in extra) or list(extra) != sorted(set(extra)):
+            raise ValueError(f"envelope_checkpoints must be strictly increasing positive NFE counts, got {list(extra)}")
+
+    @property
+    def envelope_nfes(self) -> tuple[int, ...]:
+        """Where the envelope runs: the checkpoints and the envelope checkpoints."""
+        return tuple(sorted(set(self.checkpoints) | set(self.envelope_checkpoints)))
+
+    def nfes(self, method: Method) -> tuple[int, ...]:
+        """The NFE counts where ``method`` is scored."""
+        return self.envelope_nfes if method.kind == "envelope" else self.checkpoints
 
     def batches(self) -> list[range]:
         return [range(lo, min(lo + self.batch_size, self.num_samples))
@@ -143,9 +184,11 @@ def _complete_from_pixels(target, metrics: Sequence[MetricBackend], rows: range,
     return True
 
 
-def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], batch: int,
-                  rows: range, grid_count: int, on_nfe: Callable[[int], None]) -> dict[str, np.ndarray]:
-    """Run one method on one batch and return its features (``"nfe|metric"``) and grid images."""
+def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[MetricBackend], rows: range,
+                  grid_count: int, on_nfe: Callable[[int], None],
+                  only: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """Run one method on the samples ``rows`` and return their features (``"nfe|metric"``) and grid images
+    (an envelope: its runs at ``only`` of its NFE counts, when given)."""
     labels, prompts = target.condition(rows)
     out = {}
 
@@ -159,10 +202,10 @@ def _compute_unit(target, method: Method, config: EvalConfig, metrics: Sequence[
         elif grid_count:
             out[f"{checkpoint}|grid"] = images[:grid_count].numpy()
 
-    generator = lambda: torch.Generator().manual_seed(batch_seed(config.seed, batch))  # noqa: E731
+    generator = lambda: sample_generators(config.seed, rows)  # noqa: E731  (fresh for every run)
     with torch.inference_mode():
         if method.kind == "envelope":
-            for c in config.checkpoints:
+            for c in (config.envelope_nfes if only is None else only):
                 last = None
                 for nfe, raw in target.frames(method, rows, labels, prompts, generator(), steps=c):
                     on_nfe(1)
@@ -195,9 +238,9 @@ def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None
     if len(set(names)) != len(names):
         raise ValueError(f"methods must be distinct, got {names}")
     T = target.schedule.max_steps  # None: a continuous schedule takes any step count
-    if T is not None and any(m.kind == "envelope" for m in methods) and config.checkpoints[-1] > T:
+    if T is not None and any(m.kind == "envelope" for m in methods) and config.envelope_nfes[-1] > T:
         raise ValueError(f"an envelope runs N steps per checkpoint: checkpoints must be <= {T} "
-                         f"(the training timesteps), got {config.checkpoints[-1]}")
+                         f"(the training timesteps), got {config.envelope_nfes[-1]}")
     restoration = hasattr(target, "measurement")
     for method in methods:
         check_sampler(method, restoration)
@@ -206,6 +249,7 @@ def check_methods(target, methods: Sequence[Method], config: EvalConfig) -> None
             raise ValueError(f"{method.name}: step counts must be <= {T} (the model's training timesteps)")
         if method.kind == "nested" and method.outer_timesteps:
             target.schedule.check_times(method.outer_timesteps, f"{method.name}: outer times")
+        method.on(target.schedule)  # a grid (~GRID) the schedule has
 
 
 def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend], config: EvalConfig,
@@ -237,8 +281,8 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
     units = [(method, b) for b in range(len(batches)) for method in methods]
     mine = units[context.rank::context.world]
     schedule = target.schedule
-    cost = {m.name: m.cost(config.checkpoints, schedule) for m in methods}  # NFEs per sample
-    covered = {m.name: [c for c in config.checkpoints  # the checkpoints where a method has an image
+    cost = {m.name: m.cost(config.nfes(m), schedule) for m in methods}  # NFEs per sample (frame_nfes: on m's grid)
+    covered = {m.name: [c for c in config.nfes(m)  # the checkpoints where a method has an image
                         if m.kind == "envelope" or frame_at(m.frame_nfes(schedule), c) is not None] for m in methods}
     total = sum(cost[m.name] * len(batches[b]) for m, b in mine)
     bar = None
@@ -252,10 +296,17 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
             rows = batches[b]
             grid_count = min(config.grid_samples - rows.start, len(rows)) if rows.start < config.grid_samples else 0
             needed = {f"{c}|{m.name}" for c in covered[method.name] for m in metrics}
-            cached = store.load(method, b, rows)
+            cached = store.load(method, rows)
             if cached is not None and not needed <= set(cached[0]):
-                if _complete_from_pixels(target, metrics, rows, cached[0], needed - set(cached[0])):
-                    store.save(method, b, rows, *cached)  # new metrics, same samples
+                missing = needed - set(cached[0])
+                if _complete_from_pixels(target, metrics, rows, cached[0], missing):
+                    store.save(method, rows, *cached)  # new metrics, same samples
+                elif method.kind == "envelope":  # its exact-N runs are independent: make only the missing ones
+                    start = time.perf_counter()
+                    extra = _compute_unit(target, method, config, metrics, rows, grid_count, lambda k: None,
+                                          only=sorted({int(k.split("|")[0]) for k in missing}))
+                    cached = ({**cached[0], **extra}, cached[1] + time.perf_counter() - start)
+                    store.save(method, rows, *cached)
                 else:
                     cached = None
             if bar is not None:
@@ -266,10 +317,10 @@ def evaluate(target, methods: Sequence[Method], metrics: Sequence[MetricBackend]
                     bar.update(cost[method.name] * len(rows))
             else:
                 start = time.perf_counter()
-                tensors = _compute_unit(target, method, config, metrics, b, rows, grid_count,
+                tensors = _compute_unit(target, method, config, metrics, rows, grid_count,
                                         (lambda k: bar.update(k * len(rows))) if bar is not None else (lambda k: None))
                 seconds = time.perf_counter() - start
-                store.save(method, b, rows, tensors, seconds)
+                store.save(method, rows, tensors, seconds)
             # only what the merge needs travels to the main process: the features and the grid's images
             sent = {k: tensors[k] for k in needed}
             for c in covered[method.name] if grid_count else ():
@@ -293,7 +344,7 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
     for method in methods:
         shards = [by_unit[(method.name, b)] for b in range(n_batches)]
         result.seconds[method.name] = float(sum(s for _, s in shards))
-        for c in config.checkpoints:
+        for c in config.nfes(method):
             grid_parts = [t[f"{c}|grid"] for t, _ in shards if f"{c}|grid" in t]
             if grid_parts:
                 result.grids.setdefault(method.name, {})[c] = np.concatenate(grid_parts)
@@ -307,7 +358,7 @@ def _merge(units: list, methods: Sequence[Method], metrics: Sequence[MetricBacke
     # the envelope over several exact-N samplers: the best of them at each checkpoint
     envelopes = [m for m in methods if m.kind == "envelope"]
     if len(envelopes) > 1:
-        for c in config.checkpoints:
+        for c in config.envelope_nfes:
             for metric in metrics:
                 values = [r["value"] for r in result.rows if r["kind"] == "envelope" and r["nfe"] == c
                           and r["metric"] == metric.name]

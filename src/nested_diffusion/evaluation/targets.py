@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from ..samplers.noise import Generator, randn_like
 from .methods import Method
 
 __all__ = ["PipelineTarget", "GMMTarget", "load_target", "GMM_SCHEDULES", "check_sampler", "gmm_schedule"]
@@ -63,10 +64,10 @@ class PipelineTarget:
                             else f"a photo of a {self.class_names[c]}" for c in labels.tolist()]
         return labels, None
 
-    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(nfe, raw x̂0)`` per frame of the samples ``rows``; ``steps`` overrides a vanilla/envelope
-        step count."""
+        step count; ``generator`` is one per sample (evaluate's) or one for the batch."""
         check_sampler(method, restoration=False)
         common = dict(class_labels=labels, prompt=prompts if self.prompts else None, num_images=len(rows),
                       guidance_scale=self.guidance_scale, generator=generator, output_type="latent",
@@ -76,6 +77,8 @@ class PipelineTarget:
         else:
             session = self.pipe.vanilla(num_inference_steps=steps or method.steps, sampler=method.sampler,
                                         eta=method.eta, **common)
+        if method.grid:
+            session = _on_grid(session, method)
         for frame in session:
             yield frame.nfe, frame.latents
 
@@ -112,18 +115,19 @@ class GMMTarget:
     def condition(self, indices: range) -> tuple[None, None]:
         return None, None
 
-    def frames(self, method: Method, rows: range, labels, prompts, generator: torch.Generator,
+    def frames(self, method: Method, rows: range, labels, prompts, generator: Generator,
                steps: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         from ..nested import nested_sample
         from ..vanilla import vanilla_sample
 
         check_sampler(method, restoration=False)
-        noise = torch.randn(len(rows), self.gmm.dim, generator=generator, dtype=torch.float64)
+        noise = randn_like(torch.empty(len(rows), self.gmm.dim, dtype=torch.float64), generator)
         common = dict(prediction_type=self.prediction_type, generator=generator)
+        schedule = method.on(self.schedule)  # the same levels; the method's grid
         if method.kind == "nested":
-            session = nested_sample(self.model, self.schedule, noise, **method.session_kwargs(), **common)
+            session = nested_sample(self.model, schedule, noise, **method.session_kwargs(), **common)
         else:
-            session = vanilla_sample(self.model, self.schedule, noise, steps=steps or method.steps,
+            session = vanilla_sample(self.model, schedule, noise, steps=steps or method.steps,
                                      sampler=method.sampler, eta=method.eta, **common)
         for frame in session:
             yield frame.nfe, frame.image
@@ -133,6 +137,23 @@ class GMMTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name}
+
+
+def _on_grid(session: Any, method: Method) -> Any:
+    """A pipeline session whose core runs on the method's grid: the same model, start, condition and
+    generators (the pipeline drew the noise and encoded the condition), the schedule re-spaced."""
+    from ..nested import NestedSession
+    from ..pipelines.session import PipelineSession
+    from ..vanilla import VanillaSession
+
+    core = session.core
+    common = dict(prediction_type=core.prediction_type, generator=core.generator, model_kwargs=core.model_kwargs)
+    schedule = method.on(core.schedule)
+    if method.kind == "nested":
+        new = NestedSession(core.model, schedule, core.x, **method.session_kwargs(), **common)
+    else:
+        new = VanillaSession(core.model, schedule, core.x, steps=core.num_steps, sampler=core.sampler, **common)
+    return PipelineSession(session.pipeline, new, dict(session.condition), output_type="latent")
 
 
 def gmm_schedule(name: str, num_train_timesteps: int = 1000):

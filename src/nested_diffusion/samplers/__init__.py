@@ -17,9 +17,10 @@ from .ddim import DDIM, ddim_step
 from .dpmpp import DPMSolverPP2M, DPMSolverPP3M
 from .noise import Generator, randn_like
 from .renoise import Renoise
+from .unipc import UniPC
 
-__all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "DPMSolverPP3M", "Renoise", "SAMPLERS", "make_sampler", "sample",
-           "iterate", "ddim_step", "randn_like", "Generator"]
+__all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "DPMSolverPP3M", "UniPC", "Renoise", "SAMPLERS", "make_sampler",
+           "sample", "iterate", "ddim_step", "randn_like", "Generator"]
 
 
 class Sampler(Protocol):
@@ -37,6 +38,7 @@ SAMPLERS: dict[str, tuple[type, float, bool]] = {
     "dpmpp-2m-sde": (DPMSolverPP2M, 1.0, True),
     "dpmpp-3m": (DPMSolverPP3M, 0.0, False),
     "dpmpp-3m-sde": (DPMSolverPP3M, 1.0, True),
+    "unipc": (UniPC, 0.0, True),  # deterministic: UniPC-2, bh2 (diffusers' UniPCMultistepScheduler default)
 }
 
 
@@ -52,8 +54,9 @@ def make_sampler(name: str, eta: float | None = None, *, argument: str = "sample
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"{argument} eta must lie in [0, 1], got {eta}")
     if fixed and eta != default_eta:
-        free = next(n for n, (c, _, f) in SAMPLERS.items() if c is cls and not f)
-        raise ValueError(f"{argument} {name!r} fixes eta = {default_eta}; use {free!r} with eta={eta} instead")
+        free = next((n for n, (c, _, f) in SAMPLERS.items() if c is cls and not f), None)
+        instead = f"; use {free!r} with eta={eta} instead" if free else " (it is deterministic)"
+        raise ValueError(f"{argument} {name!r} fixes eta = {default_eta}{instead}")
     return cls(eta=float(eta))
 
 

@@ -44,6 +44,13 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
         if len(generator) != x.shape[0]:
             raise ValueError(f"generator lists one torch.Generator per image: {len(generator)} for a batch of "
                              f"{x.shape[0]}")
+        devices = {g.device for g in generator}
+        if len(devices) == 1:  # the common case: fill each row in place (the same numbers as one randn per row)
+            device = devices.pop()
+            out = torch.empty(x.shape, dtype=x.dtype, device=device if device.type != x.device.type else x.device)
+            for row, g in zip(out.unbind(0), generator):
+                row.normal_(generator=g)
+            return out.to(x.device)
         return torch.cat([_draw((1, *x.shape[1:]), g, x.device, x.dtype) for g in generator])
     return _draw(tuple(x.shape), generator, x.device, x.dtype)
 

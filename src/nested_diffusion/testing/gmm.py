@@ -159,18 +159,34 @@ class GaussianMixture:
 
     def _denoise_at(self, x: torch.Tensor, a: float, s: float, labels: torch.Tensor | None) -> torch.Tensor:
         dev = x.device
-        lam, U, means = self.eigvals.to(dev), self.eigvecs.to(dev), self.means.to(dev)
+        U, UT, mU, means, lam = self._basis(dev)
+        K, d = self.num_components, self.dim
         var = a * a * lam + s * s  # [K, d]: variances of x_t | k in the eigenbasis
-        z = torch.einsum("nd,kde->nke", x, U) - a * torch.einsum("kd,kde->ke", means, U)[None]
-        log_p = (torch.log(self.weights.to(dev)) - 0.5 * torch.log(var).sum(-1))[None] \
-            - 0.5 * torch.einsum("nke,ke->nk", z * z, 1 / var)  # [N, K]
+        z = (x @ U).view(len(x), K, d)  # x in each component's eigenbasis, [N, K, d]
+        z -= a * mU  # minus α μ_k (projected)
+        blocks = torch.block_diag(*(1 / var)[:, :, None])  # [K·d, K]: 1/var_k in column k
+        quad = (z * z).view(len(x), K * d) @ blocks  # Σ_e z²/var per component, [N, K]
+        log_p = (torch.log(self.weights.to(dev)) - 0.5 * torch.log(var).sum(-1))[None] - 0.5 * quad
         if labels is not None:
             mask = torch.nn.functional.one_hot(labels, self.num_components + 1)[:, : self.num_components].bool()
             log_p = torch.where(mask.any(1, keepdim=True), log_p.masked_fill(~mask, -math.inf), log_p)
         r = torch.softmax(log_p, dim=1)  # p(k | x_t)
-        gain = a * lam / var  # [K, d]
-        weighted = (r[..., None] * z * gain[None]).reshape(len(x), -1)  # [N, K·d]
-        return r @ means + weighted @ U.transpose(1, 2).reshape(-1, self.dim)
+        z *= a * lam / var  # the posterior gain per eigen-direction
+        z *= r[..., None]
+        return r @ means + z.view(len(x), K * d) @ UT
+
+    def _basis(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(U as [d, K·d], Uᵀ stacked as [K·d, d], the means in each eigenbasis [K, d], the means, the
+        eigenvalues) on ``device``, made once per device."""
+        cache = self.__dict__.setdefault("_basis_cache", {})
+        if device not in cache:
+            K, d = self.num_components, self.dim
+            U = self.eigvecs.to(device)
+            cache[device] = (U.permute(1, 0, 2).reshape(d, K * d).contiguous(),
+                             U.transpose(1, 2).reshape(K * d, d).contiguous(),
+                             torch.einsum("kd,kde->ke", self.means.to(device), U), self.means.to(device),
+                             self.eigvals.to(device))
+        return cache[device]
 
     def model(self, schedule: Schedule | Any, prediction_type: str | None = None) -> Callable[..., torch.Tensor]:
         """A network-like ``model(x_t, t, class_labels=None, guidance_scale=1.0)`` on ``schedule`` (a
