@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..models import model_label
 from .options import (CLIError, Formatter, add_model_arguments, check_out, classes, guidance, load_pipeline,
                       nested_frames, positive_int, staged_output)
 
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                      title=f"{kind}: {method}" + (" vs x0-prediction previews" if args.compare_vanilla else ""))
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,
-            "model": args.model or "embedded:digits", "input": str(args.input),
+            "model": model_label(args.model), "input": str(args.input),
             "mask": None if args.mask is None else str(args.mask), "method": method,
             "strength": None if session.edit is None else session.edit.strength,
             "prompt": args.prompt, "class_labels": labels, "seed": args.seed, "nfe": checkpoints,

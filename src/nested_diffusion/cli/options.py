@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from ..defaults import DEFAULT_SIGMA_Y, RESTORATION_BOXES, RESTORATION_TASKS
 
 __all__ = ["CLIError", "positive_int", "positive_float", "eta", "guidance", "sigma_y", "classes", "Formatter",
-           "add_model_arguments", "add_task_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
+           "add_model_arguments", "embedded_models_help", "add_task_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
            "DTYPES", "SAMPLERS"]
 
 class _SamplerNames:
@@ -102,9 +102,16 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def embedded_models_help() -> str:
+    """The ``--model`` help's list of the embedded models by name (:func:`nested_diffusion.models.embedded_names`)."""
+    from ..models import embedded_names
+
+    return "; the embedded models by name: " + ", ".join(embedded_names())
+
+
 def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     """``--model``, ``--device`` and ``--dtype``."""
-    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--model", default=None, help=model_help + embedded_models_help())
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps …")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..models import model_label
 from .options import check_out, quiet_loading, resolve_device, staged_output
 
 __all__ = ["run", "MARKER"]
@@ -30,7 +31,7 @@ def run(args: Any) -> int:
     with quiet_loading():
         frames = replay(log, device=resolve_device(args.device))
     initial = initial_condition(log["request"])
-    model = log.get("model") or "embedded:digits"
+    model = model_label(log.get("model"))
     with staged_output(args.out, MARKER, "nested-diffusion generate --replay") as tmp:
         for branch, branch_frames in frames.items():
             (tmp / branch).mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import RESTORATION_TASKS
+from ..models import model_label
 from .options import (CLIError, Formatter, add_model_arguments, add_task_arguments, check_out, load_pipeline,
                       nested_frames, positive_int, staged_output)
 
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                            + (" vs DDRM x0-prediction previews" if args.compare_ddrm else ""))
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,
-            "model": args.model or "embedded:digits", "task": args.task, "operator": repr(operator),
+            "model": model_label(args.model), "task": args.task, "operator": repr(operator),
             "sigma_y": args.sigma_y, "input": None if args.input is None else str(args.input),
             "digits": None if truth is None else len(truth) // per, "class_labels": labels or None,
             "outer_steps": session.core.num_steps, "inner_steps": session.core.inner_steps, "seed": args.seed, "nfe": checkpoints,

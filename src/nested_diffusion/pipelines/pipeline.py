@@ -71,11 +71,13 @@ class NestedPipeline:
                         device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
                         **kwargs: Any) -> "NestedPipeline":
         """Load with diffusers' ``DiffusionPipeline.from_pretrained`` (hub id or local folder);
-        ``None`` loads the embedded MNIST digit model, offline. ``dtype`` (or its older diffusers
-        name ``torch_dtype``) is passed under the name the installed diffusers expects."""
-        from ..models import embedded_model_path
+        ``None`` loads the embedded MNIST digit model, offline, and ``"embedded:NAME"`` an embedded model by
+        name (``embedded:digits``, ``embedded:digits-flow``: :func:`~nested_diffusion.models.resolve_model`).
+        ``dtype`` (or its older diffusers name ``torch_dtype``) is passed under the name the installed
+        diffusers expects."""
+        from ..models import resolve_model
 
-        path = embedded_model_path() if model is None else model
+        path = resolve_model(model)
         text = os.fspath(path)
         local = Path(text).expanduser()
         if local.exists():

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from ..models import model_label
 from .conditions import model_info
 from .editing import editing_info
 from .limits import Limits
@@ -31,7 +32,7 @@ class Studio:
         if len(families) != 1:
             raise ValueError(f"every device must run the same model, got families {sorted(families)}")
         self.pipes, self.model, self.dtype, self.limits, self.batching = list(pipes), model, dtype, limits, batching
-        self.model_name = model or "embedded:digits"
+        self.model_name = model_label(model)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # workers wait on it for work
         self.uploads = Uploads(limits.max_uploads, limits.max_upload_store_pixels)
