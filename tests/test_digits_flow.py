@@ -105,18 +105,18 @@ def test_nfe_labels_equal_network_calls_and_seeds_repeat(flow):
     hook = flow.pipe.unet.register_forward_hook(lambda *_: calls.append(1))
     try:
         seen = []
-        for frame in flow.anytime(class_labels=LABELS, budget=10, generator=gen(1), output_type="pt"):
+        for frame in flow.anytime(class_labels=LABELS, budget=8, generator=gen(1), output_type="latent"):
             seen.append((frame.nfe, len(calls)))
-        assert seen == [(n, n) for n, _ in seen] and seen[-1][0] == 10  # one doubled-batch call per NFE
+        assert seen == [(n, n) for n, _ in seen] and len(seen) > 2 and seen[-1][0] == 8  # one doubled-batch call per NFE
         calls.clear()
-        previews = [(f.nfe, len(calls)) for f in flow.vanilla(class_labels=LABELS, num_inference_steps=6,
-                                                              sampler="ddim", eta=0.0, generator=gen(1))]
-        assert previews == [(n, n) for n in range(1, 7)]
+        previews = [(f.nfe, len(calls)) for f in flow.vanilla(class_labels=LABELS, num_inference_steps=4, sampler="ddim",
+                                                              eta=0.0, generator=gen(1), output_type="latent")]
+        assert previews == [(n, n) for n in range(1, 5)]
     finally:
         hook.remove()
-    first = flow(class_labels=LABELS, budget=6, generator=gen(2), output_type="pt").images
-    again = flow(class_labels=LABELS, budget=6, generator=gen(2), output_type="pt").images
-    other = flow(class_labels=LABELS, budget=6, generator=gen(3), output_type="pt").images
+    first = flow(class_labels=LABELS, budget=3, generator=gen(2), output_type="pt").images
+    again = flow(class_labels=LABELS, budget=3, generator=gen(2), output_type="pt").images
+    other = flow(class_labels=LABELS, budget=3, generator=gen(3), output_type="pt").images
     assert torch.equal(first, again) and (first - other).abs().max() > 0.1
 
 
