@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from nested_diffusion.studio.app import create_app
+from nested_diffusion.studio.limits import Limits
 from studio_support import LiveServer, digits, pixels
 
 CHROMIUM = "/usr/bin/chromium"
@@ -50,7 +51,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server():
-    with LiveServer(create_app(digits())) as live:
+    # one server for the module: room for every test's sessions (the default 8 filled up once the edit tests
+    # joined, and the ninth Start got a 429 that the page waits out)
+    with LiveServer(create_app(digits(), limits=Limits(max_sessions=32))) as live:
         yield live
 
 
