@@ -20,13 +20,13 @@ FLAGS = {"image": "--input", "mask_image": "--mask", "strength": "--strength", "
 
 
 def strength(text: str) -> float:
+    """``--strength``: the library's rule (:func:`~nested_diffusion.pipelines.editing.check_strength`) as a flag."""
+    from ..pipelines.editing import check_strength
+
     try:
-        value = float(text)
+        return check_strength(float(text))
     except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
