@@ -154,7 +154,7 @@ def part_load(args) -> dict:
     torch.set_num_threads(args.threads)
     pipe = NestedPipeline.from_pretrained()
     server = Server(args.threads)
-    lib_int, srv_int, lib_total, srv_total, mismatches = [], [], [], [], 0
+    lib_int, srv_int, lib_total, srv_total, mismatches, max_diff = [], [], [], [], 0, 0
     try:
         library_round(pipe, 1, 10)  # warm-up both
         server_round(server, 1, 10)
@@ -166,6 +166,8 @@ def part_load(args) -> dict:
             srv_int += i
             srv_total.append(t)
             mismatches += sum(not np.array_equal(a, b) for a, b in zip(lib_finals, srv_finals))
+            max_diff = max([max_diff] + [int(np.abs(a.astype(int) - b.astype(int)).max())
+                                         for a, b in zip(lib_finals, srv_finals)])
             print(f"  round {r + 1}: library {lib_total[-1]:.2f} s, server {srv_total[-1]:.2f} s", flush=True)
     finally:
         server.close()
@@ -174,7 +176,8 @@ def part_load(args) -> dict:
                        "total_median": statistics.median(lib_total)},
            "server": {"p50": statistics.median(srv_int), "p95": percentile(srv_int, 95),
                       "total_median": statistics.median(srv_total)},
-           "final_image_mismatches": mismatches, "library_totals": lib_total, "server_totals": srv_total}
+           "final_image_mismatches": mismatches, "final_image_max_pixel_diff": max_diff,
+           "library_totals": lib_total, "server_totals": srv_total}
     out["overhead_p50"] = out["server"]["p50"] / out["library"]["p50"] - 1
     out["overhead_p95"] = out["server"]["p95"] / out["library"]["p95"] - 1
     out["overhead_total"] = out["server"]["total_median"] / out["library"]["total_median"] - 1

@@ -33,12 +33,35 @@ def client(app, **kwargs):
 
 
 def drain(app, limit: int = 10_000) -> int:
-    """Run the worker's units synchronously until no branch is running; returns how many ran."""
-    worker = app.state.worker
+    """Run the workers synchronously until no branch is running; returns how many rounds ran (one
+    unit each unbatched, one frame of every running branch batched)."""
+    studio = app.state.studio
     for n in range(limit):
-        if not worker.run_once():
+        if not studio.run_once():
             return n
     raise AssertionError("the worker did not finish")
+
+
+def take_unit(app, device: int = 0):
+    """The next unit of a device's worker, its step marked in flight (as the worker would take it)."""
+    units = app.state.studio.workers[device].admit(1)
+    assert units, "no runnable branch"
+    return units[0]
+
+
+def commit_unit(app, unit, frame) -> bool:
+    """Commit a computed unit as the worker does; whether its frame was kept."""
+    from nested_diffusion.studio.scheduler import commit
+
+    with app.state.studio.lock:
+        return commit(unit, frame)
+
+
+def fail_unit(app, unit, error) -> None:
+    from nested_diffusion.studio.scheduler import fail
+
+    with app.state.studio.lock:
+        fail(unit, error)
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -78,7 +101,7 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.app.state.store.shutdown()
+        self.app.state.studio.registry.shutdown()
         self.server.should_exit = True
         self.thread.join(15)
         self.sock.close()

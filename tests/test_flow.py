@@ -295,7 +295,6 @@ def test_gmm_flow_model_is_the_exact_velocity(gmm):
     schedule = flow_matching(3.0)
     x = noise(32)
     for t in (1000.0, 640.0, 37.5):
-        level = schedule.level(t)
         v = gmm.model(schedule)(x, torch.full((32,), t, dtype=torch.float32))
         sigma = float(torch.tensor(t, dtype=torch.float32)) / 1000
         mean = gmm.denoise(x, Level(1 - sigma, sigma))

@@ -1,30 +1,28 @@
 """NestedPipeline on diffusers' latent families (Stable Diffusion ε / v, SDXL, DiT) and DDPM.
 
-Every pipeline is built here with tiny random weights (a CLIP tokenizer from a vocabulary written
-into a temporary folder); nothing is downloaded. The strongest checks are parity with diffusers'
-own pipelines: nested diffusion with one inner step is DDIM with η = outer η, so it must equal the
-diffusers pipeline run with ``DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=True)``.
+Every pipeline is built with tiny random weights by ``tests/tiny_pipelines.py`` (a CLIP tokenizer
+from a vocabulary written into a temporary folder); nothing is downloaded. The strongest checks are
+parity with diffusers' own pipelines: nested diffusion with one inner step is DDIM with η = outer η,
+so it must equal the diffusers pipeline run with ``DDIMScheduler(timestep_spacing="trailing",
+set_alpha_to_one=True)``.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
-import string
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DDPMPipeline, DDPMScheduler, DiTPipeline,
-                       DiTTransformer2DModel, FlowMatchEulerDiscreteScheduler, StableDiffusionImg2ImgPipeline,
-                       StableDiffusionPipeline, StableDiffusionXLPipeline, Transformer2DModel, UNet2DConditionModel,
-                       UNet2DModel)
+from diffusers import (FlowMatchEulerDiscreteScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline,
+                       Transformer2DModel)
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from tiny_pipelines import Calls, build_ddpm, build_dit, build_sd, build_sdxl, gen, network
+from tiny_pipelines import make_tokenizer  # noqa: F401  (re-exported: other test modules import it from here)
 
 from nested_diffusion import NestedPipeline
 from nested_diffusion.cli import main as cli_main
@@ -32,111 +30,6 @@ from nested_diffusion.schedules import flow_matching, spaced_timesteps
 
 TOL = dict(atol=1e-4, rtol=1e-4)
 PROMPT = "a photo of a cat"
-
-
-# ---------------------------------------------------------------------------------------------
-# tiny random-weight pipelines
-# ---------------------------------------------------------------------------------------------
-def make_tokenizer(folder) -> CLIPTokenizer:
-    """A real CLIP BPE tokenizer over a 62-token vocabulary: letters (+ end-of-word) and a few merges."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for c in string.ascii_lowercase:
-            vocab[c + suffix] = len(vocab)
-    merges = ["c a", "ca t</w>", "d o", "do g</w>", "p h", "ph o"]
-    for merge in merges:
-        vocab.setdefault(merge.replace(" ", ""), len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    params = inspect.signature(CLIPTokenizer.__init__).parameters
-    files = ({"vocab_file": str(folder / "vocab.json"), "merges_file": str(folder / "merges.txt")}
-             if "vocab_file" in params else {"vocab": str(folder / "vocab.json"), "merges": str(folder / "merges.txt")})
-    tokenizer = CLIPTokenizer(**files, model_max_length=12)
-    ids = tokenizer("a cat", padding="max_length", max_length=12).input_ids
-    assert ids[:4] == [0, vocab["a</w>"], vocab["cat</w>"], 1], ids  # the fixture itself works
-    return tokenizer
-
-
-def clip_config(vocab_size: int) -> CLIPTextConfig:
-    return CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-                          num_attention_heads=4, num_hidden_layers=2, vocab_size=vocab_size,
-                          max_position_embeddings=12, projection_dim=32)
-
-
-def tiny_vae() -> AutoencoderKL:
-    torch.manual_seed(1)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         layers_per_block=1, norm_num_groups=8, sample_size=16, scaling_factor=0.5).eval()
-
-
-def sd_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=True, timestep_spacing="trailing", steps_offset=1,
-                         prediction_type=prediction_type)
-
-
-def build_sd(folder, prediction_type: str = "epsilon") -> StableDiffusionPipeline:
-    tokenizer = make_tokenizer(folder)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=32,
-                                attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(clip_config(len(tokenizer))).eval()
-    pipe = StableDiffusionPipeline(vae=tiny_vae(), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=sd_scheduler(prediction_type), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def build_sdxl(folder) -> StableDiffusionXLPipeline:
-    tokenizer = make_tokenizer(folder)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=64,
-                                attention_head_dim=(2, 4), use_linear_projection=True,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                addition_embed_type="text_time", addition_time_embed_dim=8,
-                                transformer_layers_per_block=(1, 1),
-                                projection_class_embeddings_input_dim=6 * 8 + 32).eval()
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(clip_config(len(tokenizer))).eval()
-    torch.manual_seed(3)
-    text_encoder_2 = CLIPTextModelWithProjection(clip_config(len(tokenizer))).eval()
-    pipe = StableDiffusionXLPipeline(vae=tiny_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet,
-                                     scheduler=sd_scheduler("epsilon"), add_watermarker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def build_dit(model_class: type = DiTTransformer2DModel) -> DiTPipeline:
-    """``model_class``: ``DiTTransformer2DModel``, or the legacy ``Transformer2DModel`` the hub DiT configs name."""
-    torch.manual_seed(0)
-    transformer = model_class(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                              num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000,
-                              norm_type="ada_norm_zero", norm_elementwise_affine=False).eval()  # eval: no label dropout
-    scheduler = DDIMScheduler(beta_schedule="linear", clip_sample=False, set_alpha_to_one=True,
-                              timestep_spacing="trailing")
-    pipe = DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=scheduler,
-                       id2label={0: "tench, Tinca tinca", 207: "golden retriever"})
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def build_ddpm(clip_sample: bool = False) -> DDPMPipeline:
-    torch.manual_seed(0)
-    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
-                       down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, layers_per_block=1,
-                       norm_num_groups=4).eval()
-    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100, clip_sample=clip_sample,
-                                                           timestep_spacing="trailing"))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -164,34 +57,6 @@ def ddpm():
     return build_ddpm()
 
 
-class Calls:
-    """Forward hook on a network: one entry (batch size, kwargs) per call — the ground truth for NFEs."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.batches: list[int] = []
-        self.kwargs: list[dict] = []
-        self.handle = module.register_forward_hook(self._hook, with_kwargs=True)
-
-    def _hook(self, module, args, kwargs, out):
-        x = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-        self.batches.append(x.shape[0])
-        self.kwargs.append(kwargs)
-
-    def __enter__(self) -> "Calls":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def network(pipe):
-    return pipe.transformer if isinstance(pipe, DiTPipeline) else pipe.unet
-
-
 # ---------------------------------------------------------------------------------------------
 # families, schedules and noise
 # ---------------------------------------------------------------------------------------------
@@ -215,10 +80,15 @@ def test_families_read_the_pipeline_configs(sd, sd_v, sdxl, dit, ddpm):
 
 
 def test_unsupported_pipelines_fail_clearly(sd):
-    img2img = StableDiffusionImg2ImgPipeline(**sd.components)
-    with pytest.raises(ValueError, match="unsupported pipeline StableDiffusionImg2ImgPipeline.*stable-diffusion, "
+    class OtherPipeline:  # a pipeline of no supported family (an SD UNet inside does not make it one)
+        unet, scheduler, vae = sd.unet, sd.scheduler, sd.vae
+
+    with pytest.raises(ValueError, match="unsupported pipeline OtherPipeline.*stable-diffusion, "
                                          "stable-diffusion-xl, dit"):
-        NestedPipeline.from_pipe(img2img)
+        NestedPipeline.from_pipe(OtherPipeline())
+    # the img2img sibling's components make the text-to-image pipeline (issue 20: it edits through it)
+    img2img = StableDiffusionImg2ImgPipeline(**sd.components)
+    assert NestedPipeline.from_pipe(img2img).adapter.unet is sd.unet
     from diffusers import EDMEulerScheduler
 
     edm = StableDiffusionPipeline(**{**sd.components, "scheduler": EDMEulerScheduler()})
@@ -277,7 +147,7 @@ def test_nested_with_several_inner_steps_equals_diffusers_schedulers(sd, outer_e
     """nested(K, M) on the SD pipeline, reproduced with diffusers' own schedulers and the pipeline's UNet:
     each inner run a DPMSolverMultistepScheduler over the inner grid from the outer state, each outer step a
     DDIMScheduler step (trailing, η = outer η) whose x̂0 is the inner run's output (ε̂ rewritten from it)."""
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
     K, M = 4, 3  # K divides 1000: diffusers' trailing DDIM then steps exactly between its own timesteps
     nested = NestedPipeline.from_pipe(sd)

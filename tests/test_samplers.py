@@ -31,10 +31,10 @@ def ours(model, x, timesteps, ac, pred, sampler, seed):
     return [xn for _, _, xn in iterate(make_denoiser(model, ac, pred), x, timesteps, a, sampler, g)]
 
 
-def assert_trajectories_close(a, b):
+def assert_trajectories_close(a, b, atol=1e-5):
     assert len(a) == len(b)
-    for i, (u, v) in enumerate(zip(a, b)):
-        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5, msg=f"step {i}")  # float32: measured ≤ 3e-6
+    for i, (u, v) in enumerate(zip(a, b)):  # float32: measured ≤ 3e-6 on multistep runs
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=atol, msg=f"step {i}")
 
 
 @pytest.fixture
@@ -53,7 +53,8 @@ def test_ddim_matches_diffusers_ddim(gmm, x_start, eta, steps):
     model = gmm.model(s.alphas_cumprod, "epsilon")
     ref = diffusers_run(s, model, x_start, grid, 3, eta=eta)
     got = ours(model, x_start, grid, s.alphas_cumprod, "epsilon", make_sampler("ddim", eta), 3)
-    assert_trajectories_close(got, ref)
+    # one step from T-1 is x̂0 = (x - σ ε̂)/α with α = 0.006: float32 rounding of α, ×160 (measured 7.5e-5)
+    assert_trajectories_close(got, ref, atol=1e-4 if steps == 1 else 1e-5)
 
 
 @pytest.mark.parametrize("pred", ["epsilon", "v_prediction", "sample"])

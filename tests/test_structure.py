@@ -103,3 +103,69 @@ def test_pipeline_families_import_only_the_adapter_module():
         assert inside <= {"nested_diffusion.pipelines.adapter", "nested_diffusion.pipelines.latent"}, (family, inside)
     registry = graph["nested_diffusion.pipelines.pipeline"]
     assert {f"nested_diffusion.pipelines.{f}" for f in ("unet2d", "stable_diffusion", "dit")} <= registry
+
+
+#: The package's layers, bottom to top: a module may import its own layer and those below, never
+#: above — in particular nothing outside cli/ (and the ``python -m`` entry point) imports cli/.
+LAYERS = [
+    {"defaults", "schedules", "samplers", "denoiser", "session", "planner", "nested", "vanilla", "metrics", "data",
+     "visualize", "images"},                         # the model-agnostic core
+    {"restoration", "testing", "models"},           # more algorithms, oracles, shipped models
+    {"pipelines", "<package>"},                     # diffusers adapters; the package's public surface
+    {"evaluation", "studio"},                       # applications of the library
+    {"cli"},                                        # the command line
+    {"__main__"},
+]
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "<package>"
+    for i, layer in enumerate(LAYERS):
+        if top in layer:
+            return i
+    raise AssertionError(f"{module} belongs to no layer: add its top-level name to LAYERS")
+
+
+def test_layers_run_one_way():
+    graph = import_graph()
+    upward = sorted((a, b) for a, bs in graph.items() for b in bs if layer_of(b) > layer_of(a))
+    assert upward == [], upward
+
+
+def test_the_layer_check_sees_an_import_up_to_cli(tmp_path):
+    source = tmp_path / "replay.py"
+    source.write_text("def run():\n    from ..cli.options import check_out\n")
+    known = {"nested_diffusion.cli.options", "nested_diffusion.studio.replay"}
+    edges = imports_of("nested_diffusion.studio.replay", source, known)
+    assert edges == {"nested_diffusion.cli.options"}
+    assert layer_of("nested_diffusion.cli.options") > layer_of("nested_diffusion.studio.replay")
+
+
+def test_sampler_names_are_derived_from_the_registry():
+    """CLI choices, the studio's contract and its health (the page's list) read samplers.SAMPLERS."""
+    from nested_diffusion.cli.options import SAMPLERS as cli_choices
+    from nested_diffusion.samplers import SAMPLERS
+    from nested_diffusion.studio.schemas import sampler_names
+
+    assert list(cli_choices) == list(SAMPLERS) == sampler_names() and "dpmpp-3m" in cli_choices
+    for path in ROOT.rglob("*.py"):  # no module spells the list out again
+        text = path.read_text()
+        assert '"ddim", "ddpm", "dpmpp-2m"' not in text, path
+    page = (ROOT / "studio" / "static" / "index.html").read_text()
+    assert 'value="dpmpp-2m"' not in page  # the page fills its list from /v1/health
+
+
+def test_adapters_declare_their_conditioning_and_nobody_guesses_from_family_names():
+    from nested_diffusion.pipelines import ADAPTERS
+    from nested_diffusion.pipelines.adapter import Conditioning
+
+    for adapter in ADAPTERS:  # class attribute or set in __init__ from the loaded pipeline
+        source = Path(__import__(adapter.__module__, fromlist=["x"]).__file__).read_text()
+        assert "Conditioning(" in source, adapter.family
+    assert Conditioning("text", pooled=True, guidance="embedding").fields == ("prompt", "guidance_scale")
+    assert Conditioning("text").fields == ("prompt", "negative_prompt", "guidance_scale")
+    assert Conditioning("none", guidance="none").fields == ()
+    for path in ROOT.rglob("*.py"):
+        if "pipelines" not in path.parts:
+            assert 'startswith("stable-diffusion")' not in path.read_text(), path

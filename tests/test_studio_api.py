@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import time
 import weakref
 
 import numpy as np
@@ -17,7 +18,7 @@ from nested_diffusion.studio.frames import read_png_text
 from nested_diffusion.studio.limits import Limits
 from nested_diffusion.studio.replay import replay
 from nested_diffusion.studio.sse import coalesce
-from studio_support import BASE, client, digits, drain, pixels
+from studio_support import BASE, client, commit_unit, digits, drain, fail_unit, pixels, take_unit
 
 pytest.importorskip("fastapi")
 
@@ -29,7 +30,7 @@ def pipe():
 
 @pytest.fixture
 def app(pipe):
-    return create_app(pipe, start_worker=False)
+    return create_app(pipe, start_worker=False, batching=False)  # unbatched: frames bit-equal to the library
 
 
 @pytest.fixture
@@ -77,7 +78,8 @@ def test_health_and_session_shapes(api, app):
     snap = api.get(f"/v1/sessions/{created['session_id']}").json()
     b0 = snap["branches"][0]
     assert (b0["branch"], b0["state"], b0["step"], b0["nfe"], b0["frames"]) == ("b0", "running", 0, 0, [])
-    assert snap["request"]["budget"] == 100 and snap["last_event_id"] == 1  # the initial status event
+    assert snap["request"]["budget"] is None and snap["last_event_id"] == 1  # the initial status event
+    assert api.get(f"/v1/sessions/{created['session_id']}/log").json()["nfe_cap"] == 100  # the project default
 
 
 def test_frames_nfe_events_and_png_provenance(api, app):
@@ -118,7 +120,7 @@ def test_events_resume_with_after_and_last_event_id(api, app):
 
 
 def test_coalesce_keeps_every_state_event_and_the_newest_frame_per_branch():
-    from nested_diffusion.studio.sessions import Event
+    from nested_diffusion.studio.state import Event
 
     events = [Event(1, "status", {"branch": "b0"})] + \
         [Event(i, "frame", {"branch": "b0" if i % 2 else "b1"}) for i in range(2, 40)] + [Event(40, "fork", {})]
@@ -131,7 +133,7 @@ def test_coalesce_keeps_every_state_event_and_the_newest_frame_per_branch():
 def test_session_equals_the_library_with_the_same_interventions(api, app, pipe):
     """The server adds no numerical difference: every frame of every branch equals
     NestedPipeline.anytime with the same seed and the same interventions at the same steps."""
-    worker = app.state.worker
+    worker = app.state.studio
     sid = create(api, class_labels=[3, 5], num_images=2, budget=30, seed=7)["session_id"]
     base = f"/v1/sessions/{sid}/branches"
     assert worker.run_once()
@@ -227,15 +229,13 @@ def test_vanilla_lane_and_replay_from_the_command_line(api, app, pipe, tmp_path)
 def test_receipt_for_an_edit_during_a_step_and_last_edit_wins(api, app):
     """An edit arriving while step k+1 is computed applies from step k+2; edits due at the same
     boundary merge in order, the last winning per field."""
-    store = app.state.store
     sid = create(api, class_labels=[0], budget=6)["session_id"]
     base = f"/v1/sessions/{sid}/branches/b0"
-    with store.lock:
-        unit = store.next_unit()  # step 1 is now in flight
+    unit = take_unit(app)  # step 1 is now in flight
     first = api.patch(f"{base}/condition", json={"class_labels": 4, "guidance_scale": 2.0}).json()
     second = api.patch(f"{base}/condition", json={"class_labels": 9}).json()
     assert first == {"rev": 1, "applies_from_step": 2} and second == {"rev": 2, "applies_from_step": 2}
-    store.commit(unit, unit.advance())
+    commit_unit(app, unit, unit.advance())
     assert api.get(f"/v1/sessions/{sid}").json()["branches"][0]["pending"][0]["rev"] == 1
     drain(app)
     b0 = api.get(f"/v1/sessions/{sid}").json()["branches"][0]
@@ -246,26 +246,23 @@ def test_receipt_for_an_edit_during_a_step_and_last_edit_wins(api, app):
 
 
 def test_stop_and_pause_during_a_step_spend_no_nfe_and_change_no_number(api, app, pipe):
-    store = app.state.store
     sid = create(api, class_labels=[6], budget=12, seed=2)["session_id"]
     base = f"/v1/sessions/{sid}/branches/b0"
-    app.state.worker.run_once()
-    with store.lock:
-        unit = store.next_unit()  # step 2 in flight
+    app.state.studio.run_once()
+    unit = take_unit(app)  # step 2 in flight
     assert api.post(f"{base}/pause").json() == {"branch": "b0", "state": "paused", "step": 1, "nfe": 1}
     with pytest.raises(RuntimeError):  # StepCancelled before its first network call
         unit.advance()
     assert unit.work.nfe == 1
-    store.fail(unit, RuntimeError("cancelled"))  # the branch was paused: nothing changes
+    fail_unit(app, unit, RuntimeError("cancelled"))  # the branch was paused: nothing changes
     assert api.post(f"{base}/pause").json()["state"] == "paused"  # idempotent
-    assert not app.state.worker.run_once()  # nothing runs while paused
+    assert not app.state.studio.run_once()  # nothing runs while paused
     assert api.post(f"{base}/resume").json()["state"] == "running"
-    app.state.worker.run_once()
-    with store.lock:
-        unit = store.next_unit()
+    app.state.studio.run_once()
+    unit = take_unit(app)
     stopped = api.post(f"{base}/stop").json()
     assert stopped == {"branch": "b0", "state": "stopped", "step": 2, "nfe": 2, "reason": "user"}
-    assert not store.commit(unit, unit.work.step())  # computed anyway: not kept, the answer stands
+    assert not commit_unit(app, unit, unit.work.step())  # computed anyway: not kept, the answer stands
     snap = api.get(f"/v1/sessions/{sid}").json()["branches"][0]
     assert (snap["state"], snap["step"], snap["nfe"], [f["nfe"] for f in snap["frames"]]) == ("stopped", 2, 2, [1, 2])
     want = list(pipe.anytime(class_labels=[6], budget=12, generator=gen(2)))[:2]
@@ -277,18 +274,34 @@ def test_stop_and_pause_during_a_step_spend_no_nfe_and_change_no_number(api, app
     assert [(op["op"], op["at_step"]) for op in log["ops"]] == [("pause", 1), ("resume", 1), ("stop", 2)]
 
 
-def test_deadline_stops_with_the_last_complete_frame(api, app):
-    sid = create(api, class_labels=[1], budget=10, deadline=1e-9)["session_id"]
+def test_deadline_stops_with_the_last_complete_frame(api, app, pipe):
+    """A deadline that falls after two frames: the step in flight when it passes is discarded, the
+    branch stops with its last complete frame (the library's), reason "deadline"."""
+    deadline = 4.0
+    sid = create(api, class_labels=[1], budget=10, seed=4, deadline=deadline)["session_id"]
+    session = app.state.studio.registry.sessions[sid]
+    assert app.state.studio.run_once() and app.state.studio.run_once()
+    assert time.perf_counter() < session.deadline_at, "two frames took longer than the deadline"
+    time.sleep(max(0.0, session.deadline_at - time.perf_counter()) + 0.05)
     drain(app)
     b0 = api.get(f"/v1/sessions/{sid}").json()["branches"][0]
+    assert (b0["state"], b0["reason"], b0["nfe"], [f["nfe"] for f in b0["frames"]]) == ("stopped", "deadline", 2, [1, 2])
+    want = list(pipe.anytime(class_labels=[1], budget=10, generator=gen(4)))[:2]
+    for f, w in zip(b0["frames"], want):
+        assert np.array_equal(pixels(api.get(f["images"][0]).content), np.asarray(w.images[0]))
+    assert api.get(f"/v1/sessions/{sid}/log").json()["ops"] == [
+        {**api.get(f"/v1/sessions/{sid}/log").json()["ops"][0], "op": "stop", "branch": "b0", "at_step": 2,
+         "reason": "deadline"}]
+    quick = create(api, class_labels=[1], budget=10, deadline=1e-9)["session_id"]  # before the first frame
+    drain(app)
+    b0 = api.get(f"/v1/sessions/{quick}").json()["branches"][0]
     assert (b0["state"], b0["reason"], b0["nfe"], b0["frames"]) == ("stopped", "deadline", 0, [])
-    assert api.get(f"/v1/sessions/{sid}/log").json()["ops"][0]["reason"] == "deadline"
 
 
 def test_round_robin_serves_every_session_one_step_at_a_time(api, app):
     ids = [create(api, class_labels=[k], budget=6)["session_id"] for k in range(3)]
     for _ in range(6):
-        app.state.worker.run_once()
+        app.state.studio.run_once()
     steps = [api.get(f"/v1/sessions/{i}").json()["branches"][0]["step"] for i in ids]
     assert steps == [2, 2, 2]
 
@@ -296,10 +309,10 @@ def test_round_robin_serves_every_session_one_step_at_a_time(api, app):
 def test_prune_pick_and_fork_rules(api, app):
     sid = create(api, class_labels=[3], num_images=2, budget=6, compare_vanilla=True)["session_id"]
     base = f"/v1/sessions/{sid}/branches"
-    app.state.worker.run_once()
+    app.state.studio.run_once()
     assert api.post(f"{base}/v0/fork", json={}).status_code == 409
     assert api.patch(f"{base}/v0/condition", json={"class_labels": 1}).status_code == 409
-    assert api.post(f"{base}/b0/fork", json={"image": 2}).status_code == 422
+    assert api.post(f"{base}/b0/fork", json={"image": 2}).status_code == 409  # valid, but b0 holds 2 images
     made = api.post(f"{base}/b0/fork", json={"count": 2}).json()
     assert api.delete(f"{base}/{made['branches'][0]}").status_code == 204
     assert api.get(f"{base}/{made['branches'][0]}/frames/1/0.png").status_code == 404
@@ -313,10 +326,9 @@ def test_prune_pick_and_fork_rules(api, app):
 
 
 def test_delete_frees_the_session(api, app):
-    store = app.state.store
     sid = create(api, class_labels=[3], budget=4)["session_id"]
     drain(app)
-    ref = weakref.ref(store.sessions[sid])
+    ref = weakref.ref(app.state.studio.registry.sessions[sid])
     assert api.delete(f"/v1/sessions/{sid}").status_code == 204
     gc.collect()
     assert ref() is None and api.get(f"/v1/sessions/{sid}").status_code == 404
@@ -326,15 +338,15 @@ def test_delete_frees_the_session(api, app):
 def test_idle_sessions_expire(pipe):
     now = [0.0]
     app = create_app(pipe, start_worker=False, limits=Limits(idle_timeout=60))
-    app.state.store.clock = lambda: now[0]
+    app.state.studio.registry.clock = lambda: now[0]
     with client(app) as api:
         sid = create(api, class_labels=[3], budget=4)["session_id"]
         now[0] = 59.0
         assert api.get(f"/v1/sessions/{sid}").status_code == 200  # a request keeps it alive
         now[0] = 118.0
-        assert app.state.store.expire_idle() == []
+        assert app.state.studio.registry.expire_idle() == []
         now[0] = 120.0
-        assert app.state.store.expire_idle() == [sid]
+        assert app.state.studio.registry.expire_idle() == [sid]
         assert api.get(f"/v1/sessions/{sid}").status_code == 404
 
 
@@ -352,20 +364,22 @@ def test_kept_images_cap_drops_old_frames_but_never_the_latest(pipe):
 # -- errors, caps and security ------------------------------------------------------------------
 @pytest.mark.parametrize("body,status,message", [
     ({"num_images": 0}, 422, "num_images"),
-    ({"num_images": 17}, 422, "num_images must be at most 16"),
-    ({"budget": 5000}, 422, "budget must be at most 1000"),
+    ({"num_images": 17}, 422, "num_images: Input should be less than or equal to 16"),
+    ({"budget": 5000}, 422, "budget: Input should be less than or equal to 1000"),
     ({"class_labels": [12]}, 422, r"class_labels must lie in [0, 9]"),
-    ({"prompt": "a cat"}, 422, "not text-conditional"),
+    ({"prompt": "a cat"}, 422, "prompt: unknown field (this model takes class_labels, guidance_scale"),
     ({"guidance_scale": -1}, 422, "guidance_scale"),
     ({"inner_sampler": "euler"}, 422, "inner_sampler"),
-    ({"outer_steps": 200}, 422, "outer_steps must be at most 100"),
-    ({"budget": 3, "inner_steps": 5}, 422, "smaller than one outer step"),
+    ({"outer_steps": 200}, 422, "outer_steps: Input should be less than or equal to 100"),
+    ({"budget": 3, "inner_steps": 5}, 422, "give budget (the planner spends it) or inner_steps (a fixed layout)"),
+    ({"inner_steps": [5, 5], "outer_steps": 2}, 422, "inner_steps as a list gives one count per outer step"),
+    ({"class_labels": [1, 2, 3], "num_images": 2}, 422, "class_labels must hold one label or num_images (2)"),
     ({"guidence_scale": 2}, 422, "guidence_scale: unknown field"),
     ({"seed": -1}, 422, "seed"),
     ({"num_images": "2"}, 422, "num_images: Input should be a valid integer"),
     ({"class_labels": [True]}, 422, "class_labels.0: Input should be a valid integer"),
     ({"deadline": 0}, 422, "deadline"),
-    ({"height": 30}, 422, "height must be a positive multiple of 4"),
+    ({"height": 30}, 422, "height must be a multiple of 4 in [4, 1536] pixels, got 30"),
 ])
 def test_bad_requests_are_json_4xx(api, body, status, message):
     r = api.post("/v1/sessions", json=body)
@@ -475,15 +489,15 @@ def test_a_text_model_session_equals_the_library(tmp_path):
     with client(app) as api:
         health = api.get("/v1/health").json()
         assert (health["conditioning"], health["num_classes"], health["model"]) == ("text", None, "tiny-sd")
-        assert "text-conditional" in api.post("/v1/sessions", json={"class_labels": [1]}).json()["error"]
+        assert "class_labels: unknown field (this model takes prompt" in api.post("/v1/sessions", json={"class_labels": [1]}).json()["error"]
         bad = api.post("/v1/sessions", json={"prompt": ["a", "b", "c"], "num_images": 2})
         assert bad.status_code == 422 and "multiple of the number of prompts" in bad.json()["error"]
         sid = create(api, prompt=["a cat", "a dog"], num_images=2, budget=6, seed=1)["session_id"]
         base = f"/v1/sessions/{sid}/branches"
-        app.state.worker.run_once()
+        app.state.studio.run_once()
         assert api.patch(f"{base}/b0/condition", json={"prompt": "a cat", "class_labels": 3}).status_code == 422
         assert api.patch(f"{base}/b0/condition", json={"negative_prompt": "a dog"}).json()["applies_from_step"] == 2
-        app.state.worker.run_once()
+        app.state.studio.run_once()
         assert api.post(f"{base}/b0/fork", json={"count": 2, "image": 1, "seeds": [5]}).status_code == 201
         drain(app)
         snap = api.get(f"/v1/sessions/{sid}").json()
@@ -501,5 +515,6 @@ def test_a_text_model_session_equals_the_library(tmp_path):
         assert [f["nfe"] for f in got] == [f.nfe for f in frames]
         for f, w in zip(got, frames):
             for i, image in enumerate(w.images):
-                served = views.frame_png(app.state.store, sid, name, f["step"], i)[0]
+                served = views.frame_png(app.state.studio, app.state.studio.registry.sessions[sid],
+                                         app.state.studio.registry.sessions[sid].branches[name], f["step"], i)[0]
                 assert np.array_equal(np.asarray(served), np.asarray(image))

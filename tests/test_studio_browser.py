@@ -108,6 +108,23 @@ def shown_url(page, branch="b0") -> str:
     return pane(page, branch).get_by_test_id("frame").first.get_attribute("data-url")
 
 
+def displayed(page, branch="b0", index=0) -> np.ndarray:
+    """The pixels the page shows in a branch's ``<img>`` (decoded by Chromium, read through a canvas),
+    as the PNG's own mode: gray for the digit model."""
+    img = pane(page, branch).get_by_test_id("frame").nth(index)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    rgba = img.evaluate("""img => {
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d');
+        g.drawImage(img, 0, 0);
+        return {w: c.width, h: c.height, data: Array.from(g.getImageData(0, 0, c.width, c.height).data)};
+    }""")
+    array = np.asarray(rgba["data"], dtype=np.uint8).reshape(rgba["h"], rgba["w"], 4)
+    assert (array[..., 0] == array[..., 1]).all() and (array[..., 3] == 255).all()  # a gray, opaque digit
+    return array[..., 0]
+
+
 def timeline(page, branch="b0") -> list[int]:
     return [int(t) for t in pane(page, branch).locator(".timeline span").all_text_contents()]
 
@@ -159,8 +176,10 @@ def test_a_fork_shows_diverging_panes(page, server):
         pane(page, branch).wait_for()
     for branch in ("b0", "b1", "b2"):
         wait_status(page, "done", branch)
-    finals = {b: pixels(httpx.get(server.url + shown_url(page, b), timeout=30).content) for b in ("b0", "b1", "b2")}
+    finals = {b: displayed(page, b) for b in ("b0", "b1", "b2")}  # what the panes show
     assert not np.array_equal(finals["b1"], finals["b2"]) and not np.array_equal(finals["b0"], finals["b1"])
+    for b in ("b0", "b1", "b2"):  # and each is that branch's final frame
+        assert np.array_equal(finals[b], pixels(httpx.get(server.url + shown_url(page, b), timeout=30).content))
     fork_step = snapshot(server, page)["branches"][1]["at_step"]
     assert timeline(page, "b1")[0] == timeline(page, "b0")[fork_step - 1]  # the child grew from the parent's frame
     assert page.get_by_test_id("tree").locator("button").all_text_contents() == ["b0", "b1", "b2"]
@@ -180,21 +199,29 @@ def test_after_stop_the_shown_image_is_the_downloaded_png(page, server):
         pane(page).get_by_test_id("download").click()
     downloaded = open(download.value.path(), "rb").read()
     assert downloaded == httpx.get(server.url + url, timeout=30).content
-    shown = page.evaluate("""async img => new Uint8Array(await (await fetch(img.src)).arrayBuffer()).length""",
-                          pane(page).get_by_test_id("frame").first.element_handle())
-    assert shown == len(downloaded)
+    assert np.array_equal(displayed(page), pixels(downloaded))  # the shown image is the download, pixel for pixel
 
 
 def test_a_reload_mid_run_loses_no_frame(page, server):
+    """Paused mid-run, reloaded: the page shows exactly the frames so far (and the paused state);
+    resumed, it shows every frame."""
     open_studio(page, server.url)
     start(page, "2", budget=200)
     wait_nfe(page, 20)
-    before = nfe(page)
+    pane(page).get_by_test_id("pause").click()
+    wait_status(page, "paused")
+    paused = snapshot(server, page)["branches"][0]
+    kept = [f["nfe"] for f in paused["frames"]]
+    assert paused["state"] == "paused" and 0 < len(kept) < len(paused["checkpoints"])
+    shown_before = displayed(page)
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
+    wait_status(page, "paused")
+    assert timeline(page) == kept and nfe(page) == kept[-1] == paused["nfe"]
+    assert np.array_equal(displayed(page), shown_before)
+    pane(page).get_by_test_id("resume").click()
     wait_status(page, "done")
     checkpoints = snapshot(server, page)["checkpoints"]
-    assert before < checkpoints[-1]  # the reload happened mid-run
     assert timeline(page) == checkpoints and nfe(page) == checkpoints[-1]
 
 

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -73,7 +74,7 @@ def test_a_client_that_never_reads_does_not_block_the_worker(server):
     session still finishes; read late, the stream has its final state and coalesced frames."""
     http = httpx.Client(base_url=server.url, timeout=30)
     created = http.post("/v1/sessions", json={"class_labels": [5], "outer_steps": 100, "inner_steps": 1,
-                                               "budget": 100, "num_images": 2}).json()
+                                               "num_images": 2}).json()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     sock.connect(("127.0.0.1", server.port))
@@ -95,19 +96,29 @@ def test_a_client_that_never_reads_does_not_block_the_worker(server):
 
 def test_stop_from_another_thread_interrupts_the_running_step(server):
     """Stop, sent while a long step is computed, answers with the last complete frame; the step is
-    cancelled (within one network call), never shown, and its NFEs never counted."""
+    cancelled within one network call — counted by a forward hook on the network — never shown, and
+    its NFEs never counted."""
     http = httpx.Client(base_url=server.url, timeout=30)
-    created = http.post("/v1/sessions", json={"class_labels": [4], "outer_steps": 2, "inner_steps": 100,
-                                               "budget": 200}).json()
-    base = f"/v1/sessions/{created['session_id']}"
-    branch = server.app.state.store.sessions[created["session_id"]].branches["b0"]
-    wait_for(lambda: branch.step == 1 and branch.in_flight, 120, interval=0.001, what="step 2 to start")
-    stopped = http.post(f"{base}/branches/b0/stop").json()
-    assert stopped["state"] == "stopped" and stopped["nfe"] == 100 * stopped["step"]
-    wait_for(lambda: not branch.in_flight, 60, what="the cancelled step to end")
+    calls = []
+    hook = digits().adapter.unet.register_forward_hook(lambda module, args, out: calls.append(time.perf_counter()))
+    try:
+        created = http.post("/v1/sessions", json={"class_labels": [4], "outer_steps": 2, "inner_steps": 100}).json()
+        base = f"/v1/sessions/{created['session_id']}"
+        branch = server.app.state.studio.registry.sessions[created["session_id"]].branches["b0"]
+        wait_for(lambda: branch.step == 1 and branch.in_flight and len(calls) >= 110, 120, interval=0.001,
+                 what="step 2 to be well under way")
+        stopped = http.post(f"{base}/branches/b0/stop").json()
+        at_stop = len(calls)
+        wait_for(lambda: not branch.in_flight, 60, what="the cancelled step to end")
+        time.sleep(0.2)
+    finally:
+        hook.remove()
+    assert stopped["state"] == "stopped" and stopped["nfe"] == 100 * stopped["step"] == 100
+    assert len(calls) - at_stop <= 1, f"{len(calls) - at_stop} network calls after the stop"
+    assert 110 <= at_stop < 200  # the second step really was in flight
     b0 = http.get(base).json()["branches"][0]
-    assert (b0["state"], b0["step"], b0["nfe"]) == ("stopped", stopped["step"], stopped["nfe"])
-    assert [f["nfe"] for f in b0["frames"]] == [100 * (k + 1) for k in range(stopped["step"])]
+    assert (b0["state"], b0["step"], b0["nfe"]) == ("stopped", 1, 100)
+    assert [f["nfe"] for f in b0["frames"]] == [100]
 
 
 def _lines(stream, out: queue.Queue) -> None:

@@ -75,7 +75,14 @@ def _outer_sampler(outer_update: Any, outer_eta: float | None) -> Sampler:
 
 
 def _inner_samplers(inner_sampler: Any, inner_eta: Any, steps: int) -> list[Sampler]:
-    """One inner sampler per outer step: a name with one η or one per step, or a sampler object."""
+    """One inner sampler per outer step: a name with one η or one per step, a sampler object, or a list of
+    sampler objects (one per outer step)."""
+    if isinstance(inner_sampler, (list, tuple)):
+        if len(inner_sampler) != steps or not all(callable(getattr(s, "step", None)) for s in inner_sampler):
+            raise ValueError(f"inner_sampler as a list needs one sampler object per outer step ({steps})")
+        if inner_eta is not None:
+            raise ValueError("inner_eta is for a named inner_sampler; sampler objects carry their own")
+        return list(inner_sampler)
     if not isinstance(inner_sampler, str):
         if not callable(getattr(inner_sampler, "step", None)):
             raise ValueError(f"inner_sampler must be one of {sorted(SAMPLERS)} or a sampler, got {inner_sampler!r}")
@@ -111,9 +118,9 @@ class NestedSession(Session):
        - any sampler object, e.g. restoration's DDRM update (:mod:`nested_diffusion.restoration`).
 
     ``inner_steps``, ``inner_eta`` and ``inner_spacing`` are one value or one per outer step;
-    ``inner_sampler`` is a name or a sampler object; ``inner_spacing`` names the grid of an inner run
-    (``schedule.replace(spacing=...)``, e.g. ``"logsnr"`` or ``"karras"`` on a discrete VP schedule; ``None``:
-    the schedule's own) — samplers never see it. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
+    ``inner_sampler`` is a name, a sampler object or a list of them (one per outer step); ``inner_spacing`` names
+    the grid of an inner run (``schedule.replace(spacing=...)``, e.g. ``"logsnr"`` or ``"karras"`` on a discrete
+    VP schedule; ``None``: the schedule's own) — samplers never see it. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
     DDIM with ``outer_steps`` steps and η = ``outer_eta`` (Euler for η = 0 on a flow schedule).
     ``inner_eta``/``outer_eta`` default to :data:`DEFAULT_INNER_ETA` / :data:`DEFAULT_OUTER_ETA`;
     ``start`` maps the initial noise to the state at the first outer level (default: the noise itself).
@@ -150,6 +157,7 @@ class NestedSession(Session):
         self.outer_update = outer_update if isinstance(outer_update, str) else type(outer_update).__name__.lower()
         if not isinstance(inner_power, (int, float)) or isinstance(inner_power, bool) or not inner_power >= 1:
             raise ValueError(f"inner_power must be a number >= 1 (1: evenly spaced inner grids), got {inner_power!r}")
+        self._inner_power = inner_power
         try:
             self.outer_timesteps, self._inner_grids = nested_grids(schedule, self.inner_steps, outer_timesteps,
                                                                    inner_power, inner_spacing)
@@ -181,6 +189,26 @@ class NestedSession(Session):
         """η of a DDIM outer step (``None`` for other outer updates)."""
         outer = self.samplers["outer"]
         return outer.eta if isinstance(outer, DDIM) else None
+
+    def replan(self, x: torch.Tensor, outer_timesteps: Sequence[Time], inner_steps: Sequence[int]) -> None:
+        """Restart the outer process from the next step on: the state ``x`` at ``outer_timesteps[0]`` and the
+        remaining outer grid with its inner counts (e.g. an edit given a new strength mid-run). Completed steps,
+        their frames and NFEs stay; the remaining steps reuse the last inner sampler and inner spacing. Call it
+        between steps."""
+        outer = self.schedule.check_times(outer_timesteps, "outer_timesteps")
+        inner = [check_steps(m, "inner_steps", self.schedule) for m in inner_steps]
+        if len(inner) != len(outer):
+            raise ValueError(f"inner_steps needs one count per outer time ({len(outer)}), got {len(inner)}")
+        k = self.k
+        self.outer_timesteps = self.outer_timesteps[:k] + outer
+        self.inner_steps = self.inner_steps[:k] + inner
+        spacing = self.inner_spacing[-1]
+        self._inner_grids = self._inner_grids[:k] + nested_grids(self.schedule, inner, outer, self._inner_power,
+                                                                 spacing)[1]
+        self.inner_spacing = self.inner_spacing[:k] + [spacing] * len(outer)
+        self.samplers = {**self.samplers, "inner": self.samplers["inner"][:k] + [self.samplers["inner"][-1]] * len(outer)}
+        self.num_steps = k + len(outer)
+        self.state = {**self.state, "x": x}
 
     def timestep_at(self, k: int) -> Time:
         return self.outer_timesteps[k]

@@ -19,7 +19,7 @@ from .nested import nested_grids
 from .schedules import Schedule, Time, as_schedule
 
 __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "default_outer_sigmas",
-           "outer_timesteps_at_sigmas", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
+           "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
 
 
 class Layout(NamedTuple):
@@ -80,16 +80,18 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
     return inner
 
 
-def outer_timesteps_at_sigmas(schedule: Schedule | Any, sigmas: Sequence[float]) -> list[Time]:
-    """Outer grid ``[top, τ_2, …]`` with τ_k the largest time whose noise level σ/α (√((1-ᾱ)/ᾱ) on a VP
-    schedule, σ/(1-σ) on a flow one) is at most ``sigmas[k-2]``, kept strictly decreasing (so a schedule
-    too short for every level gives fewer outer steps).
+def outer_timesteps_at_sigmas(schedule: Schedule | Any, sigmas: Sequence[float],
+                              start: Time | None = None) -> list[Time]:
+    """Outer grid ``[start, τ_2, …]`` (``start`` default: the top of the schedule) with τ_k the largest time
+    whose noise level σ/α (√((1-ᾱ)/ᾱ) on a VP schedule, σ/(1-σ) on a flow one) is at most ``sigmas[k-2]``,
+    kept strictly decreasing (so a schedule too short for every level gives fewer outer steps, and levels
+    above a lower ``start`` — an edit's — sit just below it).
 
     Noise levels, not timesteps, are what a layout transfers between schedules: the same level 1 is
     t = 258 on the linear schedule, 353 on scaled-linear, 495 on cosine and σ = 0.5 (t = 500) on any flow
     schedule, whatever its shift."""
     schedule = as_schedule(schedule)
-    outer: list[Time] = [schedule.top]
+    outer: list[Time] = [schedule.top if start is None else start]
     for s in sigmas:
         if not (isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 and math.isfinite(s)):
             raise ValueError(f"sigmas must be positive noise levels, got {list(sigmas)}")
@@ -128,7 +130,7 @@ def _fit_runs(schedule: Schedule, outer: list[Time], inner: list[int]) -> list[T
 
 
 def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS,
-                sigmas: Sequence[float] | None = None) -> Layout:
+                sigmas: Sequence[float] | None = None, start: Time | None = None) -> Layout:
     """The project default layout for ``budget`` NFEs on a model with noise ``schedule`` (a
     :class:`~nested_diffusion.schedules.Schedule`, or a 1-D ᾱ table).
 
@@ -137,13 +139,13 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     previous frame re-noised (``outer_update="renoise"``) to the noise levels ``sigmas`` (default
     :func:`default_outer_sigmas` of the budget), mapped to the schedule's own times by
     :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M) inner runs with η = 0.85. Measured in
-    BENCHMARKS.md §8.
+    BENCHMARKS.md §8. ``start`` is the first outer time instead of the top (an edit's strength level).
     """
     _check_budget(budget)
     schedule = as_schedule(schedule)
     inner = plan_schedule(budget, fractions, max_steps=schedule.max_steps)
     levels = default_outer_sigmas(budget) if sigmas is None else sigmas
-    outer = outer_timesteps_at_sigmas(schedule, list(levels)[:len(inner) - 1])
+    outer = outer_timesteps_at_sigmas(schedule, list(levels)[:len(inner) - 1], start)
     inner = inner[:len(outer)]
     outer = _fit_runs(schedule, outer, inner)
     return _layout(schedule, outer, inner, DEFAULT_INNER_SAMPLER, DEFAULT_INNER_ETA, DEFAULT_OUTER_UPDATE, None)
@@ -159,14 +161,16 @@ def _layout(schedule: Schedule, outer: list[Time], inner: list[int], inner_sampl
 def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer_steps: int | None = None,
                    inner_steps: int | Sequence[int] | None = None, outer_timesteps: Sequence[Time] | None = None,
                    inner_sampler: str | None = None, inner_eta: float | Sequence[float] | None = None,
-                   outer_update: str | None = None, outer_eta: float | None = None) -> Layout:
+                   outer_update: str | None = None, outer_eta: float | None = None,
+                   start: Time | None = None) -> Layout:
     """The complete layout for what a user asked for on ``schedule`` — the one rule behind
     :class:`~nested_diffusion.NestedPipeline`, ``generate``, ``evaluate``, the studio and restoration.
 
     The grid, by what is given:
 
     * nothing of it (no ``outer_steps``, ``inner_steps`` or ``outer_timesteps``): :func:`plan_layout` for
-      ``budget`` (default :data:`~nested_diffusion.defaults.DEFAULT_BUDGET`, 100) and this schedule;
+      ``budget`` (default :data:`~nested_diffusion.defaults.DEFAULT_BUDGET`, 100) and this schedule, from
+      ``start`` (an edit's first time) instead of the top when given;
     * ``inner_steps`` as one count per outer step: that many outer steps (``outer_steps``, if given, must
       agree);
     * ``outer_timesteps``: one outer step per time, ``inner_steps`` (default 10) each;
@@ -184,8 +188,11 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     if budget is not None:
         _check_budget(budget)
     grid_given = outer_steps is not None or inner_steps is not None or outer_timesteps is not None
+    if start is not None and grid_given:
+        raise ValueError("start is the first time of a planned layout; with outer_steps / inner_steps give the "
+                         "outer_timesteps themselves")
     if not grid_given:
-        plan = plan_layout(DEFAULT_BUDGET if budget is None else budget, schedule)
+        plan = plan_layout(DEFAULT_BUDGET if budget is None else budget, schedule, start=start)
         outer, inner = plan.outer_timesteps, plan.inner_steps
         default_update = plan.outer_update
     else:
@@ -216,6 +223,13 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
     eta = (DEFAULT_INNER_ETA if inner_sampler is None else None) if inner_eta is None else inner_eta
     return _layout(schedule, outer, inner, sampler, eta, update, outer_eta)
+
+
+def vanilla_baseline(schedule: Schedule | Any) -> tuple[str, float]:
+    """The vanilla sampler whose x̂0 previews a user of this kind of model sees, ``(sampler, η)``: DDIM with
+    η = 1 (DDPM-like ancestral sampling, the measured VP baseline of BENCHMARKS.md) on VP schedules; on flow
+    schedules Euler on the velocity (DDIM η = 0), what SD3/Flux pipelines run."""
+    return ("ddim", 0.0) if as_schedule(schedule).default_prediction_type == "flow" else ("ddim", 1.0)
 
 
 def _positive(value: Any, name: str, schedule: Schedule) -> int:

@@ -307,15 +307,14 @@ class DiscreteVP(Schedule):
             raise ValueError(f"spacing must be one of {VP_SPACINGS}, got {spacing!r}")
         if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0 or not math.isfinite(rho):
             raise ValueError(f"rho must be a positive number, got {rho!r}")
-        self.alphas_cumprod = check_alphas_cumprod(alphas_cumprod)
+        a = self.alphas_cumprod = check_alphas_cumprod(alphas_cumprod)
         self.spacing, self.rho = spacing, float(rho)
-        values = self.alphas_cumprod.tolist()
-        self.num_train_timesteps = len(values)
-        self._levels = [Level(math.sqrt(v), math.sqrt(1.0 - v)) for v in values]
-        self._alpha = torch.tensor([lv.alpha for lv in self._levels], dtype=torch.float64)
-        self._sigma = torch.tensor([lv.sigma for lv in self._levels], dtype=torch.float64)
+        self.num_train_timesteps = len(a)
+        # IEEE square roots are correctly rounded: the same values as math.sqrt of each entry
+        self._alpha, self._sigma = a.sqrt(), (1.0 - a).sqrt()
+        self._levels = [Level(alpha, sigma) for alpha, sigma in zip(self._alpha.tolist(), self._sigma.tolist())]
         # σ/α as √((1-ᾱ)/ᾱ), non-decreasing in t (the planner compares measured levels with it)
-        self._noise = [math.sqrt((1.0 - v) / v) if v > 0 else math.inf for v in values]
+        self._noise = ((1.0 - a) / a).sqrt().tolist()
 
     def __repr__(self) -> str:
         how = "" if self.spacing == "trailing" else f", spacing={self.spacing!r}" + (
@@ -662,10 +661,23 @@ def _check_positive(value: Any, name: str) -> int:
 
 
 # -- from what users have --------------------------------------------------------------------------------
+_RECENT: list[tuple[Any, tuple, DiscreteVP]] = []  # the last ᾱ tensors seen, so a table is checked once
+
+
 def as_schedule(value: Any) -> Schedule:
-    """A :class:`Schedule` as it is; a 1-D ᾱ tensor (or sequence) as :class:`DiscreteVP`."""
+    """A :class:`Schedule` as it is; a 1-D ᾱ tensor (or sequence) as :class:`DiscreteVP` (the same object for
+    the same, unmodified tensor: entry points that each receive the table do not rebuild it)."""
     if isinstance(value, Schedule):
         return value
+    if isinstance(value, torch.Tensor):
+        key = (value.data_ptr(), value._version, tuple(value.shape), value.dtype, value.device)
+        for tensor, seen, schedule in _RECENT:
+            if tensor is value and seen == key:
+                return schedule
+        schedule = DiscreteVP(value)
+        _RECENT.insert(0, (value, key, schedule))
+        del _RECENT[8:]
+        return schedule
     return DiscreteVP(value)
 
 

@@ -1,4 +1,5 @@
-"""Command-line interface: ``nested-diffusion generate``, ``evaluate`` and ``serve`` (also ``python -m nested_diffusion``).
+"""Command-line interface: ``nested-diffusion generate``, ``edit``, ``restore``, ``evaluate`` and ``serve`` (also
+``python -m nested_diffusion``).
 
 Start-up stays lazy: argparse only; torch and diffusers are imported when a command runs.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, generate, restore, serve
+from . import edit, evaluate, generate, restore, serve
 from .options import CLIError, flag_names
 
 __all__ = ["main", "build_parser", "CLIError"]
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     generate.add_parser(sub)
+    edit.add_parser(sub)
     evaluate.add_parser(sub)
     restore.add_parser(sub)
     serve.add_parser(sub)

@@ -18,7 +18,7 @@ MARKER = "run.json"
 FLAGS = {"outer_steps": "--outer", "inner_steps": "--inner", "budget": "--budget", "class_labels": "--class",
          "guidance_scale": "--guidance", "num_images": "--num-images", "height": "--height", "width": "--width",
          "inner_sampler": "--inner-sampler", "inner_eta": "--inner-eta", "outer_eta": "--outer-eta",
-         "outer_update": "--outer-update",
+         "outer_update": "--outer-update", "true_cfg_scale": "--true-cfg-scale",
          "deadline": "--deadline", "prompt": "--prompt", "negative_prompt": "--negative-prompt"}
 
 
@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner", type=positive_int, default=None,
                    help="inner steps M per outer step (default: planned, growing: 100 NFEs → 10,10,10,20,25,25 "
                         "with renoised restarts at measured noise levels; 10 with --outer)")
-    p.add_argument("--inner-sampler", choices=SAMPLERS, default=DEFAULT_INNER_SAMPLER, help="inner sampler")
+    p.add_argument("--inner-sampler", choices=SAMPLERS, metavar="SAMPLER", default=DEFAULT_INNER_SAMPLER,
+                   help="inner sampler: %(choices)s")
     p.add_argument("--inner-eta", type=eta, default=None,
                    help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
     p.add_argument("--outer-update", choices=OUTER_UPDATES, default=None,
@@ -54,7 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"η of the DDIM outer step (default: {DEFAULT_OUTER_ETA}, measured); needs --outer-update ddim "
                         "or an --outer/--inner layout")
     p.add_argument("--guidance", type=guidance, default=None,
-                   help="classifier-free guidance scale (default: the model's; 1 = no guidance)")
+                   help="classifier-free guidance scale, or the guidance embedding of Flux.1-dev (default: the "
+                        "model's; 1 = no guidance)")
+    p.add_argument("--true-cfg-scale", type=guidance, default=None,
+                   help="Flux: true classifier-free guidance against --negative-prompt (> 1: a doubled batch per NFE)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", type=Path, default=Path("nested-diffusion-out"), help="output folder")
     p.add_argument("--budget", type=positive_int, default=None,
@@ -62,20 +66,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deadline", type=positive_float, default=None,
                    help="wall-clock seconds for sampling; the last complete frame is kept")
     p.add_argument("--compare-vanilla", action="store_true",
-                   help="also run vanilla DDIM (η=1) with the same NFEs and show its x̂0 previews beside")
+                   help="also run the vanilla sampler (DDIM η=1; Euler on flow models) with the same NFEs and show "
+                        "its x̂0 previews beside")
     p.add_argument("--check", action="store_true",
                    help="classify the final images with the shipped digit classifier (28×28 digit models)")
     p.add_argument("--replay", type=Path, default=None, metavar="LOG",
-                   help="reproduce a studio session's frames bit-exactly from its log (GET /v1/sessions/ID/log); "
+                   help="reproduce a studio session's frames from its log (GET /v1/sessions/ID/log); "
                         "writes OUT/<branch>/step-KK-nfe-XXX-I.png (uses --out, --device, --model and --dtype if given)")
     p.set_defaults(run=run, flags=FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.replay is not None:
-        from ..studio.replay import run_cli
+        from .replay import run as run_replay
 
-        return run_cli(args)
+        return run_replay(args)
     # 1. what the user asked for is checked (the layout with the model's noise schedule) before any network call
     check_out(args.out, MARKER, "nested-diffusion")
     import torch
@@ -87,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     labels = _labels(pipe.adapter, args.classes, args.num_images, args.prompt)
     num_images = args.num_images or (len(labels) if labels else 1)
     condition = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, class_labels=labels,
-                     guidance_scale=args.guidance, num_images=num_images, height=args.height, width=args.width)
+                     guidance_scale=args.guidance, true_cfg_scale=args.true_cfg_scale, num_images=num_images,
+                     height=args.height, width=args.width)
     session = pipe.anytime(outer_steps=args.outer, inner_steps=args.inner, budget=args.budget,
                            inner_sampler=args.inner_sampler, inner_eta=args.inner_eta, outer_eta=args.outer_eta,
                            outer_update=args.outer_update, generator=torch.Generator().manual_seed(args.seed),
@@ -99,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     outer = core.num_steps
     inner = core.inner_steps if listed or len(set(core.inner_steps)) > 1 else core.inner_steps[0]
     layout = f"{outer}x{'/'.join(map(str, inner)) if isinstance(inner, list) else inner}"
+
+    from ..planner import vanilla_baseline
 
     # 2. the nested frames, then (optionally) the vanilla previews at the same NFEs
     planned = min(session.core.total_nfe, args.budget or session.core.total_nfe)
@@ -117,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     vanilla = []
     if args.compare_vanilla:
         bar.set_description("vanilla")
-        baseline = pipe.vanilla(num_inference_steps=session.core.total_nfe, sampler="ddim", eta=1.0,
+        sampler, eta = vanilla_baseline(session.core.schedule)  # DDIM η 1 on VP models, Euler on flow models
+        baseline = pipe.vanilla(num_inference_steps=session.core.total_nfe, sampler=sampler, eta=eta,
                                 generator=torch.Generator().manual_seed(args.seed), output_type="latent",
                                 **condition)
         done = bar.n
@@ -136,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         samples = [f"#{i}" + ("" if labels is None else f" ({names[labels[i]] if names else labels[i]})")
                    for i in range(num_images)]
         title = f"nested {layout} ({args.inner_sampler})" + (
-            " vs vanilla DDIM x0-prediction previews" if vanilla else "")
+            " vs vanilla x0-prediction previews" if vanilla else "")
         save_anytime(folder, lanes, sample_labels=samples, lane_labels={"vanilla": "vanilla x0-pred"}, title=title)
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,

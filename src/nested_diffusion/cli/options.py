@@ -21,7 +21,30 @@ __all__ = ["CLIError", "positive_int", "positive_float", "eta", "guidance", "sig
            "add_model_arguments", "add_task_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
            "DTYPES", "SAMPLERS"]
 
-SAMPLERS = ("ddim", "ddpm", "dpmpp-2m", "dpmpp-2m-sde")
+class _SamplerNames:
+    """The sampler registry's names (:data:`nested_diffusion.samplers.SAMPLERS`) as argparse
+    ``choices``, read when first needed: building the parser stays torch-free."""
+
+    def _names(self) -> list[str]:
+        from ..samplers import SAMPLERS as registry
+
+        return list(registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+#: the inner samplers a command accepts: derived from the registry, never copied
+SAMPLERS = _SamplerNames()
 DTYPES = ("float32", "float16", "bfloat16")
 
 

@@ -67,10 +67,15 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--mask goes with --task inpaint-mask (and that task needs one)")
     if args.mask is not None and not args.mask.is_file():
         raise CLIError(f"--mask {str(args.mask)!r} is not a file")
+    from ..images import load_image
+
+    for path, flag in ((args.input, "--input"), (args.mask, "--mask")):  # images are checked before the model loads
+        if path is not None:
+            load_image(path, name=flag)
     import torch
     from tqdm import tqdm
 
-    from ..restoration import make_operator, residual_ratio
+    from ..restoration import make_operator
 
     pipe = load_pipeline(args)
     item = tuple(pipe.adapter.latent_shape(1)[1:])
@@ -160,10 +165,9 @@ def _observation(args: argparse.Namespace, item: tuple[int, ...]):
     import torch
 
     if args.input is not None:
-        from PIL import Image
+        from ..images import load_image
 
-        with Image.open(args.input) as im:
-            return None, None, im.convert("L" if item[0] == 1 else "RGB")
+        return None, None, load_image(args.input, name="--input", mode="L" if item[0] == 1 else "RGB")
     if item != (1, 28, 28):
         raise CLIError(f"this model makes {item} images: give --input (held-out digits are 1×28×28)")
     from ..data import load_mnist5k
@@ -181,10 +185,10 @@ def _mask(path: Path):
     """A mask PNG as a boolean pixel grid: True (kept) where the image is brighter than mid-gray."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    with Image.open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("L")) >= 128)
+    from ..images import load_image
+
+    return torch.from_numpy(np.asarray(load_image(path, name="--mask", mode="L")) >= 128)
 
 
 def _quality(operator, x, y, sigma_y: float, truth) -> dict[str, float]:

@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any
 
-from .options import Formatter, _number, add_model_arguments, positive_float, positive_int
+from .options import DTYPES, Formatter, _number, positive_float, positive_int
 
 _port = _number(int, "a port in [0, 65535] (0: any free port)", lambda v: 0 <= v <= 65535)
 
@@ -21,7 +21,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "http://127.0.0.1:7860/. Any --host other than localhost requires a token (generated and "
                     "printed when --token is not given). Ctrl-C stops it.",
         formatter_class=Formatter)
-    add_model_arguments(p, "hub id or local diffusers folder (default: the embedded MNIST digit model)")
+    p.add_argument("--model", default=None, help="hub id or local diffusers folder (default: the embedded MNIST digit model)")
+    p.add_argument("--device", default="auto",
+                   help="torch device(s), comma-separated for several (cuda:0,cuda:1; cpu,cpu): one copy of the model "
+                        "and one worker per device, each session on the least-loaded one; auto: cuda if available, "
+                        "else cpu")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
+    p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="pack the network calls of concurrent sessions on a device into one call per step "
+                        "(throughput; frames then equal the library's within float rounding, BENCHMARKS.md §7); "
+                        "--no-batch: one session step at a time, frames bit-equal to the library's")
+    p.add_argument("--max-batch", type=positive_int, default=64, help="images in one packed network call at most")
+    p.add_argument("--node", default=None, type=_node,
+                   help="prefix of this server's session ids (NODE-…), so that a reverse proxy in front of several "
+                        "servers routes each session to its server (docs/deployment.md)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; anything but localhost needs a token")
     p.add_argument("--port", type=_port, default=7860, help="port (0: any free port)")
     p.add_argument("--max-sessions", type=positive_int, default=8, help="live sessions at once (429 beyond)")
@@ -33,6 +46,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also accept this Host header (e.g. a reverse proxy's name); repeatable")
     p.set_defaults(run=run)
+
+
+def _node(text: str) -> str:
+    if not text or len(text) > 32 or not all(c.isalnum() or c == "_" for c in text):
+        raise argparse.ArgumentTypeError(f"expected 1 to 32 letters, digits or '_', got {text!r}")
+    return text
+
+
+def devices(text: str) -> list[Any]:
+    """``--device``: one torch device, or several comma-separated (repeats allowed: ``cpu,cpu``)."""
+    from .options import resolve_device
+
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise ValueError(f"--device {text!r}: expected device names separated by commas, e.g. cuda:0,cuda:1")
+    return [resolve_device(name) for name in names]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -69,15 +98,21 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    import torch
+
+    from ..pipelines import NestedPipeline
     from ..studio.app import create_app
     from ..studio.limits import Limits
-    from .options import load_pipeline
+    from .options import quiet_loading
 
-    pipe = load_pipeline(args, use_safetensors=True)  # a server never unpickles weights
-    device = pipe.adapter.device
+    targets = devices(args.device)
+    with quiet_loading():  # one copy per device; a server never unpickles weights
+        pipes = [NestedPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=d,
+                                                use_safetensors=True) for d in targets]
+    device = ",".join(str(p.adapter.device) for p in pipes)
     limits = Limits(max_sessions=args.max_sessions, idle_timeout=args.idle_timeout)
-    app = create_app(pipe, model=args.model, dtype=args.dtype, limits=limits, host=args.host, token=token,
-                     allowed_hosts=args.allow_host)
+    app = create_app(pipes, model=args.model, dtype=args.dtype, limits=limits, host=args.host, token=token,
+                     allowed_hosts=args.allow_host, batching=args.batch, max_batch=args.max_batch, node=args.node)
     port = sock.getsockname()[1]
     shown = "127.0.0.1" if args.host in WILDCARD_HOSTS else (f"[{args.host}]" if ":" in args.host else args.host)
     url = f"http://{shown}:{port}/"
@@ -91,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.store.shutdown()  # end the event streams, so that shutdown need not wait for them
+            app.state.studio.registry.shutdown()  # end the event streams, so that shutdown need not wait for them
             super().handle_exit(sig, frame)
 
     server = Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))

@@ -36,7 +36,7 @@ class PipelineTarget:
         self.guidance_scale = adapter.default_guidance if guidance_scale is None else guidance_scale
         self.prompts = list(prompts) if prompts else None
         self.height, self.width = height, width
-        text_model = str(getattr(adapter, "family", "")).startswith("stable-diffusion")
+        text_model = adapter.conditioning.kind == "text"  # what the adapter declares
         if text_model and not self.prompts:
             raise ValueError("this is a text-to-image model: give prompts (one per sample, cycled)")
         if self.prompts and not text_model:

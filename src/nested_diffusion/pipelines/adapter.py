@@ -11,12 +11,59 @@ one way, as in diffusers' ``auto_pipeline``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Adapter", "UnsupportedPipelineError", "check_guidance", "check_labels", "check_image_size",
-           "classifier_free_guidance", "uses_guidance"]
+__all__ = ["Adapter", "Conditioning", "UnsupportedPipelineError", "check_guidance", "check_labels",
+           "check_image_size", "check_condition", "check_condition_keys", "classifier_free_guidance",
+           "uses_guidance"]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a family's network is conditioned on, declared by its adapter (``adapter.conditioning``)
+    so that callers (the studio's controls and contract, evaluation's prompts or labels) read it
+    instead of guessing from family names.
+
+    * ``kind``: the user-level condition — ``"class"`` (``class_labels``), ``"text"`` (``prompt``)
+      or ``"none"`` (unconditional);
+    * ``pooled``: text models that also take a pooled text embedding (SDXL; SD3 and Flux);
+    * ``guidance``: ``"cfg"`` (classifier-free guidance: a negative / null condition in one doubled
+      batch), ``"embedding"`` (a guidance-distilled network takes the scale as an input: LCM, Flux
+      dev) or ``"none"`` (no guidance scale: unconditional models, Flux schnell);
+    * ``true_cfg``: besides that, optional true classifier-free guidance against a negative prompt
+      (``true_cfg_scale``: Flux).
+    """
+
+    kind: str = "none"
+    pooled: bool = False
+    guidance: str = "cfg"
+    true_cfg: bool = False
+
+    KINDS = ("class", "text", "none")
+    GUIDANCE = ("cfg", "embedding", "none")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"Conditioning kind must be one of {self.KINDS}, got {self.kind!r}")
+        if self.guidance not in self.GUIDANCE:
+            raise ValueError(f"Conditioning guidance must be one of {self.GUIDANCE}, got {self.guidance!r}")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The arguments of ``adapter.condition`` this model uses (a negative prompt only with
+        classifier-free guidance, a guidance scale only where the model has one)."""
+        negative = self.guidance == "cfg" or self.true_cfg
+        out = {"class": ("class_labels",), "none": (),
+               "text": ("prompt", "negative_prompt") if negative else ("prompt",)}[self.kind]
+        return out + (("guidance_scale",) if self.guidance != "none" else ()) + \
+            (("true_cfg_scale",) if self.true_cfg else ())
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "pooled": self.pooled, "guidance": self.guidance, "true_cfg": self.true_cfg,
+                "fields": list(self.fields)}
 
 
 class UnsupportedPipelineError(Exception):
@@ -40,6 +87,11 @@ class Adapter(Protocol):
     num_classes: int | None
     #: True when the network denoises pixels (restoration needs it), False for VAE latents
     pixel_space: bool
+    #: what the network is conditioned on (:class:`Conditioning`)
+    conditioning: Conditioning
+    #: optional, default False: the network call takes ``guidance_scale`` as a ``(batch,)`` tensor
+    #: too (one scale per row), so calls of sessions with different scales can share one batch
+    per_row_guidance: bool
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "Adapter": ...
@@ -60,6 +112,10 @@ class Adapter(Protocol):
                   negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]: ...
 
     def latent_shape(self, num_images: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]: ...
+
+    def size_rule(self) -> tuple[tuple[int, int], int]:
+        """``((default height, default width), multiple)`` in pixels: what ``latent_shape`` accepts."""
+        ...
 
     def initial_noise(self, num_images: int, generator: torch.Generator | None, height: int | None = None,
                       width: int | None = None) -> torch.Tensor: ...
@@ -84,7 +140,7 @@ def uses_guidance(guidance_scale: float) -> bool:
 
 
 def classifier_free_guidance(network: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,
-                             guidance_scale: float, cond: dict[str, Any], uncond: dict[str, Any] | None,
+                             guidance_scale: float | torch.Tensor, cond: dict[str, Any], uncond: dict[str, Any] | None,
                              **shared: Any) -> torch.Tensor:
     """Network output with classifier-free guidance (Ho & Salimans 2022, eq. 6):
     out = out_u + w (out_c − out_u), both halves in one doubled batch ``[uncond, cond]`` = one NFE.
@@ -94,12 +150,65 @@ def classifier_free_guidance(network: Callable[..., torch.Tensor], x: torch.Tens
     when ``uncond`` exists and w != 1 (w = 0 is the unconditional model, 0 < w < 1 interpolates);
     w = 1 calls the conditional network alone, in an undoubled batch. For w >= 1 this is diffusers'
     behaviour exactly; diffusers ignores w < 1 (no guidance), which this rule does not.
+
+    ``guidance_scale`` may also be a ``(batch,)`` tensor, one scale per row (rows of several sessions
+    packed into one call): the same rule per row, in one network call whose batch is the guided rows'
+    unconditional halves followed by every row's conditional half.
     """
+    if isinstance(guidance_scale, torch.Tensor):
+        return _per_row_guidance(network, x, t, guidance_scale, cond, uncond, shared)
     if uncond is None or not uses_guidance(guidance_scale):
         return network(x, t, **cond, **shared)
     both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}
     out_u, out_c = network(torch.cat([x, x]), torch.cat([t, t]), **both, **shared).chunk(2)
     return out_u + guidance_scale * (out_c - out_u)
+
+
+def _per_row_guidance(network: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor, w: torch.Tensor,
+                      cond: dict[str, Any], uncond: dict[str, Any] | None, shared: dict[str, Any]) -> torch.Tensor:
+    """:func:`classifier_free_guidance` with one scale per row (see there)."""
+    n = x.shape[0]
+    if w.shape != (n,):
+        raise ValueError(f"a per-row guidance_scale must have shape ({n},), got {tuple(w.shape)}")
+    guided = (w != 1.0) if uncond is not None else torch.zeros(n, dtype=torch.bool)
+    if not bool(guided.any()):
+        return network(x, t, **cond, **shared)
+    rows = guided.nonzero().squeeze(1).to(x.device)
+
+    def both(value: Any, negative: Any) -> Any:  # [guided rows' unconditional half, every row's conditional half]
+        return torch.cat([negative[rows], value]) if isinstance(value, torch.Tensor) else value
+
+    extra = {k: both(v, v) if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n else v
+             for k, v in shared.items()}
+    out = network(both(x, x), both(t, t), **{k: both(cond[k], uncond[k]) for k in cond}, **extra)
+    out_u, out_c = out[: len(rows)], out[len(rows):]
+    scale = w[rows].to(device=out.device, dtype=out.dtype).view(-1, *[1] * (out.ndim - 1))
+    return out_c.index_copy(0, rows, out_u + scale * (out_c[rows] - out_u))
+
+
+def check_condition(adapter: Any, num_images: int, **condition: Any) -> None:
+    """Validate a user-level condition exactly as ``adapter.condition`` would, without running any
+    encoder: the adapter's own ``check_condition`` where it has one (text models), else
+    ``adapter.condition`` itself (cheap for class-conditional and unconditional models).
+    Raises ``ValueError``/``TypeError`` naming the argument."""
+    own = getattr(adapter, "check_condition", None)
+    if callable(own):
+        own(num_images, **condition)
+        return
+    with torch.inference_mode():
+        adapter.condition(num_images, **condition)
+
+
+def check_condition_keys(adapter: Any, condition: dict[str, Any]) -> None:
+    """``ValueError`` naming a condition argument the family does not take (e.g. Flux's ``true_cfg_scale`` on
+    another family): only the arguments of ``adapter.condition`` are conditions of that model."""
+    import inspect
+
+    accepted = [n for n, p in inspect.signature(adapter.condition).parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    for key, value in condition.items():
+        if key not in accepted and value is not None:
+            raise ValueError(f"{key} is not a condition of this {adapter.family} model; it takes {', '.join(accepted)}")
 
 
 def check_labels(class_labels: Any, num_images: int, num_classes: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .adapter import UnsupportedPipelineError, check_guidance, check_labels, classifier_free_guidance
+from .adapter import Conditioning, UnsupportedPipelineError, check_guidance, check_labels, classifier_free_guidance
 from .latent import LatentAdapter, call_default
 
 __all__ = ["DiTAdapter"]
@@ -23,6 +23,8 @@ class DiTAdapter(LatentAdapter):
     """``DiTPipeline`` (ImageNet class-conditional; null class = ``num_embeds_ada_norm``)."""
 
     family = "dit"
+    conditioning = Conditioning("class")
+    per_row_guidance = True  # guidance_scale may be one scale per row (classifier_free_guidance)
 
     def __init__(self, pipe: Any) -> None:
         transformer = pipe.transformer
@@ -75,7 +77,7 @@ class DiTAdapter(LatentAdapter):
         return self.transformer(x, timestep=t, class_labels=class_labels).sample[:, : self.channels]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor,
-                 guidance_scale: float = 1.0) -> torch.Tensor:
+                 guidance_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Transformer output (first ``in_channels`` channels), guided in one doubled batch: one NFE."""
         uncond = {"class_labels": torch.full_like(class_labels, self.null_class)}
         return classifier_free_guidance(self._transformer, x, t, guidance_scale, {"class_labels": class_labels}, uncond)

@@ -16,19 +16,27 @@ from typing import Any, Sequence
 import torch
 
 from ..nested import NestedSession
+from ..defaults import DEFAULT_BUDGET
 from ..planner import plan_schedule, resolve_layout
+from ..samplers import make_sampler
+from ..samplers.blend import Blend
 from ..vanilla import VanillaSession
-from .adapter import Adapter, UnsupportedPipelineError
+from .adapter import Adapter, UnsupportedPipelineError, check_condition_keys
 from .dit import DiTAdapter
-from .session import PipelineSession, to_pixels
+from .editing import edit_timesteps, prepare_edit
+from .flux import FluxAdapter
+from .sd3 import StableDiffusion3Adapter
+from .session import PipelineFrame, PipelineSession, to_pixels
 from .stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
 from .unet2d import UNet2DAdapter
 
 __all__ = ["NestedPipeline", "ADAPTERS"]
 
-#: Supported families, tried in order by :meth:`NestedPipeline.from_pipe` (SDXL before SD would
-#: not matter: neither pipeline class derives from the other).
-ADAPTERS: list[type] = [UNet2DAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, DiTAdapter]
+#: Supported families, tried in order by :meth:`NestedPipeline.from_pipe` (no pipeline class here derives
+#: from another, so the order does not matter): pixel UNets, SD 1.x/2.x, SDXL, DiT (VP schedules) and
+#: SD3/3.5, Flux.1 (flow matching).
+ADAPTERS: list[type] = [UNet2DAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, DiTAdapter,
+                        StableDiffusion3Adapter, FluxAdapter]
 
 
 class NestedPipeline:
@@ -102,16 +110,31 @@ class NestedPipeline:
     # -- sessions ---------------------------------------------------------------------------------
     def session(self, method: str = "nested", *, prompt: Any = None, negative_prompt: Any = None,
                 class_labels: Any = None, num_images: int | None = None, guidance_scale: float | None = None,
-                outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
+                true_cfg_scale: float | None = None, outer_steps: int | None = None, inner_steps: int | Sequence[int] | None = None,
                 budget: int | None = None, inner_sampler: str | None = None,
                 inner_eta: float | Sequence[float] | None = None, outer_eta: float | None = None,
                 outer_timesteps: Sequence[int] | None = None, outer_update: str | None = None,
                 num_inference_steps: int = 100, sampler: str = "ddim", eta: float | None = 1.0,
                 generator: Any = None, height: int | None = None, width: int | None = None,
                 output_type: str = "pil", decode_every: int = 1,
-                latents: torch.Tensor | None = None) -> PipelineSession:
+                latents: torch.Tensor | None = None, image: Any = None, strength: float | None = None,
+                mask_image: Any = None) -> PipelineSession:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
         (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
+
+        Editing, in diffusers' words: ``image`` (PIL, array or tensor in [0, 1]) with ``strength`` s in (0, 1]
+        is image-to-image (SDEdit: the input noised to the strength's level; default 0.8); with ``mask_image``
+        (white = repaint; default strength 1) it is inpainting. A vanilla edit runs the last ``int(N·s)`` steps
+        of the N-step grid (the family's own ``get_timesteps`` rule), from the same initial noise as diffusers'
+        img2img / inpaint pipelines; a nested edit starts its outer process at that level and spends the whole
+        ``budget`` below it. Inpainting blends the known region (re-noised to each step's level) after every
+        inner and outer step — or, for a dedicated inpainting network (9-channel UNets), passes the mask and the
+        masked image's latents as its extra inputs. Pixel-space models inpaint with nested DDRM instead
+        (:meth:`restore`, exact for a mask; strength 1).
+
+        ``guidance_scale`` is classifier-free guidance (SD, SDXL, DiT, SD3, pixel UNets) or the guidance
+        embedding of a guidance-distilled network (Flux.1-dev); ``true_cfg_scale`` with a
+        ``negative_prompt`` is Flux's true classifier-free guidance (one doubled batch per NFE).
 
         Nested defaults are the project's measured layout: with neither ``outer_steps``,
         ``inner_steps`` nor ``outer_timesteps``, :func:`~nested_diffusion.planner.plan_layout` for
@@ -126,20 +149,73 @@ class NestedPipeline:
             raise ValueError(f"method must be 'nested' or 'vanilla', got {method!r}")
         condition = dict(prompt=prompt, negative_prompt=negative_prompt, class_labels=class_labels,
                          guidance_scale=guidance_scale)
-        model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width)
+        if true_cfg_scale is not None:  # Flux's true classifier-free guidance (families that have it take it)
+            condition["true_cfg_scale"] = true_cfg_scale
         if method == "vanilla" and budget is not None:
             raise ValueError("budget plans a nested layout; a vanilla session takes num_inference_steps")
+        if image is None and (strength is not None or mask_image is not None):
+            raise ValueError("strength and mask_image edit an input: give image too")
         a = self.adapter
+        edit = None
+        if image is not None:
+            if latents is not None:
+                raise ValueError("latents is a text-to-image start; an edit starts from image")
+            if mask_image is not None and getattr(a, "pixel_space", False):
+                raise ValueError("pixel-space models inpaint with nested DDRM, exact for a mask: use "
+                                 "NestedPipeline.restore(image, Inpainting(mask), sigma_y) (or `nested-diffusion edit`)")
+            model_kwargs, edit, height, width = self._start_edit(condition, num_images, generator, image, mask_image,
+                                                                 strength, height, width)
+            noise = edit.noise
+        else:
+            model_kwargs, noise = self._start(condition, num_images, generator, latents, height, width)
         schedule = a.schedule_for(height, width)
         common = dict(prediction_type=a.prediction_type, generator=generator, model_kwargs=model_kwargs)
         if method == "nested":
+            start = None
+            if edit is not None and outer_steps is None and inner_steps is None and outer_timesteps is None:
+                start = edit_timesteps(a, schedule, DEFAULT_BUDGET if budget is None else budget, edit.strength)[0][0]
+            elif edit is not None and outer_timesteps is None:  # counts: the outer grid of the matching vanilla edit
+                count = len(inner_steps) if isinstance(inner_steps, (list, tuple)) else outer_steps
+                if count is None:
+                    count = resolve_layout(schedule, outer_steps=outer_steps, inner_steps=inner_steps,
+                                           budget=budget).outer_timesteps.__len__()
+                outer_timesteps = edit_timesteps(a, schedule, count, edit.strength)[0]
             layout = resolve_layout(schedule, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget,
                                     inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta,
-                                    outer_timesteps=outer_timesteps, outer_update=outer_update)
-            core = NestedSession(a, schedule, noise, **layout.session_kwargs(), **common)
+                                    outer_timesteps=outer_timesteps, outer_update=outer_update, start=start)
+            kwargs = layout.session_kwargs()
+            if edit is not None:
+                kwargs.update(_edit_samplers(edit, kwargs, len(layout.inner_steps)), start=edit.start)
+            core = NestedSession(a, schedule, noise, **kwargs, **common)
+        elif edit is not None:
+            kept = a.kept_steps(num_inference_steps, edit.strength)
+            if kept < 1:
+                raise ValueError(f"strength {edit.strength:g} leaves no step of num_inference_steps "
+                                 f"{num_inference_steps}: raise either")
+            named = make_sampler(sampler, eta)
+            core = VanillaSession(a, schedule, noise, steps=kept, timesteps=schedule.timesteps(num_inference_steps)[-kept:],
+                                  sampler=Blend(named, edit.image, edit.mask, edit.noise) if edit.blends else named,
+                                  start=edit.start, **common)
         else:
             core = VanillaSession(a, schedule, noise, steps=num_inference_steps, sampler=sampler, eta=eta, **common)
-        return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every)
+        return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every, edit=edit)
+
+    def _start_edit(self, condition: dict[str, Any], num_images: int | None, generator: Any, image: Any,
+                    mask_image: Any, strength: float | None, height: int | None, width: int | None
+                    ) -> tuple[dict[str, Any], Any, int, int]:
+        """Validated ``(model_kwargs, edit, height, width)`` of a new edit (see :func:`~.editing.prepare_edit`);
+        the condition is checked before the random draws, as diffusers encodes the prompt first."""
+        if num_images is None:
+            num_images = _batch_size(condition.get("prompt"), condition.get("class_labels"))
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        a = self.adapter
+        check_condition_keys(a, condition)
+        with torch.inference_mode():
+            model_kwargs = a.condition(num_images, **condition)
+        edit, height, width = prepare_edit(a, image, mask_image, strength, num_images, generator, height, width)
+        model_kwargs.update(edit.network_inputs)
+        return model_kwargs, edit, height, width
 
     def _start(self, condition: dict[str, Any], num_images: int | None, generator: Any,
                latents: torch.Tensor | None, height: int | None, width: int | None,
@@ -157,6 +233,7 @@ class NestedPipeline:
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
         a = self.adapter
+        check_condition_keys(a, condition)
         with torch.inference_mode():
             model_kwargs = a.condition(num_images, **condition)
             if latents is None:
@@ -267,6 +344,18 @@ class NestedPipeline:
     def __call__(self, **kwargs: Any) -> PipelineFrame:
         """Run nested sampling to the end and return the final frame (``.images``)."""
         return self.anytime(**kwargs).run()
+
+
+def _edit_samplers(edit: Any, kwargs: dict[str, Any], steps: int) -> dict[str, Any]:
+    """A nested edit's samplers: with blending, every inner step and every outer step keeps the known region."""
+    if not edit.blends:
+        return {}
+    from ..nested import _inner_samplers, _outer_sampler
+
+    wrap = lambda s: Blend(s, edit.image, edit.mask, edit.noise)  # noqa: E731
+    inner = [wrap(s) for s in _inner_samplers(kwargs["inner_sampler"], kwargs.get("inner_eta"), steps)]
+    return {"inner_sampler": inner, "inner_eta": None,
+            "outer_update": wrap(_outer_sampler(kwargs["outer_update"], kwargs.pop("outer_eta", None)))}
 
 
 def _dtype_keyword(diffusers_version: str) -> str:

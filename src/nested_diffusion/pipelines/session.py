@@ -10,6 +10,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..session import CancelToken, Session, check_indices
+from ..images import to_pixels
+from .adapter import check_condition_keys
 
 __all__ = ["PipelineSession", "PipelineFrame", "OUTPUT_TYPES", "to_output", "to_pixels"]
 
@@ -34,37 +36,6 @@ class PipelineFrame:
         return self.step == self.num_steps
 
 
-def to_pixels(image: Any, channels: int) -> torch.Tensor:
-    """The inverse of :func:`to_output`: PIL image(s), a uint8 or float (in [0, 1]) NHWC / HWC
-    array, or a float ``[N, C, H, W]`` / ``[C, H, W]`` tensor in [0, 1] → float32 ``[N, channels,
-    H, W]`` in [0, 1] (PIL images are converted to ``L`` or ``RGB``)."""
-    import numpy as np
-
-    images = image if isinstance(image, (list, tuple)) else [image]
-    if images and all(hasattr(im, "convert") and hasattr(im, "size") for im in images):  # PIL
-        mode = "L" if channels == 1 else "RGB"
-        arrays = [np.asarray(im.convert(mode), dtype=np.float32) / 255 for im in images]
-        if len({a.shape for a in arrays}) != 1:
-            raise ValueError(f"image: all images must have one size, got {[im.size for im in images]}")
-        pixels = torch.from_numpy(np.stack([a.reshape(*a.shape[:2], -1) for a in arrays])).permute(0, 3, 1, 2)
-    elif isinstance(image, np.ndarray):
-        array = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image.astype(np.float32)
-        array = array[None] if array.ndim == 3 else array
-        if array.ndim != 4:
-            raise ValueError(f"image: an array must be HWC or NHWC, got shape {image.shape}")
-        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2)
-    elif isinstance(image, torch.Tensor) and image.is_floating_point() and image.ndim in (3, 4):
-        pixels = (image[None] if image.ndim == 3 else image).detach().float().cpu()
-    else:
-        raise TypeError("image must be a PIL image, a list of them, an HWC/NHWC array or a float "
-                        f"[N, C, H, W] tensor in [0, 1], got {type(image).__name__}")
-    if pixels.shape[1] != channels:
-        raise ValueError(f"image must have {channels} channel(s) for this model, got {pixels.shape[1]}")
-    if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-        raise ValueError("image values must lie in [0, 1] (uint8 arrays are scaled by 1/255)")
-    return pixels
-
-
 def to_output(pixels: torch.Tensor, output_type: str) -> Any:
     """Convert ``[N, C, H, W]`` pixels in [0, 1] to ``"pt"``, ``"np"`` (NHWC) or ``"pil"``."""
     if output_type == "pt":
@@ -83,13 +54,14 @@ class PipelineSession:
     interventions of the paper: change prompt / class / guidance between steps, fork, budgets."""
 
     def __init__(self, pipeline: Any, core: Session, condition: dict[str, Any],
-                 output_type: str = "pil", decode_every: int = 1) -> None:
+                 output_type: str = "pil", decode_every: int = 1, edit: Any = None) -> None:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if isinstance(decode_every, bool) or not isinstance(decode_every, int) or decode_every < 1:
             raise ValueError(f"decode_every must be a positive integer, got {decode_every!r}")
         self.pipeline, self.core, self.output_type, self.decode_every = pipeline, core, output_type, decode_every
         self.condition = condition  # the user-level arguments, kept for set_condition
+        self.edit = edit  # an edit's input latents, noise and mask (pipelines.editing.Edit), or None
         self.last_frame: PipelineFrame | None = None
         self._source = None  # the core frame behind last_frame
 
@@ -109,16 +81,69 @@ class PipelineSession:
         return self.core.checkpoints()
 
     def set_condition(self, **changes: Any) -> None:
-        """Change ``prompt``, ``negative_prompt``, ``class_labels`` or ``guidance_scale`` for the
-        steps that follow; frames already produced are unaffected."""
-        allowed = {"prompt", "negative_prompt", "class_labels", "guidance_scale"}
+        """Change ``prompt``, ``negative_prompt``, ``class_labels``, ``guidance_scale`` (or Flux's
+        ``true_cfg_scale``) for the steps that follow — every embedding the network sees (token and pooled
+        embeddings, the guidance value) is re-encoded; frames already produced are unaffected."""
+        allowed = {"prompt", "negative_prompt", "class_labels", "guidance_scale", "true_cfg_scale"}
         unknown = set(changes) - allowed
         if unknown:
             raise TypeError(f"set_condition accepts {sorted(allowed)}, got {sorted(unknown)}")
         condition = {**self.condition, **changes}
+        check_condition_keys(self.pipeline.adapter, condition)
         with torch.inference_mode():
             self.core.model_kwargs = self.pipeline.adapter.condition(len(self.core.x), **condition)
         self.condition = condition
+
+    def set_edit(self, *, mask_image: Any = None, strength: float | None = None) -> None:
+        """Change an edit for the steps that follow (frames already produced are unaffected):
+
+        * ``mask_image`` (white = repaint, the input's size): the blended known region — or a dedicated
+          inpainting network's mask and masked-image latents (encoded with the VAE's mode: no random draw);
+        * ``strength`` (nested edits): the outer process restarts from the input noised (fresh noise from the
+          session's generator) to the new strength's level and spends the NFEs left of the session's total
+          below it (the planned layout for that many NFEs).
+        """
+        from .editing import check_strength, edit_timesteps
+
+        if self.edit is None:
+            raise ValueError("set_edit changes an edit: this session was not started with image=")
+        adapter, core = self.pipeline.adapter, self.core
+        if mask_image is not None:
+            if self.edit.mask is None:
+                raise ValueError("mask_image changes an inpainting edit; this image-to-image edit has none")
+            h, w = self.edit.mask_pixels.shape[-2:]
+            raw = to_pixels(mask_image, 1, name="mask_image")
+            if tuple(raw.shape[-2:]) != (h, w) or len(raw) not in (1, len(core.x)):
+                raise ValueError(f"mask_image must be one mask (or one per image) of the input's size {w}×{h}")
+            pixels = adapter.preprocess_mask(raw, h, w)
+            pixels = pixels.expand(len(core.x), *pixels.shape[1:])
+            with torch.inference_mode():
+                mask = adapter.latent_mask(pixels)
+                if self.edit.network_inputs:
+                    masked = adapter.encode(self.edit.pixels * (pixels < 0.5), sample=False)
+                    core.model_kwargs = {**core.model_kwargs, "mask": mask, "masked_image_latents": masked}
+                    self.edit.network_inputs = {"mask": mask, "masked_image_latents": masked}
+            core.samplers = _with_mask(core.samplers, mask)
+            self.edit.mask, self.edit.mask_pixels = mask, pixels
+        if strength is not None:
+            strength = check_strength(strength)
+            if not hasattr(core, "replan"):
+                raise ValueError("a new strength restarts the outer process of a nested edit; a vanilla edit keeps its "
+                                 "grid (start a new session)")
+            if core.done:
+                return
+            from ..planner import resolve_layout
+            from ..samplers.noise import randn_like
+
+            left = core.total_nfe - core.nfe
+            start = edit_timesteps(adapter, core.schedule, left, strength)[0][0]
+            layout = resolve_layout(core.schedule, budget=left, start=start)
+            with torch.inference_mode():
+                if self.edit.image is None:  # never encoded (an inpainting network at full strength): the VAE's mode
+                    self.edit.image = adapter.encode(self.edit.pixels, sample=False)
+                x = self.edit.noised(randn_like(core.x, core.generator), core.schedule.level(start))
+            core.replan(x, layout.outer_timesteps, layout.inner_steps)
+            self.edit.strength = strength
 
     def decode(self, latents: torch.Tensor, output_type: str | None = None) -> Any:
         """Decode x̂0 latents to ``output_type`` (default: the session's)."""
@@ -183,14 +208,15 @@ class PipelineSession:
         (``[i] * 4``: four continuations of image i), selecting the per-image condition with them."""
         if indices is None:
             child = PipelineSession(self.pipeline, self.core.fork(generator), dict(self.condition),
-                                    self.output_type, self.decode_every)
+                                    self.output_type, self.decode_every, self.edit)
             child.last_frame, child._source = self.last_frame, self._source
             return child
         size = len(self.core.x)
         rows = check_indices(indices, size)
         condition = {k: _select_images(v, rows, size) for k, v in self.condition.items()}
         child = PipelineSession(self.pipeline, self.core.fork(generator, rows), condition,
-                                self.output_type, self.decode_every)
+                                self.output_type, self.decode_every,
+                                None if self.edit is None else self.edit.select_rows(rows))
         if self.last_frame is not None:
             child._source = child.core.last_frame
             images = self.last_frame.images
@@ -198,6 +224,17 @@ class PipelineSession:
                 self.last_frame, latents=child.core.last_frame.image,
                 images=None if images is None else _select_images(images, rows, size))
         return child
+
+
+def _with_mask(value: Any, mask: torch.Tensor) -> Any:
+    """The samplers of a session with every latent blend given ``mask``."""
+    if callable(getattr(value, "with_mask", None)):
+        return value.with_mask(mask)
+    if isinstance(value, dict):
+        return {k: _with_mask(v, mask) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_with_mask(v, mask) for v in value)
+    return value
 
 
 def _select_images(value: Any, rows: list[int], size: int) -> Any:

@@ -15,10 +15,27 @@ from typing import Any
 
 import torch
 
-from .adapter import UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
+from .adapter import Conditioning, UnsupportedPipelineError, check_guidance, classifier_free_guidance, uses_guidance
 from .latent import LatentAdapter, call_default, prompt_batch
 
 __all__ = ["StableDiffusionAdapter", "StableDiffusionXLAdapter"]
+
+
+def _family_pipe(pipe: Any, base: type, inpaint: type | None, siblings: tuple[str, ...]) -> Any:
+    """The pipeline an adapter of this family wraps: ``pipe`` if it is a ``base`` (or a dedicated ``inpaint``
+    pipeline with an inpainting UNet), the text-to-image pipeline of a sibling's components when its UNet is
+    the ordinary one; otherwise not this family."""
+    from .latent import _ordinary_network, _quiet_from_pipe
+
+    if isinstance(pipe, base):
+        return pipe
+    if type(pipe).__name__ not in siblings:
+        raise UnsupportedPipelineError
+    if _ordinary_network(pipe, 1):
+        return _quiet_from_pipe(base, pipe)
+    if inpaint is not None and isinstance(pipe, inpaint):
+        return pipe  # its encode_prompt, image and mask processors are the family's
+    raise UnsupportedPipelineError
 
 
 class StableDiffusionAdapter(LatentAdapter):
@@ -26,21 +43,27 @@ class StableDiffusionAdapter(LatentAdapter):
 
     family = "stable-diffusion"
     num_classes = None  # text-conditional
+    inpaint_networks = True  # 9-channel inpainting UNets: latents, the mask, the masked image's latents
+    per_row_guidance = True  # guidance_scale may be one scale per row (classifier_free_guidance)
+    pooled = False  # SDXL adds a pooled text embedding
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe, pipe.unet)
         self.unet = pipe.unet
         self.default_guidance = float(call_default(pipe, "guidance_scale", 7.5))
         self.time_cond_proj_dim = self.unet.config.get("time_cond_proj_dim")
+        self.conditioning = Conditioning("text", pooled=self.pooled,
+                                         guidance="cfg" if self.time_cond_proj_dim is None else "embedding")
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "StableDiffusionAdapter":
-        """Wrap a ``StableDiffusionPipeline`` (or a subclass); anything else is not this family."""
-        from diffusers import StableDiffusionPipeline
+        """Wrap a ``StableDiffusionPipeline`` (or a subclass) and its img2img / inpaint siblings: an ordinary UNet's
+        components make the text-to-image pipeline (``from_pipe``); a 9-channel inpainting pipeline is wrapped
+        as it is (every call then needs a mask: an edit)."""
+        from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
-        if not isinstance(pipe, StableDiffusionPipeline):
-            raise UnsupportedPipelineError
-        return cls(pipe)
+        return cls(_family_pipe(pipe, StableDiffusionPipeline, StableDiffusionInpaintPipeline,
+                                ("StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")))
 
     def _guidance(self, guidance_scale: float | None) -> tuple[float, bool]:
         g = self.default_guidance if guidance_scale is None else check_guidance(guidance_scale)
@@ -61,6 +84,11 @@ class StableDiffusionAdapter(LatentAdapter):
         guidance, cfg = self._guidance(guidance_scale)
         return (guidance, cfg, *prompt_batch(prompt, negative_prompt, num_images))
 
+    def check_condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
+                        negative_prompt: Any = None, guidance_scale: float | None = None) -> None:
+        """What :meth:`condition` checks, without encoding the prompts."""
+        self._text_condition(num_images, class_labels, prompt, negative_prompt, guidance_scale)
+
     def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
                   negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]:
         """Encode the prompt(s) with the pipeline's ``encode_prompt``; ``prompt=None`` is the empty prompt."""
@@ -71,18 +99,33 @@ class StableDiffusionAdapter(LatentAdapter):
                 "guidance_scale": guidance, "timestep_cond": self._timestep_cond(guidance, num_images)}
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-              timestep_cond: torch.Tensor | None = None, added_cond_kwargs: dict | None = None) -> torch.Tensor:
+              timestep_cond: torch.Tensor | None = None, added_cond_kwargs: dict | None = None,
+              mask: torch.Tensor | None = None, masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is not None:  # a dedicated inpainting UNet: [latents, mask, masked-image latents]
+            x = torch.cat([x, mask, masked_image_latents], dim=1)
         return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
                          added_cond_kwargs=added_cond_kwargs, return_dict=False)[0]
 
+    def _inpaint_inputs(self, mask: torch.Tensor | None, masked_image_latents: torch.Tensor | None) -> dict[str, Any]:
+        """The extra inputs of a dedicated inpainting network (both halves of a guided batch get them)."""
+        if not self.extra_channels:
+            return {}
+        if mask is None or masked_image_latents is None:
+            raise ValueError(f"this {self.family} UNet is an inpainting network ({self.channels + self.extra_channels} "
+                             "input channels): it needs an edit with image and mask_image")
+        return {"mask": mask, "masked_image_latents": masked_image_latents}
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 negative_encoder_hidden_states: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                 timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
+                 negative_encoder_hidden_states: torch.Tensor | None = None, guidance_scale: float | torch.Tensor = 1.0,
+                 timestep_cond: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                 masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output (ε or v) with classifier-free guidance in one doubled batch: one NFE."""
+        extra = self._inpaint_inputs(mask, masked_image_latents)
         uncond = None if negative_encoder_hidden_states is None else \
-            {"encoder_hidden_states": negative_encoder_hidden_states}
-        return classifier_free_guidance(self._unet, x, t, guidance_scale, {"encoder_hidden_states": encoder_hidden_states},
-                                        uncond, timestep_cond=timestep_cond)
+            {"encoder_hidden_states": negative_encoder_hidden_states, **extra}
+        return classifier_free_guidance(self._unet, x, t, guidance_scale,
+                                        {"encoder_hidden_states": encoder_hidden_states, **extra}, uncond,
+                                        timestep_cond=timestep_cond)
 
 
 class StableDiffusionXLAdapter(StableDiffusionAdapter):
@@ -94,6 +137,7 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     family = "stable-diffusion-xl"
     upcast_vae = True
+    pooled = True
 
     def __init__(self, pipe: Any) -> None:
         super().__init__(pipe)
@@ -106,12 +150,12 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "StableDiffusionXLAdapter":
-        """Wrap a ``StableDiffusionXLPipeline`` (or a subclass)."""
+        """Wrap a ``StableDiffusionXLPipeline`` (or a subclass) and its img2img / inpaint siblings with an
+        ordinary UNet (their components make the text-to-image pipeline)."""
         from diffusers import StableDiffusionXLPipeline
 
-        if not isinstance(pipe, StableDiffusionXLPipeline):
-            raise UnsupportedPipelineError
-        return cls(pipe)
+        return cls(_family_pipe(pipe, StableDiffusionXLPipeline, None,
+                                ("StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")))
 
     def condition(self, num_images: int, *, class_labels: Any = None, prompt: Any = None,
                   negative_prompt: Any = None, guidance_scale: float | None = None) -> dict[str, Any]:
@@ -140,15 +184,19 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  text_embeds: torch.Tensor, negative_encoder_hidden_states: torch.Tensor | None = None,
-                 negative_text_embeds: torch.Tensor | None = None, guidance_scale: float = 1.0,
-                 timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
+                 negative_text_embeds: torch.Tensor | None = None, guidance_scale: float | torch.Tensor = 1.0,
+                 timestep_cond: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                 masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
         """UNet output with SDXL's added conditioning and guidance in one doubled batch: one NFE."""
-        cond = {"encoder_hidden_states": encoder_hidden_states, "text_embeds": text_embeds}
+        extra = self._inpaint_inputs(mask, masked_image_latents)
+        cond = {"encoder_hidden_states": encoder_hidden_states, "text_embeds": text_embeds, **extra}
         uncond = None if negative_encoder_hidden_states is None else \
-            {"encoder_hidden_states": negative_encoder_hidden_states, "text_embeds": negative_text_embeds}
+            {"encoder_hidden_states": negative_encoder_hidden_states, "text_embeds": negative_text_embeds, **extra}
         return classifier_free_guidance(self._sdxl_unet, x, t, guidance_scale, cond, uncond, timestep_cond=timestep_cond)
 
     def _sdxl_unet(self, x: torch.Tensor, t: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                   text_embeds: torch.Tensor, timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
+                   text_embeds: torch.Tensor, timestep_cond: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None, masked_image_latents: torch.Tensor | None = None) -> torch.Tensor:
         time_ids = self._time_ids(x, encoder_hidden_states.dtype, text_embeds)
-        return self._unet(x, t, encoder_hidden_states, timestep_cond, {"text_embeds": text_embeds, "time_ids": time_ids})
+        return self._unet(x, t, encoder_hidden_states, timestep_cond, {"text_embeds": text_embeds, "time_ids": time_ids},
+                          mask, masked_image_latents)

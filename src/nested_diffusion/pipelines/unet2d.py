@@ -12,7 +12,7 @@ import torch
 
 from ..samplers.noise import randn_like
 from ..schedules import Level, Schedule, from_denoised, from_scheduler, to_denoised
-from .adapter import (UnsupportedPipelineError, check_guidance, check_image_size, check_labels,
+from .adapter import (Conditioning, UnsupportedPipelineError, check_guidance, check_image_size, check_labels,
                       classifier_free_guidance)
 
 
@@ -21,6 +21,7 @@ class UNet2DAdapter:
 
     family = "unet2d"
     pixel_space = True  # the network denoises pixels: restoration operators act on its samples
+    per_row_guidance = True  # guidance_scale may be one scale per row (classifier_free_guidance)
 
     def __init__(self, unet, scheduler, metadata: dict[str, Any] | None = None) -> None:
         self.unet, self.scheduler = unet, scheduler
@@ -28,6 +29,8 @@ class UNet2DAdapter:
         num_embeds = unet.config.num_class_embeds
         self.num_classes: int | None = None if num_embeds is None else int(num_embeds) - 1
         self.null_class = self.num_classes
+        self.conditioning = Conditioning("class") if self.num_classes is not None else \
+            Conditioning("none", guidance="none")
         self.class_names = self.metadata.get("class_names")
         self.default_guidance = float(self.metadata.get("default_guidance", 1.0 if self.num_classes is None else 2.0))
         self.schedule, self.prediction_type = from_scheduler(scheduler)
@@ -91,13 +94,44 @@ class UNet2DAdapter:
 
     def latent_shape(self, num_images: int, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """Shape of x_T for images of ``height`` × ``width`` pixels (multiples of the UNet's downsampling)."""
-        h, w = check_image_size(height, width, self.sample_size, self.size_multiple)
+        h, w = check_image_size(height, width, *self.size_rule())
         return (num_images, self.channels, h, w)
+
+    def size_rule(self) -> tuple[tuple[int, int], int]:
+        """``(default (height, width), multiple)`` in pixels: the sample size and the UNet's downsampling."""
+        return self.sample_size, self.size_multiple
 
     def initial_noise(self, num_images: int, generator: Any, height=None, width=None) -> torch.Tensor:
         """x_T drawn on the generator's device (one generator, or one per image as diffusers' ``randn_tensor``)."""
         shape = self.latent_shape(num_images, height, width)
         return randn_like(torch.empty(shape, dtype=self.dtype, device=self.device), generator)
+
+    # -- editing: the state is the image itself ------------------------------------------------------
+    def preprocess(self, image: Any, height: int, width: int) -> torch.Tensor:
+        """An input image as ``[N, C, height, width]`` in [-1, 1] (grayscale for 1-channel models)."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        processor = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=self.channels == 1)
+        return processor.preprocess(image, height=height, width=width).to(torch.float32)
+
+    def preprocess_mask(self, mask_image: Any, height: int, width: int) -> torch.Tensor:
+        """A mask (white = repaint), grayscale and binarized at 0.5: ``[N, 1, height, width]`` in {0, 1}."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=False, do_binarize=True,
+                                      do_convert_grayscale=True)
+        return processor.preprocess(mask_image, height=height, width=width).to(torch.float32)
+
+    def latent_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask.to(self.device, self.dtype)
+
+    def encode(self, pixels: torch.Tensor, generator: Any = None, sample: bool = True) -> torch.Tensor:
+        """Pixel models sample pixels: the "latents" of an image in [-1, 1] are the image (nothing is drawn)."""
+        return pixels.to(self.device, self.dtype)
+
+    def kept_steps(self, num_inference_steps: int, strength: float) -> int:
+        """Steps an edit with ``strength`` runs of an N-step grid: ``min(int(N·s), N)`` (diffusers' SD rule)."""
+        return min(int(num_inference_steps * strength), num_inference_steps)
 
     # -- the network ------------------------------------------------------------------------------
     def _unet(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
@@ -105,7 +139,7 @@ class UNet2DAdapter:
         return out[:, : self.channels].to(x.dtype)  # drop a learned variance; the state keeps its dtype
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None,
-                 guidance_scale: float = 1.0) -> torch.Tensor:
+                 guidance_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
         """Network output with classifier-free guidance in one (doubled) batch: one NFE."""
         uncond = None if class_labels is None else {"class_labels": torch.full_like(class_labels, self.null_class)}
         out = classifier_free_guidance(self._unet, x, t, guidance_scale, {"class_labels": class_labels}, uncond)

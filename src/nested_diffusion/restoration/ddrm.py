@@ -161,8 +161,9 @@ class DDRM:
 
 
 class DDRMSession(VanillaSession):
-    """Vanilla DDRM as a session: ``steps`` network calls on the schedule's vanilla grid (``grid_power`` 1)
-    or on ``schedule.inner_timesteps(top, steps, grid_power)`` (bent towards the clean end), started from DDRM's x_T' given y
+    """Vanilla DDRM as a session: ``steps`` network calls on ``schedule.inner_timesteps(top, steps, grid_power)``
+    (trailing — on a VP schedule the vanilla grid —, bent towards the clean end by ``grid_power``), started from
+    DDRM's x_T' given y
     (:meth:`InverseProblem.initial_state`), each step the :class:`DDRM` update. Frames are the x̂0
     previews; the last frame is the restoration. Composed from its parts: the measurements live in the
     sampler, so ``fork(indices=)`` picks them with the images."""
@@ -177,8 +178,7 @@ class DDRMSession(VanillaSession):
         schedule = as_schedule(schedule)
         problem = InverseProblem(operator, measurement, sigma_y, check_noise(noise))
         steps = check_steps(steps, "steps", schedule)
-        timesteps = schedule.timesteps(steps) if grid_power == 1 else schedule.inner_timesteps(schedule.top, steps,
-                                                                                                 grid_power)
+        timesteps = schedule.inner_timesteps(schedule.top, steps, grid_power)  # the trailing grid (VP: the vanilla one)
         super().__init__(model, schedule, noise, prediction_type=prediction_type, steps=len(timesteps),
                          sampler=DDRM(problem, eta, eta_b), timesteps=timesteps, start=problem.initial_state,
                          generator=generator, model_kwargs=model_kwargs)

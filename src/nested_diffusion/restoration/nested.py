@@ -35,8 +35,8 @@ class NestedRestoreSession(NestedSession):
     and η = ``outer_eta`` (no NFE). The last frame is the last inner output. The measurements live in
     the DDRM samplers, so ``fork(indices=)`` picks them with the images.
 
-    The layout is :func:`~nested_diffusion.planner.resolve_layout`'s for the counts given, on the
-    schedule's evenly spaced outer grid; with neither count, the frame fractions of
+    The layout is :func:`~nested_diffusion.planner.resolve_layout`'s for the counts given, on the trailing
+    outer grid ``schedule.inner_timesteps(top, K)`` (the vanilla grid on a VP schedule); with neither count, the frame fractions of
     :func:`~nested_diffusion.planner.plan_schedule` (inner steps 10, 10, 10, 20, 25, 25), measured for
     restoration too (BENCHMARKS.md §6). With ``inner_steps=1`` and σ_y > 0 this is exactly
     :class:`~nested_diffusion.restoration.DDRMSession` with ``outer_steps`` steps and η = ``outer_eta``.
@@ -58,10 +58,13 @@ class NestedRestoreSession(NestedSession):
         if outer_steps is None and inner_steps is None:
             inner_steps = plan_schedule(DEFAULT_BUDGET, max_steps=schedule.max_steps)
         layout = resolve_layout(schedule, outer_steps=outer_steps, inner_steps=inner_steps)
+        # the outer grid trailing from the top (on VP the vanilla grid; on a flow schedule with SD3's spacing
+        # the vanilla grid's last point is σ_min, where a last inner run has nothing left to do)
+        outer = schedule.inner_timesteps(schedule.top, len(layout.inner_steps))
         problem = InverseProblem(operator, measurement, sigma_y, check_noise(noise))
         inner_sampler = DDRM(problem, eta, eta_b) if inner == "ddrm" else make_sampler(DEFAULT_INNER_SAMPLER, eta)
         super().__init__(model, schedule, noise, prediction_type=prediction_type,
-                         outer_timesteps=layout.outer_timesteps, inner_steps=layout.inner_steps,
+                         outer_timesteps=outer, inner_steps=layout.inner_steps,
                          inner_sampler=inner_sampler, outer_update=DDRM(problem, outer_eta, eta_b),
                          inner_power=inner_grid_power, start=problem.initial_state, generator=generator,
                          model_kwargs=model_kwargs)

@@ -1,8 +1,11 @@
 """The anytime studio: ``nested-diffusion serve`` — watch, stop, steer and branch generations live.
 
-``app`` (FastAPI routes and the security middleware) → ``sessions`` (live sessions, branches,
-frames, events, caps) ← ``worker`` (one scheduling thread per device); ``sse`` streams events,
-``interventions`` defines the log that ``replay`` turns back into frames, ``static/`` is the page.
+``app`` (the security middleware, JSON errors) → ``routers`` (one per resource) → ``deps`` →
+``service.Studio``: ``registry`` (session lifecycle, placement on devices), ``controls`` (the
+interventions), ``schemas`` (the request contract), ``state`` (branches, the event log),
+``retention`` (kept frames), ``worker`` + ``scheduler`` + ``batching`` (one worker per device,
+packing the network calls of concurrent branches). ``sse`` streams events, ``interventions`` defines
+the log that ``replay`` turns back into frames (both via ``build``), ``static/`` is the page.
 Only :func:`replay` is imported eagerly-light; the server needs ``fastapi`` and ``uvicorn``.
 """
 

@@ -1,4 +1,5 @@
-"""The intervention log: everything needed to reproduce a studio session's frames bit-exactly.
+"""The intervention log: everything needed to reproduce a studio session's frames with the library
+(bit-exactly for a server that ran unbatched; its ``"batched"`` field says).
 
 A log is the session's creation request (seed, condition, layout) and the ordered list of
 interventions, each pinned to a step boundary of one branch:

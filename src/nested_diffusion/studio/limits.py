@@ -29,9 +29,12 @@ class Limits:
     max_branches: int = 16
     #: decoded images kept per session; beyond it the oldest frames (never a branch's latest) are dropped
     max_kept_images: int = 2048
-    #: height × width in pixels
-    max_pixels: int = 1024 * 1024
+    #: image height and width, pixels each (rounded down to the model's size multiple)
+    max_side: int = 1536
     #: a session's deadline, seconds
     max_deadline: float = 24 * 3600.0
     #: concurrent event streams per session
     max_streams: int = 8
+    #: seconds an event stream stays open before the server closes it (the client resumes with
+    #: Last-Event-ID, as SSE clients do; proxies drop very long connections anyway)
+    max_stream_seconds: float = 3600.0

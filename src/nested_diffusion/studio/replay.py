@@ -1,28 +1,29 @@
-"""Replay: a studio session's intervention log → its frames, bit-exactly, with the library alone.
+"""Replay: a studio session's intervention log → its frames, with the library alone.
 
-``replay(log)`` rebuilds the root session with ``NestedPipeline.anytime`` (same request, same seed),
-then walks each branch step by step, applying at each step boundary exactly what the log pins
-there: forks first (children start from the state after that step, with the condition that step
-used), then the condition edits due at the next step; a branch ends where it was stopped, pruned or
-expired. This is also ``nested-diffusion generate --replay log.json``.
+``replay(log)`` rebuilds the root session with ``NestedPipeline.anytime`` (same request, same seed:
+:mod:`.build`), then walks each branch step by step, applying at each step boundary exactly what the
+log pins there: forks first (children start from the state after that step, with the condition that
+step used), then the condition edits due at the next step; a branch ends where it was stopped, pruned
+or expired. The frames are the library's: bit-exact to a server that ran unbatched (``"batched":
+false`` in the log); a batched server's frames differ from them only by the network's float rounding
+at other batch sizes (BENCHMARKS.md §7). ``nested-diffusion generate --replay log.json`` is its
+command line (:mod:`nested_diffusion.cli.replay`).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import os
 from typing import Any
 
 import torch
 
-from .interventions import ROOT, VANILLA, condition_history, due_changes, load_log
+from .build import build_lane, build_root, nfe_cap, session_checkpoints
+from .interventions import ROOT, VANILLA, due_changes, load_log
 
-__all__ = ["replay", "run_cli"]
-
-CONDITION_FIELDS = ("class_labels", "prompt", "negative_prompt", "guidance_scale")
+__all__ = ["replay", "branch_seed"]
 
 
 def replay(log: dict[str, Any] | str | os.PathLike, pipeline: Any = None, *, device: str | torch.device | None = None,
@@ -32,19 +33,18 @@ def replay(log: dict[str, Any] | str | os.PathLike, pipeline: Any = None, *, dev
     /v1/sessions/{id}/log``). ``pipeline``: an already-loaded :class:`NestedPipeline`; by default the
     log's model is loaded with the log's dtype on ``device``. A forked branch's list starts with the
     parent frame it grew from, as in the studio."""
-    from .schemas import CreateSession
-    from .sessions import session_checkpoints, vanilla_kwargs
-
     log = load_log(log)
     if pipeline is None:
         from ..pipelines import NestedPipeline
 
         pipeline = NestedPipeline.from_pretrained(log.get("model"), dtype=getattr(torch, log.get("dtype", "float32")),
                                                   device=device, use_safetensors=True)
-    request = CreateSession(**log["request"])
-    root = pipeline.anytime(**request.library_kwargs(), generator=torch.Generator().manual_seed(request.seed),
-                            output_type="pil")
-    checkpoints = session_checkpoints(root, request.budget)
+    request = log["request"]
+    try:
+        root = build_root(pipeline, request)
+    except KeyError as e:
+        raise ValueError(f"the log's request has no {e.args[0]!r}: not a studio log of this version") from None
+    checkpoints = session_checkpoints(root, log.get("nfe_cap", nfe_cap(request, log["checkpoints"][-1])))
     if checkpoints != log["checkpoints"]:
         raise ValueError(f"the log's checkpoints {log['checkpoints']} differ from this model's {checkpoints}: "
                          "not the model (or library version) that wrote the log")
@@ -79,9 +79,8 @@ def replay(log: dict[str, Any] | str | os.PathLike, pipeline: Any = None, *, dev
                 session.set_condition(**changes)
             out.append(session.step())
 
-    if request.compare_vanilla:  # the vanilla lane: DDIM (η = 1) x̂0 previews at the nested checkpoints
-        lane = pipeline.vanilla(**vanilla_kwargs(request.model_dump(), checkpoints[-1]),
-                                generator=torch.Generator().manual_seed(request.seed), output_type="latent")
+    if request.get("compare_vanilla"):  # the vanilla lane: DDIM (η = 1) x̂0 previews at the nested checkpoints
+        lane = build_lane(pipeline, request, checkpoints[-1])
         out = frames[VANILLA] = []
         for target in checkpoints[:min(stops.get(VANILLA, math.inf), len(checkpoints))]:
             frame = lane.run(max_nfe=target)
@@ -89,47 +88,8 @@ def replay(log: dict[str, Any] | str | os.PathLike, pipeline: Any = None, *, dev
     return frames
 
 
-MARKER = "replay.json"
-
-
-def run_cli(args: Any) -> int:
-    """``nested-diffusion generate --replay LOG --out DIR``: the frames of every branch as PNGs
-    (``DIR/<branch>/step-KK-nfe-XXX-I.png``, provenance in text chunks), built in a temporary folder
-    and moved into place when complete."""
-    from ..cli.options import check_out, quiet_loading, resolve_device, staged_output
-    from .frames import frame_text, png_bytes
-
-    log = load_log(args.replay)
-    check_out(args.out, MARKER, "nested-diffusion generate --replay")
-    if args.model is not None:
-        log = {**log, "model": args.model}
-    if args.dtype != "float32":
-        log = {**log, "dtype": args.dtype}
-    with quiet_loading():
-        frames = replay(log, device=resolve_device(args.device))
-    initial = {k: log["request"][k] for k in CONDITION_FIELDS}
-    model = log.get("model") or "embedded:digits"
-    with staged_output(args.out, MARKER, "nested-diffusion generate --replay") as tmp:
-        for branch, branch_frames in frames.items():
-            (tmp / branch).mkdir()
-            for f in branch_frames:
-                step = sum(c <= f.nfe for c in log["checkpoints"])
-                history = condition_history(initial, log["ops"], branch, step)
-                for i, image in enumerate(f.images):
-                    text = frame_text(model=model, session=log.get("session_id", ""), branch=branch,
-                                      kind="vanilla" if branch == VANILLA else "nested", seed=_branch_seed(log, branch),
-                                      session_seed=log["request"]["seed"], step=step, num_steps=len(log["checkpoints"]),
-                                      nfe=f.nfe, timestep=f.timestep, image=i, history=history)
-                    (tmp / branch / f"step-{step:02d}-nfe-{f.nfe:03d}-{i}.png").write_bytes(png_bytes(image, text))
-        summary = {"log": str(args.replay), "model": model,
-                   "branches": {b: [f.nfe for f in fs] for b, fs in frames.items()}}
-        (tmp / MARKER).write_text(json.dumps(summary, indent=2))
-    n = sum(len(fs) for fs in frames.values())
-    print(f"replayed {len(frames)} branches, {n} frames: {args.out}/<branch>/step-KK-nfe-XXX-I.png")
-    return 0
-
-
-def _branch_seed(log: dict[str, Any], branch: str) -> int:
+def branch_seed(log: dict[str, Any], branch: str) -> int:
+    """The seed of ``branch``'s generator (a fork's, or the session's for the root and the lane)."""
     for op in log["ops"]:
         if op["op"] == "fork" and branch in op["branches"]:
             return op["seeds"][op["branches"].index(branch)]

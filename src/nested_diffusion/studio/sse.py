@@ -12,9 +12,11 @@ expires, or the server stops); ``Last-Event-ID`` / ``?after=N`` resume it.
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
-from .sessions import Event, Store, StudioSession
+import time
+
+from .state import Event, StudioSession
 
 __all__ = ["event_stream", "coalesce"]
 
@@ -44,33 +46,37 @@ def coalesce(events: list[Event], backlog: int) -> list[Event]:
     return [e for e in events if e.type != "frame" or latest[e.data["branch"]] == e.id]
 
 
-async def event_stream(store: Store, session: StudioSession, after: int, *, keepalive: float = 15.0,
-                       backlog: int = 64) -> AsyncIterator[bytes]:
-    """The SSE byte stream of ``session`` from event id ``after`` (exclusive)."""
+async def event_stream(studio: Any, session: StudioSession, after: int, *, keepalive: float = 15.0,
+                       backlog: int = 64, max_seconds: float | None = None) -> AsyncIterator[bytes]:
+    """The SSE byte stream of ``session`` from event id ``after`` (exclusive); it closes after
+    ``max_seconds`` (the client resumes with ``Last-Event-ID``)."""
     wakeup = _Wakeup(asyncio.get_running_loop())
-    with store.lock:
-        session.subscribers.add(wakeup)
+    registry = studio.registry
+    end = None if max_seconds is None else time.monotonic() + max_seconds
+    with studio.lock:
+        session.log.subscribers.add(wakeup)
         session.streams += 1
     try:
         yield b"retry: 1000\n\n"
         cursor = after
         while True:
-            with store.lock:
+            with studio.lock:
                 wakeup.event.clear()
-                fresh = session.events[cursor:]
-                finished = session.terminal or store.closing
-                session.last_activity = store.clock()
+                fresh = session.log.after(cursor)
+                finished = session.terminal or registry.closing
+                session.last_activity = registry.clock()
             if fresh:
                 cursor = fresh[-1].id
                 yield b"".join(e.encode() for e in coalesce(fresh, backlog))
-            if finished:
+            left = None if end is None else end - time.monotonic()
+            if finished or (left is not None and left <= 0):
                 return
             try:
-                await asyncio.wait_for(wakeup.event.wait(), keepalive)
+                await asyncio.wait_for(wakeup.event.wait(), keepalive if left is None else min(keepalive, left))
             except asyncio.TimeoutError:
                 yield b": keep-alive\n\n"
     finally:
-        with store.lock:
-            session.subscribers.discard(wakeup)
+        with studio.lock:
+            session.log.subscribers.discard(wakeup)
             session.streams -= 1
-            session.last_activity = store.clock()
+            session.last_activity = registry.clock()

@@ -27,6 +27,7 @@
     if (!response.ok) {
       const error = new Error((data && data.error) || `${response.status} ${response.statusText}`);
       error.status = response.status;
+      error.retryAfter = Number(response.headers.get("Retry-After")) || null;
       throw error;
     }
     return data;
@@ -82,6 +83,8 @@
     $("#guidance").placeholder = `model default (${health.default_guidance})`;
     $("#budget").max = health.limits.max_nfe;
     $("#num-images").max = health.limits.max_images;
+    const samplers = $("#inner-sampler");  // the server's registry, never a copy
+    for (const name of health.samplers || []) samplers.add(new Option(name, name));
     if (health.conditioning === "class") {
       const select = $("#class");
       select.replaceChildren();
@@ -117,14 +120,16 @@
   function requestFromControls() {
     const numImages = number("#num-images", (v) => parseInt(v, 10)) ?? 1;
     const inner = $("#inner-steps").value.trim();
-    return {
+    const innerSteps = inner === "" ? null
+      : inner.includes(",") ? inner.split(",").map((v) => parseInt(v, 10)) : parseInt(inner, 10);
+    return {  // a fixed layout (inner steps) replaces the budget; a list of counts sets the outer steps too
       ...conditionFromControls(numImages),
       num_images: numImages,
-      budget: number("#budget", (v) => parseInt(v, 10)),
+      budget: innerSteps === null ? number("#budget", (v) => parseInt(v, 10)) : null,
       deadline: number("#deadline"),
       seed: number("#seed", (v) => parseInt(v, 10)) ?? 0,
-      outer_steps: number("#outer-steps", (v) => parseInt(v, 10)),
-      inner_steps: inner === "" ? null : inner.includes(",") ? inner.split(",").map((v) => parseInt(v, 10)) : parseInt(inner, 10),
+      outer_steps: Array.isArray(innerSteps) ? null : number("#outer-steps", (v) => parseInt(v, 10)),
+      inner_steps: innerSteps,
       inner_sampler: $("#inner-sampler").value || null,
       compare_vanilla: $("#compare").checked,
     };
@@ -545,9 +550,16 @@
       try {
         created = await api("POST", "/v1/sessions", body);
       } catch (e) {
-        if (e.status !== 429 || !previous) throw e;
-        await api("DELETE", `/v1/sessions/${previous}`).catch(() => {});
+        if (e.status !== 429) throw e;
+        if (previous) {  // our own previous session makes room
+          await api("DELETE", `/v1/sessions/${previous}`).catch(() => {});
+        } else {  // the server is full: honour Retry-After (bounded), then try once more
+          const wait = Math.min(e.retryAfter || 5, 60);
+          say(`the server is busy: retrying in ${wait} s`);
+          await sleep(wait * 1000);
+        }
         created = await api("POST", "/v1/sessions", body);
+        say("");
       }
       if (previous && previous !== created.session_id) api("DELETE", `/v1/sessions/${previous}`).catch(() => {});
       openSession(created.session_id, created.checkpoints);
