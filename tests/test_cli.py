@@ -42,9 +42,9 @@ def test_generate_end_to_end(tmp_path, capsys):
 
 def test_budget_plans_steps(tmp_path):
     out = tmp_path / "b"
-    assert run_cli("--budget", 9, "--class", 1, "--out", out) == 0  # the planned layout: a frame by 10 %, then 8
+    assert run_cli("--budget", 9, "--class", 1, "--out", out) == 0  # the planned layout: below 20 NFEs the ladder
     run = json.loads((out / "run.json").read_text())
-    assert run["nfe"] == [1, 9] and run["inner_sampler"] == "unipc"
+    assert run["nfe"] == [1, 2, 3, 4, 7, 9] and run["inner_sampler"] == "unipc"
     assert run_cli("--budget", 30, "--class", 1, "--out", out) == 0
     assert json.loads((out / "run.json").read_text())["nfe"] == [3, 15, 30]
     assert run_cli("--budget", 9, "--inner", 3, "--class", 1, "--out", out) == 0
@@ -129,7 +129,7 @@ def test_first_run_prints_only_its_own_lines(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert lines and all(line.startswith("nested:") for line in lines), lines
-    assert res.stdout.startswith("nested 2x1/2: 2 frames × 1 images (3 NFEs")
+    assert res.stdout.startswith("nested 3x1/1/1: 3 frames × 1 images (3 NFEs")
     from nested_diffusion import plan_layout
     from nested_diffusion.schedules import make_alphas_cumprod
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
-                       PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_RESTART_LEVEL)
+                       PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
 from .nested import nested_grids
 from .schedules import DiscreteVP, Schedule, Time, as_schedule
 
@@ -90,10 +90,13 @@ def plan_frames(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTION
     Fewer, better frames at small budgets: 20 NFEs → 2, 8, 10 (frames at 2, 10, 20 NFEs), 30 → 3, 12, 15,
     50 → 5, 10, 10, 13, 12; from 80 NFEs on every run has ``min_run`` steps and all six frames stay
     (100 → 10, 10, 10, 20, 25, 25). A frame at a few NFEs is worth less than the NFEs it costs the next one
-    (BENCHMARKS.md §12)."""
+    (BENCHMARKS.md §12). Below :data:`~nested_diffusion.defaults.PLAN_MIN_RUN_BUDGET` (20) NFEs, where it
+    was not measured, the whole ladder stays (:func:`plan_schedule`)."""
     if isinstance(min_run, bool) or not isinstance(min_run, int) or min_run < 1:
         raise ValueError(f"min_run must be a positive integer number of NFEs, got {min_run!r}")
     ends = list(itertools.accumulate(plan_schedule(budget, fractions, max_steps=max_steps)))
+    if budget < PLAN_MIN_RUN_BUDGET:
+        return [b - a for a, b in zip([0] + ends, ends)]
     kept = ends[:1]
     for end in ends[1:]:
         if end - kept[-1] >= min_run:
