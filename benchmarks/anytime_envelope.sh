@@ -20,8 +20,8 @@ declare -A MEMBERS=(
   [linear]="unipc~logsnr dpmpp-2m:0~logsnr"
   [cosine]="unipc unipc~logsnr dpmpp-2m:0~logsnr"
   [scaled_linear]="unipc~logsnr dpmpp-3m:1~karras"
-  [flow]="unipc dpmpp-3m:0"
-  [flow:3]="unipc dpmpp-3m:0"
+  [flow]="unipc~trailing dpmpp-3m:0~trailing"
+  [flow:3]="unipc~trailing dpmpp-3m:0~trailing"
 )
 schedules=("$@")
 [ ${#schedules[@]} -gt 0 ] || schedules=(linear cosine scaled_linear flow flow:3)

@@ -44,12 +44,35 @@ def frames_table(root: Path, name: str) -> list[str]:
     return lines
 
 
+def winners_across(root: Path, names: list[str]) -> list[str]:
+    """One row per NFE count, one column per schedule: the best envelope member there and its FD."""
+    curves = {}
+    for name in names:
+        result = load_results(root / name)
+        members = {r["method"] for r in result.rows if r["kind"] == "envelope" and r["method"] != "envelope-best"}
+        curves[name] = {m: {r["nfe"]: r["value"] for r in result.rows if r["method"] == m} for m in members}
+    nfes = sorted({n for c in curves.values() for m in c.values() for n in m})
+    lines = ["| NFE | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for n in nfes:
+        cells = []
+        for name in names:
+            ranked = sorted((c[n], m.removeprefix("envelope-")) for m, c in curves[name].items() if n in c)
+            cells.append(f"{ranked[0][1]} {ranked[0][0]:.4g}" if ranked else "–")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/b19"))
     p.add_argument("names", nargs="*", default=["linear", "cosine", "cosine-n2000", "scaled_linear", "flow",
                                                 "flow-n2000", "flow3", "flow3-n2000"])
+    p.add_argument("--winners", action="store_true", help="one table of envelope winners across the schedules")
     args = p.parse_args()
+    present = [n for n in args.names if (args.out / n / "results.json").is_file()]
+    if args.winners:
+        print("\n".join(winners_across(args.out, present)))
+        return
     for name in args.names:
         if not (args.out / name / "results.json").is_file():
             continue
