@@ -38,6 +38,9 @@ def test_edit_inpaints_a_digit_and_keeps_the_rest_exactly(digit, tmp_path, capsy
         frame = np.asarray(Image.open(out / "frames" / "sample-00" / f"nested-nfe-{nfe:03d}.png").convert("L"))
         assert np.abs(frame[14:].astype(int) - source[14:].astype(int)).max() <= 1
     assert "inpainting, nested DDRM" in capsys.readouterr().out
+    masked = np.asarray(Image.open(out / "frames" / "sample-00" / "masked.png").convert("RGB")).astype(int)
+    assert (masked[:14, :, 0] - masked[:14, :, 1] >= 90).all()  # the region to repaint shows red
+    assert (masked[14:] == source[14:, :, None]).all()          # the kept region as it is
 
 
 def test_edit_image_to_image(digit, tmp_path):

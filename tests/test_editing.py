@@ -170,6 +170,34 @@ def test_edits_fork_per_image(pipes):
     torch.testing.assert_close(final * keep, child.edit.image * keep, rtol=0, atol=0)
 
 
+def test_prompt_edits_and_forks_keep_an_edit_their_own(pipes):
+    """A prompt edit keeps a 9-channel network's mask and masked-image latents (they are no condition); a fork's
+    set_edit changes the fork only — its parent's Edit, mask inputs and frames stay (the studio computes every
+    step on such a fork)."""
+    pipe, size = pipes["sd-inpaint-9ch"]
+    nested = NestedPipeline.from_pipe(pipe)
+    kw = edit_kwargs("sd-inpaint-9ch", size, 1.0)
+    kw.pop("num_inference_steps")
+    common = dict(**kw, outer_steps=3, inner_steps=2, output_type="latent")
+    plain = list(nested.anytime(**common, generator=gen(2)))
+    session = nested.anytime(**common, generator=gen(2))
+    session.step()
+    inputs = {k: session.core.model_kwargs[k] for k in ("mask", "masked_image_latents")}
+    child = session.fork()
+    child.set_condition(prompt="a dog")
+    assert all(torch.equal(child.core.model_kwargs[k], v) for k, v in inputs.items())
+    with Calls(network(pipe)) as calls:
+        child.step()
+    assert [shape[1] for shape in calls.shapes] == [9, 9]  # the network still gets its 9 input channels
+    child.set_edit(mask_image=square_mask(size, 0.0, 0.5))
+    assert not torch.equal(child.edit.mask_pixels, session.edit.mask_pixels)
+    assert all(torch.equal(session.core.model_kwargs[k], v) for k, v in inputs.items())
+    assert torch.equal(session.edit.mask_pixels, nested.anytime(**common).edit.mask_pixels)
+    rest = list(session)
+    for a, b in zip([plain[0], *rest], plain):
+        torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(mask_image=square_mask(24)), "mask_image must have the image's size"),
     (dict(strength=0.0), "strength must lie in"),

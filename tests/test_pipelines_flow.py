@@ -223,12 +223,12 @@ def _fd(gmm, latents):
     return gmm.frechet_distance(latents.reshape(len(latents), -1).double())
 
 
-@pytest.mark.parametrize("family", ["flux-dev", "sd3-cfg"])
+@pytest.mark.parametrize("family", ["flux-dev", "sd3"])
 def test_exact_oracle_inside_the_pipeline(gmm, tmp_path, family):
     """The nested default on a pipeline whose transformer is an exact mixture velocity (16×16-pixel images, 2×2
-    latents): within 1.3× (+ the 1,000-sample noise, 0.04) of the pipeline's own N-step runs at every checkpoint
-    ≥ 20 NFEs, ≥ 10× better than the x̂0 previews up to 50 NFEs, final no worse than the pipeline's 100-step run —
-    Flux with its dynamic shift (μ for 1 token), SD3 with shift 3 and CFG."""
+    latents): within 1.3× (+ the 1,000-sample noise, 0.04) of the pipeline's own N-step runs at 20, 50 and
+    100 NFEs, ≥ 10× better than the x̂0 previews up to 50 NFEs, final no worse than the pipeline's 100-step run —
+    Flux with its dynamic shift (μ for 1 token), SD3 with shift 3."""
     n, size = 1000, dict(height=16, width=16)
     if family == "flux-dev":
         pipe = build_flux(tmp_path, guidance_embeds=True)
@@ -237,22 +237,23 @@ def test_exact_oracle_inside_the_pipeline(gmm, tmp_path, family):
     else:
         pipe = build_sd3(tmp_path)
         pipe.transformer = ExactVelocityTransformer(pipe.transformer, gmm)
-        kwargs = dict(guidance_scale=3.0, negative_prompt="blurry")
+        kwargs = dict(guidance_scale=1.0)  # CFG doubles the cost and changes nothing here (text selects nothing):
+        # its plumbing is pinned by the parity tests above, its curve by benchmarks/flow_pipelines_oracle.py
     nested = NestedPipeline.from_pipe(pipe)
     common = dict(prompt=PROMPT, num_images=n, output_type="latent", **size, **kwargs)
     frames = {f.nfe: _fd(gmm, f.latents) for f in nested.anytime(generator=gen(1), **common)}
     previews = {f.nfe: _fd(gmm, f.latents) for f in nested.vanilla(num_inference_steps=100, sampler="ddim", eta=0.0,
-                                                                 generator=gen(1), **common)}
+                                                                 generator=gen(1), **common).frames(max_nfe=50)}
 
     def pipeline_run(steps):  # the pipeline's own Euler run with exactly that many steps
         out = pipe([PROMPT], num_images_per_prompt=n, num_inference_steps=steps, generator=gen(1),
                    output_type="latent", **size, **kwargs).images
         return _fd(gmm, pipe._unpack_latents(out, 16, 16, pipe.vae_scale_factor) if family == "flux-dev" else out)
 
-    envelope = {nfe: pipeline_run(nfe) for nfe in frames if nfe >= 20}
+    envelope = {nfe: pipeline_run(nfe) for nfe in (20, 50, 100)}  # the full curve: benchmarks/flow_pipelines_oracle.py
     assert sorted(frames) == [10, 20, 30, 50, 75, 100]
     for nfe, fd in frames.items():
-        if nfe >= 20:
+        if nfe in envelope:
             assert fd <= 1.3 * envelope[nfe] + 0.04, (nfe, fd, envelope[nfe])
         if nfe <= 50:
             assert previews[nfe] >= 10 * fd, (nfe, fd, previews[nfe])

@@ -254,3 +254,39 @@ def test_restore_cli_with_a_user_mask(tmp_path, capsys):
                         (["--task", "sr4", "--mask", mask], "goes with --task inpaint-mask")):
         assert restore_cli(*args, "--out", tmp_path / "bad") == 2
         assert words in capsys.readouterr().err
+
+
+def test_a_measurement_changed_mid_run(digits):
+    """Restoration's set_measurement (an inpainting mask edited mid-run): the frames before the change are the
+    plain run's; from the next step every frame keeps the newly observed pixels exactly (σ_y = 0); the same
+    measurement again changes no number; a fork taken before keeps its own; DDRM sessions take it too."""
+    truth = torch.rand(1, 1, 28, 28, generator=gen(4)) * 2 - 1
+    top, left = torch.zeros(1, 28, 28, dtype=torch.bool), torch.zeros(1, 28, 28, dtype=torch.bool)
+    top[:, :14], left[:, :, :14] = True, True
+    first, second = Inpainting(top), Inpainting(left)
+    common = dict(measurement=first(truth), sigma_y=0.0, budget=20, class_labels=[3], num_images=2,
+                  output_type="latent")
+    plain = list(digits.restore(operator=first, generator=gen(5), **common))
+    session = digits.restore(operator=first, generator=gen(5), **common)
+    before = [session.step(), session.step()]
+    branch = session.fork()
+    same = session.fork()
+    same.core.set_measurement(first(truth))  # one measurement for both images: expanded
+    assert [torch.equal(f.latents, p.latents) for f, p in zip([*before, *same], plain)] == [True] * len(plain)
+    session.core.set_measurement(second(truth), operator=second)
+    after = list(session)
+    assert [f.nfe for f in before + after] == [f.nfe for f in plain]
+    for frame in after:
+        assert torch.equal(frame.latents[:, :, :, :14], truth[:, :, :, :14].expand(2, -1, -1, -1))
+        assert (frame.latents[:, :, 14:, 14:] - truth[:, :, 14:, 14:]).abs().max() > 0.1  # unobserved now
+    assert session.core.problem.operator is second and branch.core.problem.operator is first
+    for frame in branch:  # the fork restores the first measurement
+        assert torch.equal(frame.latents[:, :, :14], truth[:, :, :14].expand(2, -1, -1, -1))
+    ddrm = digits.restore(operator=first, measurement=first(truth), sigma_y=0.0, method="ddrm", steps=10,
+                          generator=gen(6), output_type="latent")
+    ddrm.step()
+    ddrm.core.set_measurement(second(truth), operator=second)
+    assert torch.equal(ddrm.run().latents[:, :, :, :14], truth[:, :, :, :14])
+    with pytest.raises(ValueError, match="measurement must have shape"):
+        session.core.set_measurement(truth.reshape(1, -1), operator=second)
+    assert session.core.problem.operator is second  # a refused measurement changes nothing

@@ -243,7 +243,9 @@ def test_receipt_for_an_edit_during_a_step_and_last_edit_wins(api, app):
     assert b0["condition"] == {"class_labels": 9, "prompt": None, "negative_prompt": None, "guidance_scale": 2.0}
     assert [f["condition_rev"] for f in b0["frames"]] == [0, 2, 2, 2, 2] and b0["pending"] == []
     assert [e for e in read_events(api, sid) if e[1] == "condition"][0][2] == {"branch": "b0", "rev": 1,
-                                                                                "applies_from_step": 2}
+                                                                                "applies_from_step": 2,
+                                                                                "fields": ["class_labels",
+                                                                                           "guidance_scale"]}
 
 
 def test_stop_and_pause_during_a_step_spend_no_nfe_and_change_no_number(api, app, pipe):

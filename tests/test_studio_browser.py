@@ -269,3 +269,142 @@ def test_token_mode_sends_the_token_and_shows_frames_as_blobs(browser):
             p.wait_for_function("img => img.src.startsWith('blob:') && img.naturalWidth === 28", arg=img.element_handle())
         finally:
             context.close()
+
+
+# -- editing --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory):
+    from PIL import Image
+
+    from nested_diffusion.data import load_mnist5k
+
+    path = tmp_path_factory.mktemp("studio-edit") / "digit.png"
+    Image.fromarray(load_mnist5k("test")[0][0]).save(path)
+    return path
+
+
+def choose_image(page, path):
+    page.get_by_test_id("edit-upload").set_input_files(str(path))
+    page.wait_for_selector("#edit-area:not([hidden])")
+
+
+def set_range(page, testid, value):
+    page.get_by_test_id(testid).evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", value)
+
+
+def paint(page, y0, y1, x0=0.08, x1=0.92):
+    """Drag the mouse over the mask canvas in horizontal strokes covering rows ``y0..y1`` (fractions)."""
+    box = page.get_by_test_id("mask-canvas").bounding_box()
+    at = lambda fx, fy: (box["x"] + fx * box["width"], box["y"] + fy * box["height"])  # noqa: E731
+    page.mouse.move(*at(x0, y0))
+    page.mouse.down()
+    y = y0
+    while y <= y1:
+        page.mouse.move(*at(x1, y), steps=8)
+        page.mouse.move(*at(x0, y), steps=8)
+        y += 0.05
+    page.mouse.up()
+
+
+def painted_mask(page) -> np.ndarray:
+    """The mask as the page holds it: 255 where painted."""
+    alpha = page.get_by_test_id("mask-canvas").evaluate("""c => Array.from(
+        c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 3))""")
+    return np.where(np.asarray(alpha, dtype=np.uint8) >= 128, 255, 0).reshape(28, 28)
+
+
+def fetch(server, url) -> np.ndarray:
+    return pixels(httpx.get(server.url + url, timeout=30).content)
+
+
+def check_kept(server, frames, source, masks):
+    """Every image of every frame equals ``source`` exactly where ``masks(step)`` is black, and differs inside."""
+    for f in frames:
+        kept = masks(f["step"]) < 128
+        for url in f["images"]:
+            shown = fetch(server, url)
+            assert np.array_equal(shown[kept], source[kept]), f["step"]
+            assert np.abs(shown[~kept].astype(int) - source[~kept].astype(int)).mean() > 5, f["step"]
+
+
+def test_an_inpainting_edit_keeps_the_input_outside_the_painted_mask(page, server, digit_png):
+    """Upload, paint a mask with the mouse, Start: the server holds exactly the painted mask, and outside it
+    every frame keeps the input pixel for pixel (nested DDRM on the digit model) while inside it changes."""
+    open_studio(page, server.url)
+    choose_image(page, digit_png)
+    assert "28×28 upload, edited at 28×28: image-to-image" in page.get_by_test_id("edit-info").text_content()
+    set_range(page, "brush-size", 3)
+    paint(page, 0.1, 0.45)
+    assert "nested DDRM, strength 1" in page.get_by_test_id("edit-info").text_content()
+    assert page.get_by_test_id("strength").is_disabled()
+    painted = painted_mask(page)
+    assert 100 < (painted > 0).sum() < 600
+    start(page, "7", budget=20)
+    wait_status(page, "done")
+    snap = snapshot(server, page)
+    edit = snap["edit"]
+    assert snap["request"]["strength"] is None and snap["request"]["inner_sampler"] is None
+    mask, source = fetch(server, edit["mask_image_url"]), fetch(server, edit["image_url"])
+    assert np.array_equal(mask, painted)  # what was painted is what the server uses
+    from PIL import Image
+
+    assert np.array_equal(source, np.asarray(Image.open(digit_png)))
+    frames = snap["branches"][0]["frames"]
+    assert [f["nfe"] for f in frames] == [2, 4, 6, 10, 15, 20]
+    check_kept(server, frames, source, lambda step: mask)
+    assert np.array_equal(displayed(page), fetch(server, shown_url(page)))
+    assert page.get_by_test_id("session-input").get_attribute("data-url") == edit["image_url"]
+    assert pane(page).get_by_test_id("apply-edit").is_visible()
+
+
+def test_a_mask_painted_mid_run_applies_from_the_next_step(page, server, digit_png):
+    """Paused mid-run, more paint and Apply edit: the receipt names the next step; the frames before it keep
+    the input outside the first mask, those from it outside the new one (exactly)."""
+    open_studio(page, server.url)
+    choose_image(page, digit_png)
+    set_range(page, "brush-size", 3)
+    paint(page, 0.05, 0.3)
+    first = painted_mask(page)
+    start(page, "4", budget=200)
+    wait_nfe(page, 20)
+    pane(page).get_by_test_id("pause").click()
+    wait_status(page, "paused")
+    step = snapshot(server, page)["branches"][0]["step"]
+    paint(page, 0.6, 0.85)
+    second = painted_mask(page)
+    pane(page).get_by_test_id("apply-edit").click()
+    receipt = pane(page).get_by_test_id("receipt")
+    page.wait_for_function("el => /edit rev 1 applies from step \\d+/.test(el.textContent)", arg=receipt.element_handle())
+    applies_from = int(re.search(r"step (\d+)", receipt.text_content()).group(1))
+    assert applies_from == step + 1
+    pane(page).get_by_test_id("resume").click()
+    wait_status(page, "done")
+    assert f"edit rev 1 in effect since step {applies_from}" in receipt.text_content()
+    snap = snapshot(server, page)
+    b0 = snap["branches"][0]
+    source = fetch(server, snap["edit"]["image_url"])
+    assert np.array_equal(fetch(server, b0["edit"]["mask_image_url"]), second)
+    assert np.array_equal(fetch(server, snap["edit"]["mask_image_url"]), first)
+    check_kept(server, b0["frames"], source, lambda k: first if k < applies_from else second)
+    added = (second > 0) & (first == 0)  # kept before the change, repainted from its step on
+    for f in b0["frames"]:
+        if f["step"] >= applies_from:
+            assert all(np.abs(fetch(server, url)[added].astype(int) - source[added]).mean() > 5 for url in f["images"])
+
+
+def test_image_to_image_with_the_strength_slider_and_a_bad_upload(page, server, digit_png, tmp_path):
+    open_studio(page, server.url)
+    fake = tmp_path / "notes.png"
+    fake.write_text("not an image at all")
+    page.get_by_test_id("edit-upload").set_input_files(str(fake))
+    message = page.get_by_test_id("message")
+    page.wait_for_function("el => el.textContent.includes('not a PNG, JPEG or WebP file')", arg=message.element_handle())
+    assert page.locator("#edit-area").is_hidden()
+    choose_image(page, digit_png)
+    set_range(page, "strength", 0.5)
+    assert page.get_by_test_id("strength-value").text_content() == "0.50"
+    start(page, "2", budget=10)
+    wait_status(page, "done")
+    snap = snapshot(server, page)
+    assert (snap["request"]["strength"], snap["request"]["mask_image"]) == (0.5, None)
+    assert snap["branches"][0]["frames"][-1]["nfe"] == 10 and snap["edit"]["mask_image_url"] is None

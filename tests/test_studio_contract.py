@@ -111,7 +111,8 @@ def test_the_request_schema_is_the_models_and_the_servers_own(tmp_path, schema):
     create_schema = schema["components"]["schemas"]["CreateSession"]
     props = create_schema["properties"]
     assert set(props) == {"class_labels", "guidance_scale", "num_images", "budget", "outer_steps", "inner_steps",
-                          "inner_sampler", "seed", "deadline", "height", "width", "compare_vanilla"}
+                          "inner_sampler", "seed", "deadline", "height", "width", "compare_vanilla", "image",
+                          "mask_image", "strength"}
     assert create_schema["additionalProperties"] is False
     assert props["class_labels"]["anyOf"][0] == {"type": "integer", "minimum": 0, "maximum": 9}
     assert props["height"]["anyOf"][0] == {"type": "integer", "multipleOf": 4, "minimum": 4, "maximum": 1536}
@@ -119,6 +120,14 @@ def test_the_request_schema_is_the_models_and_the_servers_own(tmp_path, schema):
     from nested_diffusion.samplers import SAMPLERS
 
     assert props["inner_sampler"]["anyOf"][0]["enum"] == list(SAMPLERS)
+    assert props["image"]["anyOf"][0] == {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+    assert props["strength"]["anyOf"][0] == {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+    edit = schema["components"]["schemas"]["EditPatch"]
+    assert edit["minProperties"] == 1 and set(edit["properties"]) == {"mask_image", "strength"}
+    assert all("default" not in p for p in edit["properties"].values())  # absent, never null
+    upload = schema["paths"]["/v1/images"]["post"]
+    assert sorted(upload["requestBody"]["content"]) == ["image/jpeg", "image/png", "image/webp"]
+    assert {"413", "415", "422"} <= set(upload["responses"]) and "201" in upload["responses"]
     assert schema["components"]["schemas"]["ConditionPatch"]["minProperties"] == 1
     fork = schema["components"]["schemas"]["ForkRequest"]
     assert fork["properties"]["seeds"]["anyOf"][0]["minItems"] == 1 and "allOf" in fork
@@ -154,6 +163,31 @@ def test_schema_and_server_agree(app, schema, body):
     with client(app) as api:
         r = api.post("/v1/sessions", json=body)
         assert r.status_code == (201 if valid else 422), (body, r.text)
+        if r.status_code == 201:
+            api.delete(f"/v1/sessions/{r.json()['session_id']}")
+
+
+HEX = "ab" * 32
+
+
+@pytest.mark.parametrize("body", [
+    {"mask_image": HEX}, {"strength": 0.5}, {"image": HEX}, {"image": HEX, "strength": 0.5},
+    {"image": HEX, "mask_image": HEX}, {"image": HEX, "mask_image": HEX, "strength": 0.5},
+    {"image": HEX, "mask_image": HEX, "strength": 1}, {"image": HEX, "mask_image": HEX, "inner_sampler": "ddim"},
+    {"image": HEX, "strength": 0}, {"image": HEX, "strength": 1.5}, {"image": "not-hex"}, {"image": None, "strength": None},
+])
+def test_edit_schema_and_server_agree(app, schema, body):
+    """The edit rules of the document (mask and strength need an image; nested DDRM on this pixel model takes
+    strength 1 and no inner sampler) are the server's: a valid edit naming an image never uploaded is a 409."""
+    import jsonschema_rs
+
+    valid = jsonschema_rs.validator_for({**schema["components"]["schemas"]["CreateSession"], "$defs": {}}).is_valid(body)
+    with client(app) as api:
+        r = api.post("/v1/sessions", json=body)
+        wanted = (201 if body.get("image") is None else 409) if valid else 422
+        assert r.status_code == wanted, (body, r.text)
+        if r.status_code == 409:
+            assert "no uploaded image" in r.json()["error"]
         if r.status_code == 201:
             api.delete(f"/v1/sessions/{r.json()['session_id']}")
 

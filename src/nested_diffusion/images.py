@@ -25,7 +25,12 @@ MAX_PIXELS = 4096 * 4096
 
 
 class ImageFormatError(ValueError):
-    """The input is not an accepted image (format, size, or content)."""
+    """The input is not an accepted image; ``kind`` says why: ``"missing"`` (no such file), ``"format"`` (not
+    PNG / JPEG / WebP, or not an image at all), ``"size"`` (over the pixel limit) or ``"corrupt"`` (truncated)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def load_image(source: str | os.PathLike | bytes, *, name: str = "image", mode: str | None = None,
@@ -42,27 +47,27 @@ def load_image(source: str | os.PathLike | bytes, *, name: str = "image", mode: 
     else:
         path = os.fspath(source)
         if not os.path.isfile(path):
-            raise ImageFormatError(f"{name} {path!r} is not a file")
+            raise ImageFormatError(f"{name} {path!r} is not a file", "missing")
         stream = path
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(stream, formats=list(FORMATS))  # reads the header only
         except UnidentifiedImageError:
-            raise ImageFormatError(f"{name} is not a {accepted} file") from None
+            raise ImageFormatError(f"{name} is not a {accepted} file", "format") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageFormatError(f"{name} has more than {max_pixels} pixels (at most {max_pixels})") from None
+            raise ImageFormatError(f"{name} has more than {max_pixels} pixels (at most {max_pixels})", "size") from None
         except OSError as e:
-            raise ImageFormatError(f"{name} cannot be read: {e}") from None
+            raise ImageFormatError(f"{name} cannot be read: {e}", "corrupt") from None
         with image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageFormatError(f"{name} is {width}×{height} = {width * height} pixels; at most {max_pixels} "
-                                       "are accepted")
+                                       "are accepted", "size")
             try:
                 image.load()
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-                raise ImageFormatError(f"{name} is truncated or corrupt ({e})") from None
+                raise ImageFormatError(f"{name} is truncated or corrupt ({e})", "corrupt") from None
             return image.convert(mode) if mode is not None else image.copy()
 
 

@@ -118,9 +118,9 @@ class NestedSession(Session):
        - any sampler object, e.g. restoration's DDRM update (:mod:`nested_diffusion.restoration`).
 
     ``inner_steps``, ``inner_eta`` and ``inner_spacing`` are one value or one per outer step;
-    ``inner_sampler`` is a name, a sampler object or a list of them (one per outer step); ``inner_spacing`` names
-    the grid of an inner run (``schedule.replace(spacing=...)``, e.g. ``"logsnr"`` or ``"karras"`` on a discrete
-    VP schedule; ``None``: the schedule's own) — samplers never see it. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
+    ``inner_sampler`` is a name, a sampler object or a list of them (one per outer step); ``inner_spacing``
+    names the grid of an inner run (``schedule.replace(spacing=...)``, e.g. ``"logsnr"`` or ``"karras"`` on a
+    discrete VP schedule; ``None``: the schedule's own) — samplers never see it. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
     DDIM with ``outer_steps`` steps and η = ``outer_eta`` (Euler for η = 0 on a flow schedule).
     ``inner_eta``/``outer_eta`` default to :data:`DEFAULT_INNER_ETA` / :data:`DEFAULT_OUTER_ETA`;
     ``start`` maps the initial noise to the state at the first outer level (default: the noise itself).
@@ -193,8 +193,7 @@ class NestedSession(Session):
     def replan(self, x: torch.Tensor, outer_timesteps: Sequence[Time], inner_steps: Sequence[int]) -> None:
         """Restart the outer process from the next step on: the state ``x`` at ``outer_timesteps[0]`` and the
         remaining outer grid with its inner counts (e.g. an edit given a new strength mid-run). Completed steps,
-        their frames and NFEs stay; the remaining steps reuse the last inner sampler and inner spacing. Call it
-        between steps."""
+        their frames and NFEs stay; the remaining steps reuse the last inner sampler and grid spacing. Call it between steps."""
         outer = self.schedule.check_times(outer_timesteps, "outer_timesteps")
         inner = [check_steps(m, "inner_steps", self.schedule) for m in inner_steps]
         if len(inner) != len(outer):
@@ -202,7 +201,7 @@ class NestedSession(Session):
         k = self.k
         self.outer_timesteps = self.outer_timesteps[:k] + outer
         self.inner_steps = self.inner_steps[:k] + inner
-        spacing = self.inner_spacing[-1]
+        spacing = self.inner_spacing[-1]  # the remaining runs on the last run's grid, as with its sampler
         self._inner_grids = self._inner_grids[:k] + nested_grids(self.schedule, inner, outer, self._inner_power,
                                                                  spacing)[1]
         self.inner_spacing = self.inner_spacing[:k] + [spacing] * len(outer)

@@ -59,6 +59,15 @@ def contact_sheet(rows: Sequence[Sequence[Image.Image | None]], column_labels: S
     return sheet
 
 
+def mask_overlay(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """The image with the region to repaint (white in ``mask``) shown in red at half opacity, so a mask reads
+    on a white contact sheet and beside its input."""
+    rgb = image.convert("RGB")
+    red = Image.new("RGB", rgb.size, (220, 40, 40))
+    alpha = mask.convert("L").resize(rgb.size, Image.NEAREST).point(lambda v: 128 if v >= 128 else 0)
+    return Image.composite(red, rgb, alpha)
+
+
 def save_gif(frames: Sequence[Image.Image], path: str | Path | BinaryIO, duration_ms: int = 400,
              hold_last_ms: int = 1500) -> None:
     """An animated GIF looping over ``frames`` (the last one held longer), to a path or a binary file."""

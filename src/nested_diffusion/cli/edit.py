@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from ..models import model_label
 from .options import (CLIError, Formatter, add_model_arguments, check_out, classes, guidance, load_pipeline,
-                      positive_int, staged_output)
+                      nested_frames, positive_int, staged_output)
 
 MARKER = "run.json"
 #: library argument names → this command's flags (for error messages)
@@ -36,9 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Anytime editing: every outer step a complete edit of --input that improves with NFEs. "
                     "Without --mask it is image-to-image (the input noised to --strength, then denoised); with "
                     "--mask (white = repaint) it is inpainting: the unmasked region is kept in every frame. Writes "
-                    "every frame as a PNG named by its NFE count, a contact sheet (rows: input, mask, nested frames, "
-                    "vanilla x̂0 previews), a GIF and run.json. On the embedded digit model (the default) inpainting "
-                    "is nested DDRM, exact for a mask.",
+                    "every frame as a PNG named by its NFE count, a contact sheet (rows: input, the mask in red "
+                    "over it, nested frames, vanilla x̂0 previews), a GIF and run.json. On the embedded digit model "
+                    "(the default) inpainting is nested DDRM, exact for a mask.",
         formatter_class=Formatter)
     add_model_arguments(p, "hub id or local diffusers folder (default: the embedded MNIST digit model)")
     p.add_argument("--input", type=Path, required=True, help="the image to edit (PNG, JPEG or WebP)")
@@ -77,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--mask must have the input's size {image.size[0]}×{image.size[1]}, got "
                        f"{mask.size[0]}×{mask.size[1]}")
     import torch
-    from tqdm import tqdm
 
     pipe = load_pipeline(args)
     adapter = pipe.adapter
@@ -107,16 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. the nested frames, then (optionally) the vanilla edit's previews at the same NFEs
     total = session.core.total_nfe
-    bar = tqdm(total=total * (2 if args.compare_vanilla else 1), unit="NFE", desc="nested", file=sys.stderr)
-    nested, start = [], time.perf_counter()
-    for frame in session.frames():
-        nested.append(frame)
-        bar.update(frame.nfe - bar.n)
-    nested_s = time.perf_counter() - start
+    nested, nested_s, bar = nested_frames(session, compare="vanilla" if args.compare_vanilla else None)
     checkpoints = [f.nfe for f in nested]
     lanes = {"nested": nested}
     if args.compare_vanilla:
-        bar.set_description("vanilla")
         if ddrm:
             baseline = pipe.restore(image, session.core.problem.operator, 0.0, method="ddrm", steps=total,
                                     generator=generator(), output_type="latent",
@@ -136,13 +128,13 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
 
     # 3. the files: the input and mask rows, frames, contact sheet, GIF and run.json, moved into place together
-    from ..visualize import save_anytime
+    from ..visualize import mask_overlay, save_anytime
 
     decode = lambda frames: [(f.nfe, session.decode(f.latents, "pil")) for f in frames]  # noqa: E731
     count = len(nested[-1].latents)
     references = {"input": [image] * count}
     if mask is not None:
-        references["mask"] = [mask] * count
+        references["masked"] = [mask_overlay(image, mask)] * count  # the region to repaint in red over the input
     kind = "inpainting" if mask is not None else f"image-to-image (strength {session.edit.strength:g})" \
         if session.edit is not None else "image-to-image"
     method = "nested DDRM" if ddrm else "nested"
@@ -153,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                      title=f"{kind}: {method}" + (" vs x0-prediction previews" if args.compare_vanilla else ""))
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,
-            "model": args.model or "embedded:digits", "input": str(args.input),
+            "model": model_label(args.model), "input": str(args.input),
             "mask": None if args.mask is None else str(args.mask), "method": method,
             "strength": None if session.edit is None else session.edit.strength,
             "prompt": args.prompt, "class_labels": labels, "seed": args.seed, "nfe": checkpoints,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..defaults import DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, OUTER_UPDATES, PLAN_INNER_SAMPLER
+from ..models import model_label
 from .options import (SAMPLERS, CLIError, Formatter, add_model_arguments, classes, eta, guidance, load_pipeline,
                       positive_float, positive_int, staged_output, check_out)
 
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         save_anytime(folder, lanes, sample_labels=samples, lane_labels={"vanilla": "vanilla x0-pred"}, title=title)
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,
-            "model": args.model or "embedded:digits", "device": str(pipe.adapter.device), "dtype": args.dtype,
+            "model": model_label(args.model), "device": str(pipe.adapter.device), "dtype": args.dtype,
             "outer_steps": outer, "inner_steps": inner, "inner_sampler": sampler_name,
             "outer_timesteps": core.outer_timesteps, "outer_update": core.outer_update,
             "inner_eta": _one_or_all([s.eta for s in core.inner_samplers]),

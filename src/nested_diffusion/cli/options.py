@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator
 from ..defaults import DEFAULT_SIGMA_Y, RESTORATION_BOXES, RESTORATION_TASKS
 
 __all__ = ["CLIError", "positive_int", "positive_float", "eta", "guidance", "sigma_y", "classes", "Formatter",
-           "add_model_arguments", "add_task_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
+           "add_model_arguments", "embedded_models_help", "add_task_arguments", "resolve_device", "quiet_loading", "load_pipeline", "check_out", "staged_output", "flag_names",
            "DTYPES", "SAMPLERS"]
 
 class _SamplerNames:
@@ -101,9 +102,16 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def embedded_models_help() -> str:
+    """The ``--model`` help's list of the embedded models by name (:func:`nested_diffusion.models.embedded_names`)."""
+    from ..models import embedded_names
+
+    return "; the embedded models by name: " + ", ".join(embedded_names())
+
+
 def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     """``--model``, ``--device`` and ``--dtype``."""
-    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--model", default=None, help=model_help + embedded_models_help())
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps …")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="model dtype")
 
@@ -159,6 +167,25 @@ def load_pipeline(args: argparse.Namespace, **kwargs: Any):
     device = resolve_device(args.device)
     with quiet_loading():
         return NestedPipeline.from_pretrained(args.model, dtype=getattr(torch, args.dtype), device=device, **kwargs)
+
+
+def nested_frames(session: Any, *, compare: str | None = None) -> tuple[list[Any], float, Any]:
+    """Run ``session`` to the end under an NFE progress bar (twice its length when a ``compare`` lane follows,
+    labelled so): ``(frames, seconds, bar)``; the caller closes the bar."""
+    import time
+
+    from tqdm import tqdm
+
+    total = session.core.total_nfe
+    bar = tqdm(total=total * (2 if compare else 1), unit="NFE", desc="nested", file=sys.stderr)
+    frames, start = [], time.perf_counter()
+    for frame in session.frames():
+        frames.append(frame)
+        bar.update(frame.nfe - bar.n)
+    seconds = time.perf_counter() - start
+    if compare:
+        bar.set_description(compare)
+    return frames, seconds, bar
 
 
 def check_out(out: Path, marker: str, writer: str) -> Path:

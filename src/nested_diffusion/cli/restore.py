@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from ..defaults import RESTORATION_TASKS
+from ..models import model_label
 from .options import (CLIError, Formatter, add_model_arguments, add_task_arguments, check_out, load_pipeline,
-                      positive_int, staged_output)
+                      nested_frames, positive_int, staged_output)
 
 MARKER = "run.json"
 #: the restore command's tasks: all but the oracle-only dense matrix
@@ -73,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             load_image(path, name=flag)
     import torch
-    from tqdm import tqdm
 
     from ..restoration import make_operator
 
@@ -94,17 +92,10 @@ def run(args: argparse.Namespace) -> int:
     y = session.core.problem.measurement
 
     # 2. the nested frames, then (optionally) DDRM's previews at the same NFEs
-    bar = tqdm(total=session.core.total_nfe * (2 if args.compare_ddrm else 1), unit="NFE", desc="nested",
-               file=sys.stderr)
-    nested, start = [], time.perf_counter()
-    for frame in session.frames():
-        nested.append(frame)
-        bar.update(frame.nfe - bar.n)
-    nested_s = time.perf_counter() - start
+    nested, nested_s, bar = nested_frames(session, compare="ddrm" if args.compare_ddrm else None)
     checkpoints = [f.nfe for f in nested]
     lanes = {"nested": nested}
     if args.compare_ddrm:
-        bar.set_description("ddrm")
         ddrm = pipe.restore(operator=operator, sigma_y=args.sigma_y, measurement=y, method="ddrm",
                             steps=checkpoints[-1], generator=torch.Generator().manual_seed(args.seed), output_type="latent")
         done = bar.n
@@ -135,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                            + (" vs DDRM x0-prediction previews" if args.compare_ddrm else ""))
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,
-            "model": args.model or "embedded:digits", "task": args.task, "operator": repr(operator),
+            "model": model_label(args.model), "task": args.task, "operator": repr(operator),
             "sigma_y": args.sigma_y, "input": None if args.input is None else str(args.input),
             "digits": None if truth is None else len(truth) // per, "class_labels": labels or None,
             "outer_steps": session.core.num_steps, "inner_steps": session.core.inner_steps, "seed": args.seed, "nfe": checkpoints,

@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any
 
-from .options import DTYPES, Formatter, _number, positive_float, positive_int
+from .options import DTYPES, Formatter, _number, embedded_models_help, positive_float, positive_int
 
 _port = _number(int, "a port in [0, 65535] (0: any free port)", lambda v: 0 <= v <= 65535)
 
@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "http://127.0.0.1:7860/. Any --host other than localhost requires a token (generated and "
                     "printed when --token is not given). Ctrl-C stops it.",
         formatter_class=Formatter)
-    p.add_argument("--model", default=None, help="hub id or local diffusers folder (default: the embedded MNIST digit model)")
+    p.add_argument("--model", default=None, help="hub id or local diffusers folder (default: the embedded MNIST digit model)"
+                   + embedded_models_help())
     p.add_argument("--device", default="auto",
                    help="torch device(s), comma-separated for several (cuda:0,cuda:1; cpu,cpu): one copy of the model "
                         "and one worker per device, each session on the least-loaded one; auto: cuda if available, "

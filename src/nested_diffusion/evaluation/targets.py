@@ -206,9 +206,9 @@ def _fingerprint(model: str | None) -> str | None:
     import hashlib
     from pathlib import Path
 
-    from ..models import embedded_model_path
+    from ..models import resolve_model
 
-    folder = embedded_model_path() if model is None else Path(model)
+    folder = Path(resolve_model(model))
     if not folder.is_dir():
         return None  # a hub id: the hub cache pins its revision
     digest = hashlib.sha1()
@@ -244,8 +244,9 @@ def load_target(model: str | None, *, device: torch.device | str = "cpu", dtype:
         if prompts or guidance_scale is not None:
             raise ValueError("the Gaussian-mixture oracle is unconditional: no prompts or guidance_scale")
         return GMMTarget(schedule, prediction_type)
+    from ..models import model_label
     from ..pipelines import NestedPipeline
 
     pipe = NestedPipeline.from_pretrained(model, dtype=dtype, device=device)
-    return PipelineTarget(pipe, "embedded-digits" if model is None else str(model), guidance_scale, prompts,
+    return PipelineTarget(pipe, model_label(model), guidance_scale, prompts,
                           height, width, fingerprint=_fingerprint(model))

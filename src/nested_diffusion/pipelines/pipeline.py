@@ -71,11 +71,13 @@ class NestedPipeline:
                         device: str | torch.device | None = None, torch_dtype: torch.dtype | None = None,
                         **kwargs: Any) -> "NestedPipeline":
         """Load with diffusers' ``DiffusionPipeline.from_pretrained`` (hub id or local folder);
-        ``None`` loads the embedded MNIST digit model, offline. ``dtype`` (or its older diffusers
-        name ``torch_dtype``) is passed under the name the installed diffusers expects."""
-        from ..models import embedded_model_path
+        ``None`` loads the embedded MNIST digit model, offline, and ``"embedded:NAME"`` an embedded model by
+        name (``embedded:digits``, ``embedded:digits-flow``: :func:`~nested_diffusion.models.resolve_model`).
+        ``dtype`` (or its older diffusers name ``torch_dtype``) is passed under the name the installed
+        diffusers expects."""
+        from ..models import resolve_model
 
-        path = embedded_model_path() if model is None else model
+        path = resolve_model(model)
         text = os.fspath(path)
         local = Path(text).expanduser()
         if local.exists():
@@ -200,20 +202,25 @@ class NestedPipeline:
             core = VanillaSession(a, schedule, noise, steps=num_inference_steps, sampler=sampler, eta=eta, **common)
         return PipelineSession(self, core, condition, output_type=output_type, decode_every=decode_every, edit=edit)
 
+    def _encode(self, condition: dict[str, Any], num_images: int | None) -> tuple[int, dict[str, Any]]:
+        """``(num_images, model_kwargs)``: the batch size (given, or from the prompts / labels) checked and the
+        condition encoded by the adapter, before any random draw (as diffusers encodes the prompt first)."""
+        if num_images is None:
+            num_images = _batch_size(condition.get("prompt"), condition.get("class_labels"))
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        check_condition_keys(self.adapter, condition)
+        with torch.inference_mode():
+            return num_images, self.adapter.condition(num_images, **condition)
+
     def _start_edit(self, condition: dict[str, Any], num_images: int | None, generator: Any, image: Any,
                     mask_image: Any, strength: float | None, height: int | None, width: int | None
                     ) -> tuple[dict[str, Any], Any, int, int]:
         """Validated ``(model_kwargs, edit, height, width)`` of a new edit (see :func:`~.editing.prepare_edit`);
         the condition is checked before the random draws, as diffusers encodes the prompt first."""
-        if num_images is None:
-            num_images = _batch_size(condition.get("prompt"), condition.get("class_labels"))
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
-        a = self.adapter
-        check_condition_keys(a, condition)
-        with torch.inference_mode():
-            model_kwargs = a.condition(num_images, **condition)
-        edit, height, width = prepare_edit(a, image, mask_image, strength, num_images, generator, height, width)
+        num_images, model_kwargs = self._encode(condition, num_images)
+        edit, height, width = prepare_edit(self.adapter, image, mask_image, strength, num_images, generator, height,
+                                           width)
         model_kwargs.update(edit.network_inputs)
         return model_kwargs, edit, height, width
 
@@ -228,14 +235,9 @@ class NestedPipeline:
                 raise ValueError("latents must be a floating-point tensor [num_images, channels, ...]")
             if num_images is None:
                 num_images = latents.shape[0]
-        if num_images is None:
-            num_images = _batch_size(condition.get("prompt"), condition.get("class_labels"))
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        num_images, model_kwargs = self._encode(condition, num_images)
         a = self.adapter
-        check_condition_keys(a, condition)
         with torch.inference_mode():
-            model_kwargs = a.condition(num_images, **condition)
             if latents is None:
                 noise = a.initial_noise(num_images, generator, height=height, width=width)
             else:

@@ -91,7 +91,10 @@ class PipelineSession:
         condition = {**self.condition, **changes}
         check_condition_keys(self.pipeline.adapter, condition)
         with torch.inference_mode():
-            self.core.model_kwargs = self.pipeline.adapter.condition(len(self.core.x), **condition)
+            model_kwargs = self.pipeline.adapter.condition(len(self.core.x), **condition)
+        if self.edit is not None:  # an inpainting network's mask and masked-image latents are not a condition
+            model_kwargs.update({k: self.core.model_kwargs[k] for k in self.edit.network_inputs})
+        self.core.model_kwargs = model_kwargs
         self.condition = condition
 
     def set_edit(self, *, mask_image: Any = None, strength: float | None = None) -> None:
@@ -108,10 +111,16 @@ class PipelineSession:
         if self.edit is None:
             raise ValueError("set_edit changes an edit: this session was not started with image=")
         adapter, core = self.pipeline.adapter, self.core
+        if strength is not None:  # checked before anything changes
+            strength = check_strength(strength)
+            if not hasattr(core, "replan"):
+                raise ValueError("a new strength restarts the outer process of a nested edit; a vanilla edit keeps its "
+                                 "grid (start a new session)")
+        edit = dataclasses.replace(self.edit)  # forks share an Edit: replace it, never change it in place
         if mask_image is not None:
-            if self.edit.mask is None:
+            if edit.mask is None:
                 raise ValueError("mask_image changes an inpainting edit; this image-to-image edit has none")
-            h, w = self.edit.mask_pixels.shape[-2:]
+            h, w = edit.mask_pixels.shape[-2:]
             raw = to_pixels(mask_image, 1, name="mask_image")
             if tuple(raw.shape[-2:]) != (h, w) or len(raw) not in (1, len(core.x)):
                 raise ValueError(f"mask_image must be one mask (or one per image) of the input's size {w}×{h}")
@@ -119,19 +128,13 @@ class PipelineSession:
             pixels = pixels.expand(len(core.x), *pixels.shape[1:])
             with torch.inference_mode():
                 mask = adapter.latent_mask(pixels)
-                if self.edit.network_inputs:
-                    masked = adapter.encode(self.edit.pixels * (pixels < 0.5), sample=False)
+                if edit.network_inputs:
+                    masked = adapter.encode(edit.pixels * (pixels < 0.5), sample=False)
                     core.model_kwargs = {**core.model_kwargs, "mask": mask, "masked_image_latents": masked}
-                    self.edit.network_inputs = {"mask": mask, "masked_image_latents": masked}
+                    edit.network_inputs = {"mask": mask, "masked_image_latents": masked}
             core.samplers = _with_mask(core.samplers, mask)
-            self.edit.mask, self.edit.mask_pixels = mask, pixels
-        if strength is not None:
-            strength = check_strength(strength)
-            if not hasattr(core, "replan"):
-                raise ValueError("a new strength restarts the outer process of a nested edit; a vanilla edit keeps its "
-                                 "grid (start a new session)")
-            if core.done:
-                return
+            edit.mask, edit.mask_pixels = mask, pixels
+        if strength is not None and not core.done:
             from ..planner import resolve_layout
             from ..samplers.noise import randn_like
 
@@ -139,11 +142,12 @@ class PipelineSession:
             start = edit_timesteps(adapter, core.schedule, left, strength)[0][0]
             layout = resolve_layout(core.schedule, budget=left, start=start)
             with torch.inference_mode():
-                if self.edit.image is None:  # never encoded (an inpainting network at full strength): the VAE's mode
-                    self.edit.image = adapter.encode(self.edit.pixels, sample=False)
-                x = self.edit.noised(randn_like(core.x, core.generator), core.schedule.level(start))
+                if edit.image is None:  # never encoded (an inpainting network at full strength): the VAE's mode
+                    edit.image = adapter.encode(edit.pixels, sample=False)
+                x = edit.noised(randn_like(core.x, core.generator), core.schedule.level(start))
             core.replan(x, layout.outer_timesteps, layout.inner_steps)
-            self.edit.strength = strength
+            edit.strength = strength
+        self.edit = edit
 
     def decode(self, latents: torch.Tensor, output_type: str | None = None) -> Any:
         """Decode x̂0 latents to ``output_type`` (default: the session's)."""

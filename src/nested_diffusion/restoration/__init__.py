@@ -5,12 +5,12 @@ Operators with an implicit SVD, the DDRM sampler (Kawar et al. 2022) as a sessio
 measurement-consistent restorations after every outer step).
 """
 
-from .ddrm import DDRM, DDRMSession, InverseProblem, ddrm_sample, ddrm_start, ddrm_step, ddrm_update
+from .ddrm import DDRM, DDRMSession, InverseProblem, Restoring, ddrm_sample, ddrm_start, ddrm_step, ddrm_update
 from .nested import NestedRestoreSession, nested_restore
 from .operators import (Colorization, Deblur, Dense, Denoising, Inpainting, LinearOperator, SuperResolution,
                         residual_ratio)
 from .tasks import DEFAULT_SIGMA_Y, TASKS, make_operator
 
 __all__ = ["LinearOperator", "Inpainting", "SuperResolution", "Deblur", "Colorization", "Denoising", "Dense",
-           "residual_ratio", "InverseProblem", "DDRM", "ddrm_start", "ddrm_step", "ddrm_update", "DDRMSession", "ddrm_sample",
+           "residual_ratio", "InverseProblem", "DDRM", "Restoring", "ddrm_start", "ddrm_step", "ddrm_update", "DDRMSession", "ddrm_sample",
            "NestedRestoreSession", "nested_restore", "TASKS", "DEFAULT_SIGMA_Y", "make_operator"]

@@ -26,7 +26,7 @@ from ..vanilla import VanillaSession
 from .operators import LinearOperator, check_sigma_y
 
 __all__ = ["ddrm_start", "ddrm_step", "ddrm_update", "InverseProblem", "DDRM", "DDRMSession", "ddrm_sample",
-           "check_eta", "check_grid_power"]
+           "check_eta", "check_grid_power", "Restoring"]
 
 
 def check_eta(value: Any, name: str) -> float:
@@ -149,6 +149,10 @@ class DDRM:
     def select_rows(self, rows: list[int]) -> "DDRM":
         return dataclasses.replace(self, problem=self.problem.select_rows(rows))
 
+    def with_problem(self, problem: InverseProblem) -> "DDRM":
+        """The same update for another measurement (a mask changed mid-run)."""
+        return dataclasses.replace(self, problem=problem)
+
     def step(self, x: torch.Tensor, denoised: torch.Tensor, level: Level, next_level: Level,
              carry: Any = None, generator: Generator = None) -> tuple[torch.Tensor, Any]:
         p, op = self.problem, self.problem.operator
@@ -160,7 +164,47 @@ class DDRM:
         return alpha_next * op.V(x_bar_next, p.shape), None
 
 
-class DDRMSession(VanillaSession):
+def _with_problem(value: Any, problem: InverseProblem) -> Any:
+    """The samplers of a session with every DDRM update given ``problem`` (the others unchanged)."""
+    if isinstance(value, DDRM):
+        return value.with_problem(problem)
+    if isinstance(value, dict):
+        return {k: _with_problem(v, problem) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_with_problem(v, problem) for v in value)
+    return value
+
+
+class Restoring:
+    """What a restoration session adds to its base session: :attr:`problem` (the measurements its DDRM
+    updates use) and :meth:`set_measurement`, the restoration's counterpart of
+    :meth:`~nested_diffusion.pipelines.PipelineSession.set_edit` (e.g. an inpainting mask edited mid-run)."""
+
+    samplers: dict[str, Any]
+    x: torch.Tensor
+
+    @property
+    def problem(self) -> InverseProblem:
+        """The measurements being restored (of the images this session holds)."""
+        raise NotImplementedError
+
+    def set_measurement(self, measurement: torch.Tensor, *, operator: LinearOperator | None = None,
+                        sigma_y: float | None = None) -> None:
+        """Restore another measurement y = H x + σ_y n from the next step on (frames already produced are
+        unaffected): ``measurement`` in ``operator``'s shape (default: the current H), one per image or one for
+        all, with noise ``sigma_y`` (default: the current σ_y). Every DDRM update — the outer step and DDRM inner
+        runs — then uses it; the state stays, so the next step starts from where the session is (DDRM's update
+        pulls the measured components to the new ȳ: with σ_y = 0 they equal it exactly in every later frame).
+        Validated like a new problem, before anything changes."""
+        current = self.problem
+        operator = current.operator if operator is None else operator
+        if isinstance(measurement, torch.Tensor) and measurement.ndim >= 1 and len(measurement) == 1 < len(self.x):
+            measurement = measurement.expand(len(self.x), *measurement.shape[1:])
+        problem = InverseProblem(operator, measurement, current.sigma_y if sigma_y is None else sigma_y, self.x)
+        self.samplers = _with_problem(self.samplers, problem)  # replaced, never mutated: forks keep their own
+
+
+class DDRMSession(Restoring, VanillaSession):
     """Vanilla DDRM as a session: ``steps`` network calls on ``schedule.inner_timesteps(top, steps, grid_power)``
     (trailing — on a VP schedule the vanilla grid —, bent towards the clean end by ``grid_power``), started from
     DDRM's x_T' given y
@@ -186,7 +230,7 @@ class DDRMSession(VanillaSession):
     @property
     def problem(self) -> InverseProblem:
         """The measurements being restored (of the images this session holds)."""
-        return self.sampler.problem
+        return self.samplers["step"].problem
 
 
 def ddrm_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *, operator: LinearOperator,

@@ -15,7 +15,7 @@ from ..samplers import make_sampler
 from ..samplers.noise import Generator
 from ..schedules import Schedule, as_schedule
 from ..session import Model, check_noise
-from .ddrm import DDRM, InverseProblem, check_eta, check_grid_power
+from .ddrm import DDRM, InverseProblem, Restoring, check_eta, check_grid_power
 from .operators import LinearOperator
 
 __all__ = ["NestedRestoreSession", "nested_restore", "INNER_KINDS"]
@@ -25,7 +25,7 @@ __all__ = ["NestedRestoreSession", "nested_restore", "INNER_KINDS"]
 INNER_KINDS = ("ddrm", "unconditional")
 
 
-class NestedRestoreSession(NestedSession):
+class NestedRestoreSession(Restoring, NestedSession):
     """Nested DDRM as a resumable iterator of frames, one per outer step, composed from its parts.
 
     Starts from DDRM's x_T' given y at the first outer time. Outer step k at τ: (1) the inner run from
@@ -33,7 +33,8 @@ class NestedRestoreSession(NestedSession):
     (or, ``inner="unconditional"``, the project's unconditional inner sampler DPM-Solver++(2M) with
     η = ``eta``); its output x̂0' is the frame's image; (2) the DDRM update from τ to τ' with x̂0' as x̂0
     and η = ``outer_eta`` (no NFE). The last frame is the last inner output. The measurements live in
-    the DDRM samplers, so ``fork(indices=)`` picks them with the images.
+    the DDRM samplers, so ``fork(indices=)`` picks them with the images, and :meth:`set_measurement` replaces
+    them from the next step on (an inpainting mask edited mid-run).
 
     The layout is :func:`~nested_diffusion.planner.resolve_layout`'s for the counts given, on the trailing
     outer grid ``schedule.inner_timesteps(top, K)`` (the vanilla grid on a VP schedule); with neither count, the frame fractions of
@@ -73,7 +74,7 @@ class NestedRestoreSession(NestedSession):
     @property
     def problem(self) -> InverseProblem:
         """The measurements being restored (of the images this session holds)."""
-        return self.outer_sampler.problem
+        return self.samplers["outer"].problem
 
 
 def nested_restore(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *, operator: LinearOperator,

@@ -24,6 +24,7 @@ from .deps import no_unknown_query
 from .errors import StudioError
 from .limits import Limits
 from .routers import ROUTERS
+from .routers.images import router as uploads
 from .routers.page import STATIC
 from .schemas import format_errors
 from .security import SecurityMiddleware
@@ -64,8 +65,9 @@ def create_app(pipe: Any | Sequence[Any], *, model: str | None = None, dtype: st
                               "JSON `{\"error\": …}`; 422: the request breaks this contract, 409: valid but not "
                               "for the resource's current state.")
     app.state.studio = studio
+    # JSON bodies are capped at max_body_bytes; uploaded image files have their own, larger cap
     app.add_middleware(SecurityMiddleware, bind_host=host, token=token, allowed_hosts=allowed_hosts,
-                       max_body_bytes=limits.max_body_bytes)
+                       max_body_bytes=limits.max_body_bytes, body_limits={uploads.prefix: limits.max_upload_bytes})
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(no_unknown_query)])
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

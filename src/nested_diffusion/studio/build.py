@@ -3,25 +3,42 @@
 
 A request (``CreateSession.model_dump()``) becomes ``NestedPipeline.anytime(...)`` with the same
 seed and, with ``compare_vanilla``, the vanilla DDIM (η = 1) lane with as many NFEs and the same x_T.
-Frames beyond :func:`nfe_cap` are not planned.
+An edit (``image``, prepared: :mod:`.editing`) becomes ``anytime(image=, mask_image=, strength=)`` — or,
+for a mask on a pixel-space model, nested DDRM (``restore``) — and its lane the vanilla edit (DDRM) with
+as many NFEs. Frames beyond :func:`nfe_cap` are not planned.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from ..defaults import DEFAULT_BUDGET
+from .editing import kept_pixels, route, strength_of
 from .state import CONDITION_FIELDS
 
-__all__ = ["condition_of", "anytime_kwargs", "nfe_cap", "build_root", "build_lane", "session_checkpoints",
-           "vanilla_kwargs"]
+__all__ = ["condition_of", "edit_of", "initial_condition", "anytime_kwargs", "nfe_cap", "build_root", "build_lane",
+           "session_checkpoints", "vanilla_kwargs"]
+
+Images = Mapping[str, Any]  # image id → StoredImage (the session's prepared input and masks)
 
 
 def condition_of(request: dict[str, Any]) -> dict[str, Any]:
     """The condition fields of a request (those the model does not take are ``None``)."""
     return {k: request.get(k) for k in CONDITION_FIELDS}
+
+
+def edit_of(request: dict[str, Any]) -> dict[str, Any] | None:
+    """An edit request's input, mask and strength (the default filled in); ``None`` for a generation."""
+    if request.get("image") is None:
+        return None
+    return {"image": request["image"], "mask_image": request.get("mask_image"), "strength": strength_of(request)}
+
+
+def initial_condition(request: dict[str, Any]) -> dict[str, Any]:
+    """What a session's first frame saw: its condition, and for an edit its input, mask and strength."""
+    return {**condition_of(request), **(edit_of(request) or {})}
 
 
 def nfe_cap(request: dict[str, Any], max_nfe: int) -> int:
@@ -56,10 +73,31 @@ def session_checkpoints(session: Any, cap: int | None) -> list[int]:
     return checkpoints
 
 
-def build_root(pipe: Any, request: dict[str, Any]) -> Any:
-    """The root branch's library session (PIL frames)."""
-    return pipe.anytime(**anytime_kwargs(request), generator=torch.Generator().manual_seed(request["seed"]),
-                        output_type="pil")
+def _restore_kwargs(request: dict[str, Any]) -> dict[str, Any]:
+    """``restore`` arguments of a DDRM-route request (class-conditional or unconditional pixel models)."""
+    return dict(class_labels=request.get("class_labels"), guidance_scale=request.get("guidance_scale"),
+                num_images=request["num_images"], height=request.get("height"), width=request.get("width"))
+
+
+def _inpainting(pipe: Any, request: dict[str, Any], images: Images) -> Any:
+    from ..restoration import Inpainting
+
+    return Inpainting(kept_pixels(images[request["mask_image"]].image, pipe.adapter.channels))
+
+
+def build_root(pipe: Any, request: dict[str, Any], images: Images | None = None) -> Any:
+    """The root branch's library session (PIL frames); ``images`` holds an edit's prepared input and mask."""
+    generator = torch.Generator().manual_seed(request["seed"])
+    kind = route(pipe.adapter, request)
+    if kind == "ddrm":
+        kwargs = anytime_kwargs(request)
+        return pipe.restore(images[request["image"]].image, _inpainting(pipe, request, images), 0.0,
+                            outer_steps=kwargs["outer_steps"], inner_steps=kwargs["inner_steps"],
+                            budget=kwargs["budget"], generator=generator, output_type="pil", **_restore_kwargs(request))
+    edit = {} if kind is None else dict(
+        image=images[request["image"]].image, strength=strength_of(request),
+        mask_image=None if request.get("mask_image") is None else images[request["mask_image"]].image)
+    return pipe.anytime(**anytime_kwargs(request), **edit, generator=generator, output_type="pil")
 
 
 def vanilla_kwargs(request: dict[str, Any], steps: int) -> dict[str, Any]:
@@ -68,7 +106,21 @@ def vanilla_kwargs(request: dict[str, Any], steps: int) -> dict[str, Any]:
                 height=request.get("height"), width=request.get("width"), **condition_of(request))
 
 
-def build_lane(pipe: Any, request: dict[str, Any], steps: int) -> Any:
-    """The vanilla lane's library session (latent frames, decoded at the nested checkpoints)."""
-    return pipe.vanilla(**vanilla_kwargs(request, steps), generator=torch.Generator().manual_seed(request["seed"]),
-                        output_type="latent")
+def build_lane(pipe: Any, request: dict[str, Any], steps: int, images: Images | None = None) -> Any:
+    """The vanilla lane's library session (latent frames, decoded at the nested checkpoints): for an edit,
+    the vanilla edit whose grid keeps ``steps`` steps, or DDRM with ``steps`` NFEs on the DDRM route."""
+    generator = torch.Generator().manual_seed(request["seed"])
+    kind = route(pipe.adapter, request)
+    if kind == "ddrm":
+        return pipe.restore(images[request["image"]].image, _inpainting(pipe, request, images), 0.0, method="ddrm",
+                            steps=steps, generator=generator, output_type="latent", **_restore_kwargs(request))
+    kwargs = vanilla_kwargs(request, steps)
+    if kind == "edit":
+        from ..pipelines.editing import edit_timesteps
+
+        a, strength = pipe.adapter, strength_of(request)
+        _, kwargs["num_inference_steps"] = edit_timesteps(a, a.schedule_for(request.get("height"), request.get("width")),
+                                                          steps, strength)
+        kwargs.update(image=images[request["image"]].image, strength=strength,
+                      mask_image=None if request.get("mask_image") is None else images[request["mask_image"]].image)
+    return pipe.vanilla(**kwargs, generator=generator, output_type="latent")

@@ -10,7 +10,7 @@ from fastapi import Depends, Path, Request
 from .service import Studio
 from .state import Branch, StudioSession
 
-__all__ = ["get_studio", "get_session", "get_branch", "create_body", "patch_body", "fork_body", "body_schema",
+__all__ = ["get_studio", "get_session", "get_branch", "create_body", "patch_body", "edit_body", "fork_body", "body_schema",
            "no_unknown_query", "declared", "declared_query"]
 
 
@@ -70,6 +70,10 @@ async def create_body(request: Request) -> Any:
 
 async def patch_body(request: Request) -> Any:
     return await _body(request, "ConditionPatch")
+
+
+async def edit_body(request: Request) -> Any:
+    return await _body(request, "EditPatch")
 
 
 async def fork_body(request: Request) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["StudioError", "NotFound", "Conflict", "Gone", "Invalid", "Busy", "Unsupported", "ErrorBody",
+__all__ = ["StudioError", "NotFound", "Conflict", "Gone", "Invalid", "Busy", "Unsupported", "TooLarge", "ErrorBody",
            "responses", "STATUS_TEXT"]
 
 
@@ -42,6 +42,10 @@ class Unsupported(StudioError):
     status = 415
 
 
+class TooLarge(StudioError):
+    status = 413
+
+
 class Invalid(StudioError):
     status = 422
 
@@ -63,9 +67,10 @@ STATUS_TEXT = {
     404: "no such session, branch, frame or image (deleted, expired, pruned or never created)",
     409: "valid, but not for this resource in its current state",
     410: "the frame is no longer kept (the session's cap on kept images); a branch's latest frame always is",
-    413: "the request body is larger than the server's limit",
-    415: "the request body is not `application/json`",
-    422: "the request breaks the published contract (types, ranges, lengths, combinations)",
+    413: "the request body is larger than the server's limit (an uploaded image: its bytes or pixels)",
+    415: "the request body is not `application/json` (an upload: not a PNG, JPEG or WebP image)",
+    422: "the request breaks the published contract (types, ranges, lengths, combinations; an upload: a "
+         "truncated or corrupt image)",
     429: "the server (or this session's event streams) is at capacity; retry after `Retry-After` seconds",
     500: "an unexpected server error (the server goes on); never a traceback",
 }

@@ -1,12 +1,15 @@
 """The intervention log: everything needed to reproduce a studio session's frames with the library
 (bit-exactly for a server that ran unbatched; its ``"batched"`` field says).
 
-A log is the session's creation request (seed, condition, layout) and the ordered list of
-interventions, each pinned to a step boundary of one branch:
+A log is the session's creation request (seed, condition, layout; for an edit its ``image``,
+``mask_image`` and ``strength``), the images an edit used (``"images"``: each id → the PNG inline, its id
+the SHA-256 of its pixels: :mod:`.uploads`) and the ordered list of interventions, each pinned to a step
+boundary of one branch:
 
 * ``{"op": "condition", "branch", "rev", "applies_from_step", "changes"}`` — ``changes`` (a partial
-  condition) is first seen by outer step ``applies_from_step``; several edits due at one step apply in
-  ``rev`` order, the last one winning per field;
+  condition; for an edit also a new ``mask_image`` id or ``strength``) is first seen by outer step
+  ``applies_from_step``; several edits due at one step apply in ``rev`` order, the last one winning per
+  field;
 * ``{"op": "fork", "parent", "at_step", "branches", "seeds", "image", "count"}`` — each child starts
   from the parent's state after step ``at_step``, with the parent's condition at that step and its
   own generator ``torch.Generator().manual_seed(seed)``; with ``image`` one child holds ``count``
@@ -30,7 +33,9 @@ __all__ = ["LOG_FORMAT", "LOG_VERSION", "ROOT", "load_log", "fork_seed", "condit
            "due_changes"]
 
 LOG_FORMAT = "nested-diffusion/studio-log"
-LOG_VERSION = 1
+#: version 2 added edits (the request's image fields, ``"images"``); version 1 logs read as before
+LOG_VERSION = 2
+READ_VERSIONS = (1, 2)
 #: the first branch of every session
 ROOT = "b0"
 #: the vanilla x̂0-preview lane of a session created with ``compare_vanilla``
@@ -62,11 +67,14 @@ def load_log(log: dict[str, Any] | str | Path) -> dict[str, Any]:
             raise ValueError(f"replay log is not JSON: {e}") from None
     if not isinstance(log, dict) or log.get("format") != LOG_FORMAT:
         raise ValueError(f"not a studio log: expected \"format\": {LOG_FORMAT!r} (GET /v1/sessions/{{id}}/log)")
-    if log.get("version") != LOG_VERSION:
-        raise ValueError(f"studio log version {log.get('version')!r} is not supported (this library reads {LOG_VERSION})")
+    if log.get("version") not in READ_VERSIONS:
+        raise ValueError(f"studio log version {log.get('version')!r} is not supported (this library reads "
+                         f"{', '.join(map(str, READ_VERSIONS))})")
     for key in ("request", "ops", "checkpoints"):
         if key not in log:
             raise ValueError(f"studio log has no {key!r}")
+    if not isinstance(log.get("images", {}), dict):
+        raise ValueError("studio log \"images\" must map image ids to PNG data URLs")
     if log.get("dtype", "float32") not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"studio log dtype must be float32, float16 or bfloat16, got {log.get('dtype')!r}")
     for i, op in enumerate(log["ops"]):

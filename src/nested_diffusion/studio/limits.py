@@ -9,14 +9,22 @@ __all__ = ["Limits"]
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on sessions, request bodies and the work and memory one session may claim."""
+    """Caps on sessions, request bodies, uploads and the work and memory one session may claim."""
 
     #: live sessions (a session lives until DELETE or ``idle_timeout`` without a request or stream)
     max_sessions: int = 8
     #: seconds without any request or open event stream before a session expires
     idle_timeout: float = 600.0
-    #: JSON request bodies, bytes (413 beyond)
+    #: JSON request bodies, bytes (413 beyond); image uploads have their own cap below
     max_body_bytes: int = 64 * 1024
+    #: an image upload (``POST /v1/images``), bytes (413 beyond)
+    max_upload_bytes: int = 16 * 1024 * 1024
+    #: an uploaded image's width × height, read from its header before anything is decoded (413 beyond)
+    max_upload_pixels: int = 4096 * 4096
+    #: uploaded images kept for sessions to use, and their pixels in all (the least recently used are dropped
+    #: first, never the newest; a session keeps its own copy of what it uses)
+    max_uploads: int = 16
+    max_upload_store_pixels: int = 4 * 4096 * 4096
     #: images in one branch (num_images, and fork variations)
     max_images: int = 16
     #: NFEs one branch may plan (budget and outer × inner)

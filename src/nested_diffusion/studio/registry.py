@@ -1,5 +1,6 @@
-"""The lifecycle of sessions: creation (caps, placement on the least-loaded device, the library
-sessions), lookup, deletion, idle expiry, shutdown and the ``Retry-After`` a full server answers."""
+"""The lifecycle of sessions: creation (caps, placement on the least-loaded device, an edit's prepared
+images, the library sessions), lookup, deletion, idle expiry, shutdown and the ``Retry-After`` a full
+server answers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from .build import build_lane, build_root, condition_of, nfe_cap, session_checkpoints
+from .build import build_lane, build_root, condition_of, edit_of, nfe_cap, session_checkpoints
 from .conditions import check_condition
-from .errors import Busy, Invalid, NotFound
+from .editing import edit_size, kept_pixels, prepare_input, prepare_mask, route
+from .errors import Busy, Conflict, Invalid, NotFound
 from .interventions import ROOT, VANILLA
 from .limits import Limits
 from .retention import FrameRetention
@@ -24,8 +26,9 @@ class Registry:
     """The live sessions of one server, each on one of its devices (``pipes``, one pipeline each)."""
 
     def __init__(self, pipes: list[Any], limits: Limits, lock: threading.RLock, changed: threading.Condition,
-                 clock: Callable[[], float] = time.monotonic, node: str | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, node: str | None = None, uploads: Any = None) -> None:
         self.pipes, self.limits, self.lock, self.changed, self.clock = pipes, limits, lock, changed, clock
+        self.uploads = uploads  # the server's uploaded images (:class:`~.uploads.Uploads`), for edits
         self.node = node  # the prefix of this server's session ids (a proxy routes on it)
         self.sessions: dict[str, StudioSession] = {}
         self.closing = False
@@ -88,22 +91,28 @@ class Registry:
             device = self.place()
         try:
             pipe = self.pipes[device]
+            images: dict[str, Any] = {}
+            mask_sizes: list[tuple[int, int]] = []
+            if request.get("image") is not None:
+                request, images, mask_sizes = self.prepare_edit(pipe.adapter, request)
+            cap = nfe_cap(request, self.limits.max_nfe)
             try:
                 check_condition(pipe.adapter, request["num_images"], condition_of(request))
-                root = build_root(pipe, request)
-                checkpoints = session_checkpoints(root, nfe_cap(request, self.limits.max_nfe))
+                root = build_root(pipe, request, images)
+                checkpoints = session_checkpoints(root, cap)
             except (ValueError, TypeError) as e:
                 raise Invalid(str(e)) from None
-            lane = build_lane(pipe, request, checkpoints[-1]) if request["compare_vanilla"] else None
+            lane = build_lane(pipe, request, checkpoints[-1], images) if request["compare_vanilla"] else None
             with self.lock:
                 now = time.perf_counter()
                 sid = secrets.token_urlsafe(12)
                 s = StudioSession(id=f"{self.node}-{sid}" if self.node else sid, request=request,
                                   checkpoints=checkpoints, seed=request["seed"], created=time.time(), started=now,
-                                  last_activity=self.clock(), device=device,
+                                  last_activity=self.clock(), device=device, nfe_cap=cap, images=images,
+                                  mask_sizes=mask_sizes,
                                   deadline_at=None if request["deadline"] is None else now + request["deadline"])
                 s.retention = FrameRetention(s, self.limits.max_kept_images)
-                s.add_branch(Branch(s, ROOT, "nested", root, checkpoints, request["seed"]))
+                s.add_branch(Branch(s, ROOT, "nested", root, checkpoints, request["seed"], edit=edit_of(request)))
                 if lane is not None:
                     s.add_branch(Branch(s, VANILLA, "vanilla", lane, checkpoints, request["seed"]))
                 self.sessions[s.id] = s
@@ -112,6 +121,35 @@ class Registry:
         finally:
             with self.lock:
                 self._reserved -= 1
+
+    def prepare_edit(self, adapter: Any, request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list]:
+        """An edit request with its uploads prepared for the model (:mod:`.editing`): the request naming the
+        prepared images and the edit's size, the images by id, and the sizes a later mask may have. A missing
+        upload, a size outside the caps or a mask of another size is a 409 (valid, not for these images)."""
+        def upload(name: str) -> Any:
+            found = self.uploads.get(request[name])
+            if found is None:
+                raise Conflict(f"{name}: no uploaded image {request[name]!r} (POST /v1/images first; the server keeps "
+                               f"its {self.limits.max_uploads} latest uploads)")
+            return found
+
+        source = upload("image")
+        mask = upload("mask_image") if request.get("mask_image") is not None else None
+        try:
+            height, width = edit_size(adapter.size_rule(), source.size, request.get("height"), request.get("width"),
+                                      self.limits.max_side)
+            image = prepare_input(adapter, source, height, width)
+            images = {image.id: image}
+            sizes = [source.size, (width, height)]
+            if mask is not None:
+                mask = prepare_mask(mask, sizes, height, width)
+                if route(adapter, request) == "ddrm":
+                    kept_pixels(mask.image, adapter.channels)
+                images[mask.id] = mask
+        except ValueError as e:
+            raise Conflict(str(e)) from None
+        return ({**request, "image": image.id, "mask_image": None if mask is None else mask.id, "height": height,
+                 "width": width}, images, sizes)
 
     def delete(self, session_id: str) -> None:
         with self.lock:

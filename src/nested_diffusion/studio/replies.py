@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Health", "SessionCreated", "BranchStatus", "Receipt", "ForkResult", "Snapshot", "InterventionLog"]
+__all__ = ["Health", "SessionCreated", "BranchStatus", "Receipt", "ForkResult", "Snapshot", "InterventionLog",
+           "UploadedImage"]
 
 
 class _Reply(BaseModel):
@@ -69,3 +70,10 @@ class InterventionLog(_Reply):
     request: dict[str, Any]
     checkpoints: list[int]
     ops: list[dict[str, Any]]
+
+
+class UploadedImage(_Reply):
+    image_id: str
+    width: int
+    height: int
+    mode: str

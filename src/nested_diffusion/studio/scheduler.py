@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from ..session import DeadlineExceeded, StepCancelled
+from .editing import apply_changes
 from .state import Branch, StoredFrame, StudioSession
 
 __all__ = ["Unit", "next_units", "commit", "fail", "routed"]
@@ -56,7 +57,7 @@ class Unit:
         """Compute the frame. Raises like :meth:`Session.step` when interrupted; the branch's
         committed session is untouched either way."""
         if self.changes:
-            self.work.set_condition(**self.changes)
+            apply_changes(self.work, self.changes, self.session.request, self.session.images)
         with routed(self.work, network):
             if self.branch.kind == "nested":
                 return self.work.step(self.deadline_at, self.cancel)

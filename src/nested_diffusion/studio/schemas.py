@@ -14,7 +14,10 @@ Rules tying fields together:
   a list of counts (one per outer step) excludes ``outer_steps``;
 * ``class_labels`` as a list holds one label or one per image (``num_images``); ``prompt`` as a list
   holds a number of prompts dividing ``num_images``; ``negative_prompt`` as a list holds one per prompt;
-* a fork's ``seeds`` hold one seed per new branch: ``count`` of them, or one with ``image``.
+* a fork's ``seeds`` hold one seed per new branch: ``count`` of them, or one with ``image``;
+* an edit: ``mask_image`` and ``strength`` need ``image``; on a pixel-space model a mask (nested DDRM)
+  takes strength 1 (or null) and no ``inner_sampler``; a dedicated inpainting network needs both
+  ``image`` and ``mask_image``.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from typing import Any, Literal
 
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, create_model,
+                      model_validator)
 
 from ..defaults import DEFAULT_BUDGET
+from ..pipelines.editing import DEFAULT_STRENGTH
 from .limits import Limits
+from .uploads import ID_PATTERN
 
 __all__ = ["Contract", "SEED_MAX", "format_errors", "sampler_names"]
 
@@ -53,6 +59,12 @@ def _integral(value: Any) -> Any:
 
 #: an integer as JSON Schema means it (``2`` or ``2.0``), strictly otherwise
 Int = Annotated[int, BeforeValidator(_integral)]
+
+
+#: an uploaded image's id (``POST /v1/images``)
+ImageId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+#: an edit's strength, in (0, 1]
+Strength = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 
 
 def _int(lo: int, hi: int) -> Any:
@@ -103,24 +115,29 @@ class _Patch(_Body):
 
 @dataclass(frozen=True)
 class Contract:
-    """The request models of one server: ``CreateSession``, ``ConditionPatch`` and ``ForkRequest``."""
+    """The request models of one server: ``CreateSession``, ``ConditionPatch``, ``EditPatch`` and
+    ``ForkRequest``."""
 
     CreateSession: type[BaseModel]
     ConditionPatch: type[BaseModel]
+    EditPatch: type[BaseModel]
     ForkRequest: type[BaseModel]
     fields: tuple[str, ...]  # the condition fields this model takes
 
     @classmethod
     def build(cls, conditioning: Any, num_classes: int | None, size_rule: tuple[tuple[int, int], int],
-              limits: Limits) -> "Contract":
+              limits: Limits, editing: dict[str, Any] | None = None) -> "Contract":
         """The contract for a model declaring ``conditioning`` (``num_classes`` labels) whose images
-        are ``size_rule = ((default h, w), multiple)`` pixels, on a server with ``limits``."""
+        are ``size_rule = ((default h, w), multiple)`` pixels and whose edits are ``editing``
+        (:func:`~.editing.editing_info`; ``None``: a latent model with an ordinary network), on a
+        server with ``limits``."""
         fields = tuple(conditioning.fields)
+        editing = editing or {"strength_with_mask": True, "mask_required": False}
         condition = _condition_fields(fields, num_classes, limits)
-        create = _create_model(condition, fields, num_classes, size_rule, limits)
+        create = _create_model(condition, fields, num_classes, size_rule, limits, editing)
         patch = _patch_model(condition, fields, num_classes, limits)
         fork = _fork_model(limits)
-        return cls(create, patch, fork, fields)
+        return cls(create, patch, _edit_patch_model(), fork, fields)
 
     def parse(self, model: type[BaseModel], body: bytes, content_type: str | None) -> BaseModel:
         """A request body as ``model``: JSON only (else :class:`~.errors.Unsupported`), validated (else
@@ -147,7 +164,7 @@ class Contract:
     def components(self) -> dict[str, Any]:
         """The models' JSON Schemas, for ``#/components/schemas`` of the OpenAPI document."""
         out: dict[str, Any] = {}
-        for model in (self.CreateSession, self.ConditionPatch, self.ForkRequest):
+        for model in (self.CreateSession, self.ConditionPatch, self.EditPatch, self.ForkRequest):
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
             out.update(schema.pop("$defs", {}))
             out[model.__name__] = schema
@@ -220,8 +237,43 @@ def _negative_rules(n_max: int, absent_prompt_counts: bool) -> list[dict[str, An
     return rules
 
 
+def _present(field: str, kind: str) -> dict[str, Any]:
+    """``field`` is given and not null (a JSON Schema ``if``)."""
+    return {"required": [field], "properties": {field: {"type": kind}}}
+
+
+def _edit_rules(editing: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON Schema of an edit's rules (:func:`_check_edit`)."""
+    image = _present("image", "string")
+    rules = [{"if": _present("mask_image", "string"), "then": image},
+             {"if": _present("strength", "number"), "then": image}]
+    if not editing["strength_with_mask"]:
+        rules.append({"if": _present("mask_image", "string"), "then": {"properties": {
+            "strength": {"anyOf": [{"const": 1}, {"type": "null"}]}, "inner_sampler": {"type": "null"}}}})
+    if editing["mask_required"]:
+        rules.append({"allOf": [image, _present("mask_image", "string")]})
+    return rules
+
+
+def _check_edit(body: Any, editing: dict[str, Any]) -> None:
+    """An edit's rules, as code."""
+    if body.image is None:
+        for name in ("mask_image", "strength"):
+            if getattr(body, name) is not None:
+                raise ValueError(f"{name} edits an input: give image (an id from POST /v1/images) too")
+    if editing["mask_required"] and (body.image is None or body.mask_image is None):
+        raise ValueError("this model's network is a dedicated inpainting network: give image and mask_image")
+    if not editing["strength_with_mask"] and body.mask_image is not None:
+        if body.strength not in (None, 1):
+            raise ValueError("strength: inpainting on this pixel-space model is nested DDRM, which starts from noise "
+                             "(strength 1 or null)")
+        if body.inner_sampler is not None:
+            raise ValueError("inner_sampler: inpainting on this pixel-space model is nested DDRM, whose inner runs "
+                             "are DDRM (leave inner_sampler null)")
+
+
 def _create_model(condition: dict[str, Any], fields: tuple[str, ...], num_classes: int | None,
-                  size_rule: tuple[tuple[int, int], int], limits: Limits) -> type[BaseModel]:
+                  size_rule: tuple[tuple[int, int], int], limits: Limits, editing: dict[str, Any]) -> type[BaseModel]:
     (default_h, default_w), multiple = size_rule
     side = max(multiple, limits.max_side // multiple * multiple)
     n_max = limits.max_images
@@ -239,10 +291,12 @@ def _create_model(condition: dict[str, Any], fields: tuple[str, ...], num_classe
                   for n in range(1, n_max + 1)]
     if "negative_prompt" in fields:
         rules += _negative_rules(n_max, absent_prompt_counts=True)
+    rules += _edit_rules(editing)
     size = {"type": "integer", "multipleOf": multiple, "minimum": multiple, "maximum": side}
     return _model(
-        "CreateSession", "``POST /v1/sessions``: a new session; null takes the project default.", {"allOf": rules},
-        lambda body: _create_rules(body, num_classes, limits, multiple, side), **condition,
+        "CreateSession", "``POST /v1/sessions``: a new session — a generation, or with ``image`` an edit "
+        "(image-to-image; inpainting with ``mask_image``); null takes the project default.", {"allOf": rules},
+        lambda body: _create_rules(body, num_classes, limits, multiple, side, editing), **condition,
         num_images=(Int, Field(1, ge=1, le=n_max, description="images in the batch")),
         budget=(_int(1, limits.max_nfe) | None, Field(None,
                                   description=f"NFEs the planned layout spends (null: {DEFAULT_BUDGET}); excluded by "
@@ -258,16 +312,28 @@ def _create_model(condition: dict[str, Any], fields: tuple[str, ...], num_classe
         deadline=(float | None, Field(None, gt=0, le=limits.max_deadline, allow_inf_nan=False,
                                       description="seconds; the session stops with its last complete frame")),
         height=(Int | None, Field(None, json_schema_extra={"anyOf": [size, {"type": "null"}]},
-                                  description=f"pixels, a multiple of {multiple}; null: {default_h}")),
+                                  description=f"pixels, a multiple of {multiple}; null: {default_h} (an edit: the "
+                                              "image's, rounded down to the multiple; the input is resized to it)")),
         width=(Int | None, Field(None, json_schema_extra={"anyOf": [size, {"type": "null"}]},
-                                 description=f"pixels, a multiple of {multiple}; null: {default_w}")),
+                                 description=f"pixels, a multiple of {multiple}; null: {default_w} (an edit: the "
+                                             "image's, rounded down to the multiple)")),
         compare_vanilla=(bool, Field(False, description="also run vanilla DDIM (η = 1) with the same NFEs and show "
-                                                        "its x̂0 previews")),
+                                                        "its x̂0 previews (an edit: the vanilla edit; DDRM for nested "
+                                                        "DDRM)")),
+        image=(ImageId | None, Field(None, description="edit this uploaded image (an id from POST /v1/images): "
+                                                       "image-to-image, or inpainting with mask_image")),
+        mask_image=(ImageId | None, Field(None, description="an uploaded mask of the image's (or the edit's) size: "
+                                                            "white = repaint, black = keep (binarized at 128)")),
+        strength=(Strength | None, Field(None, description="the fraction of the noise schedule an edit re-runs; "
+                                                           f"null: {DEFAULT_STRENGTH['img2img']} (image-to-image), "
+                                                           f"{DEFAULT_STRENGTH['inpaint']} (inpainting)")),
     )
 
 
-def _create_rules(body: Any, num_classes: int | None, limits: Limits, multiple: int, side: int) -> None:
+def _create_rules(body: Any, num_classes: int | None, limits: Limits, multiple: int, side: int,
+                  editing: dict[str, Any]) -> None:
     _check_condition_values(body, num_classes, limits)
+    _check_edit(body, editing)
     if body.inner_steps is not None:
         if body.budget is not None:
             raise ValueError("give budget (the planner spends it) or inner_steps (a fixed layout), not both")
@@ -312,6 +378,27 @@ def _patch_rules(body: Any, num_classes: int | None, limits: Limits) -> None:
     if "prompt" in body.model_fields_set and _is_list(negative) and len(negative) != _prompt_count(body.prompt):
         raise ValueError(f"negative_prompt must hold one entry per prompt ({_prompt_count(body.prompt)}), "
                          f"got {len(negative)}")
+
+
+def _edit_patch_model() -> type[BaseModel]:
+    return _model("EditPatch", "``PATCH …/edit``: an edit's new mask and / or strength, from the next outer step on "
+                  "(a new strength restarts a nested edit's outer process within the NFEs left).",
+                  {"minProperties": 1}, _edit_patch_rules, base=_Patch,
+                  mask_image=(ImageId, Field(None, json_schema_extra=_no_default,
+                                             description="an uploaded mask (POST /v1/images) of the input's size: "
+                                                         "white = repaint")),
+                  strength=(Strength, Field(None, json_schema_extra=_no_default, description="the new strength, "
+                                                                                            "in (0, 1]")))
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """A field that may be absent but never null: its schema has no (null) default."""
+    schema.pop("default", None)
+
+
+def _edit_patch_rules(body: Any) -> None:
+    if not body.model_fields_set:
+        raise ValueError("give at least one of mask_image, strength")
 
 
 def _fork_model(limits: Limits) -> type[BaseModel]:

@@ -10,7 +10,8 @@ In order, before any route runs:
    other origins cannot read any response either.
 3. With a token (required for any ``--host`` other than localhost), every ``/v1`` request needs
    ``Authorization: Bearer <token>`` (401 otherwise; compared in constant time).
-4. Request bodies over ``max_body_bytes`` get 413, whether announced by ``Content-Length`` or not.
+4. Request bodies over ``max_body_bytes`` get 413, whether announced by ``Content-Length`` or not — or
+   over the cap of their path in ``body_limits`` (image uploads: ``max_upload_bytes``).
 
 Every response carries ``Content-Security-Policy: default-src 'self'`` (no inline script, no CDN),
 ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``, ``X-Frame-Options: DENY`` and
@@ -68,8 +69,10 @@ class SecurityMiddleware:
     """See the module docstring. ``bind_host`` is the address the server listens on."""
 
     def __init__(self, app: Callable, *, bind_host: str = "127.0.0.1", token: str | None = None,
-                 allowed_hosts: Iterable[str] = (), max_body_bytes: int = 64 * 1024) -> None:
+                 allowed_hosts: Iterable[str] = (), max_body_bytes: int = 64 * 1024,
+                 body_limits: dict[str, int] | None = None) -> None:
         self.app, self.token, self.max_body_bytes = app, token, max_body_bytes
+        self.body_limits = dict(body_limits or {})  # path → its own cap on request bodies
         bind = bind_host.lower().strip("[]")
         self.any_ip = bind in WILDCARD_HOSTS
         self.hosts = set(LOCAL_HOSTS) | {h.lower().strip("[]") for h in allowed_hosts}
@@ -104,13 +107,14 @@ class SecurityMiddleware:
                 return await self._error(send, 401, "unauthorized: this server needs Authorization: Bearer <token> "
                                                     "(printed by nested-diffusion serve)",
                                          [(b"www-authenticate", b"Bearer")])
+        limit = self.body_limits.get(scope["path"], self.max_body_bytes)
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return await self._error(send, 413, f"request body too large: at most {self.max_body_bytes} bytes")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await self._error(send, 413, f"request body too large: at most {limit} bytes")
         if scope["method"] not in SAFE_METHODS:
-            body = await self._read_body(receive)
+            body = await self._read_body(receive, limit)
             if body is None:
-                return await self._error(send, 413, f"request body too large: at most {self.max_body_bytes} bytes")
+                return await self._error(send, 413, f"request body too large: at most {limit} bytes")
             receive = self._replay(body, receive)
         await self.app(scope, receive, self._with_headers(send))
 
@@ -125,7 +129,7 @@ class SecurityMiddleware:
         default = 443 if parts.scheme == "https" else 80
         return name == host_name and (port or default) == (host_port or default)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
+    async def _read_body(self, receive: Receive, limit: int) -> bytes | None:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -133,7 +137,7 @@ class SecurityMiddleware:
                 return b"".join(chunks)
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

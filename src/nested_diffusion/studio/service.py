@@ -1,5 +1,5 @@
-"""The studio's services for one server: one lock, the session registry, the request contract and one
-worker per device — what the routers reach through their dependencies (:mod:`.deps`)."""
+"""The studio's services for one server: one lock, the session registry, the uploaded images, the request
+contract and one worker per device — what the routers reach through their dependencies (:mod:`.deps`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from ..models import model_label
 from .conditions import model_info
+from .editing import editing_info
 from .limits import Limits
 from .registry import Registry
 from .schemas import Contract
+from .uploads import Uploads
 from .worker import Worker
 
 __all__ = ["Studio"]
@@ -29,13 +32,15 @@ class Studio:
         if len(families) != 1:
             raise ValueError(f"every device must run the same model, got families {sorted(families)}")
         self.pipes, self.model, self.dtype, self.limits, self.batching = list(pipes), model, dtype, limits, batching
-        self.model_name = model or "embedded:digits"
+        self.model_name = model_label(model)
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # workers wait on it for work
-        self.registry = Registry(self.pipes, limits, self.lock, self.changed, clock=clock, node=node)
+        self.uploads = Uploads(limits.max_uploads, limits.max_upload_store_pixels)
+        self.registry = Registry(self.pipes, limits, self.lock, self.changed, clock=clock, node=node,
+                                 uploads=self.uploads)
         adapter = self.pipes[0].adapter
         self.contract = Contract.build(adapter.conditioning, getattr(adapter, "num_classes", None),
-                                       adapter.size_rule(), limits)
+                                       adapter.size_rule(), limits, editing_info(adapter))
         self.workers = [Worker(self, d, batching=batching, max_rows=max_batch) for d in range(len(self.pipes))]
 
     @property
@@ -56,7 +61,8 @@ class Studio:
             loads = self.registry.loads()
         devices = [{"device": str(p.adapter.device), "sessions": n, "load": load}
                    for p, n, load in zip(self.pipes, counts, loads)]
-        return {"model": self.model_name, **model_info(self.adapter), "device": devices[0]["device"],
+        return {"model": self.model_name, **model_info(self.adapter), "editing": editing_info(self.adapter),
+                "device": devices[0]["device"],
                 "devices": devices, "dtype": self.dtype, "batching": self.batching, "node": self.registry.node,
                 "limits": dataclasses.asdict(self.limits)}
 

@@ -23,11 +23,13 @@ from typing import Any
 
 from .interventions import due_changes
 
-__all__ = ["STATES", "TERMINAL", "CONDITION_FIELDS", "Event", "EventLog", "StoredFrame", "Branch", "StudioSession"]
+__all__ = ["STATES", "TERMINAL", "CONDITION_FIELDS", "EDIT_FIELDS", "Event", "EventLog", "StoredFrame", "Branch", "StudioSession"]
 
 STATES = ("running", "paused", "stopped", "done", "expired", "error")
 TERMINAL = frozenset({"stopped", "done", "expired", "error"})
 CONDITION_FIELDS = ("class_labels", "prompt", "negative_prompt", "guidance_scale")
+#: what an edit adds to a session request; ``mask_image`` and ``strength`` may change mid-run
+EDIT_FIELDS = ("image", "mask_image", "strength")
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,13 @@ class Branch:
     checkpoints reached); ``checkpoints`` the NFE count after each frame it will produce."""
 
     def __init__(self, owner: "StudioSession", id: str, kind: str, session: Any, checkpoints: list[int], seed: int, *,
-                 parent: str | None = None, at_step: int = 0, image: int | None = None, rev: int = 0) -> None:
+                 parent: str | None = None, at_step: int = 0, image: int | None = None, rev: int = 0,
+                 edit: dict[str, Any] | None = None) -> None:
         self.owner, self.id, self.kind, self.session = owner, id, kind, session
         self.checkpoints, self.seed = checkpoints, seed
         self.parent, self.at_step, self.image, self.rev = parent, at_step, image, rev
+        #: an edit's input, mask and strength as the last committed step used them (``None``: no edit)
+        self.edit = None if edit is None else dict(edit)
         self.state = "running"
         self.frames: dict[int, StoredFrame] = {}
         self.pending: list[dict[str, Any]] = []  # condition edits not yet seen: {"rev", "applies_from_step", "changes"}
@@ -153,7 +158,7 @@ class Branch:
         """The condition the next step will see once every queued edit applies (edits in rev order)."""
         condition = dict(self.session.condition)
         for edit in sorted(self.pending, key=lambda p: p["rev"]):
-            condition.update(edit["changes"])
+            condition.update({k: v for k, v in edit["changes"].items() if k not in EDIT_FIELDS})
         return condition
 
     # -- the state machine ------------------------------------------------------------------------------
@@ -230,7 +235,8 @@ class Branch:
                 "changes": changes}
         self.pending.append(edit)
         self.owner.record("condition", branch=self.id, **edit)
-        self.owner.emit("condition", {"branch": self.id, "rev": edit["rev"], "applies_from_step": edit["applies_from_step"]})
+        self.owner.emit("condition", {"branch": self.id, "rev": edit["rev"], "applies_from_step": edit["applies_from_step"],
+                                      "fields": sorted(changes)})
         return edit
 
     # -- steps (the worker's side) ----------------------------------------------------------------------
@@ -249,9 +255,14 @@ class Branch:
                 or cancel.is_set():
             return False
         applied = [p["rev"] for p in self.pending if p["applies_from_step"] <= self.step + 1]
-        _, self.pending = due_changes(self.pending, self.step + 1)
+        changes, self.pending = due_changes(self.pending, self.step + 1)
         self.rev = max([self.rev, *applied])
         self.session = work
+        if self.edit is not None:
+            self.edit.update({k: v for k, v in changes.items() if k in EDIT_FIELDS})
+        if "strength" in changes:  # a nested edit's outer process was replanned: its frames come at other NFEs
+            cap = self.owner.nfe_cap
+            self.checkpoints = [c for c in work.checkpoints() if cap is None or c <= cap]
         now = time.perf_counter()
         rate = (now - self._mark[0]) / max(1, self.nfe - self._mark[1])
         self.seconds_per_nfe = rate if self.seconds_per_nfe is None else 0.5 * self.seconds_per_nfe + 0.5 * rate
@@ -295,6 +306,11 @@ class StudioSession:
     rr: int = 0
     closed: bool = False
     retention: Any = None  # the session's FrameRetention (set by the registry)
+    nfe_cap: int | None = None  # the NFEs a branch may plan (build.nfe_cap)
+    #: an edit's prepared input and masks by id (:mod:`.editing`); the log carries them inline
+    images: dict[str, Any] = field(default_factory=dict)
+    #: the sizes ``(width, height)`` a mask may have: the uploaded input's and the edit's
+    mask_sizes: list[tuple[int, int]] = field(default_factory=list)
 
     def emit(self, type: str, data: dict[str, Any]) -> Event:
         return self.log.emit(type, data)

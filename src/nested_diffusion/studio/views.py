@@ -7,14 +7,14 @@ from typing import Any
 
 import torch
 
-from .build import condition_of, nfe_cap
+from .build import condition_of, edit_of, initial_condition, nfe_cap
 from .errors import Gone, NotFound
 from .frames import frame_text
 from .interventions import LOG_FORMAT, LOG_VERSION, condition_history
 from .retention import frame_event
 from .state import Branch, StudioSession
 
-__all__ = ["snapshot", "log", "frame_png", "frame_sequence", "jsonable"]
+__all__ = ["snapshot", "log", "frame_png", "frame_sequence", "jsonable", "edit_view"]
 
 
 def jsonable(value: Any) -> Any:
@@ -38,7 +38,7 @@ def frame_png(studio: Any, s: StudioSession, b: Branch, step: int, image: int) -
                        f"{studio.limits.max_kept_images} images); its latest frame always is")
         if not 0 <= image < len(f.images):
             raise NotFound(f"image must lie in [0, {len(f.images) - 1}], got {image}")
-        history = condition_history(condition_of(s.request), s.ops, b.id, f.step)
+        history = condition_history(initial_condition(s.request), s.ops, b.id, f.step)
         return f.images[image], frame_text(
             model=studio.model_name, session=s.id, branch=b.id, kind=b.kind, seed=b.seed, session_seed=s.seed,
             step=f.step, num_steps=b.num_steps, nfe=f.nfe, timestep=f.timestep, image=image, history=history)
@@ -66,11 +66,22 @@ def snapshot(studio: Any, s: StudioSession) -> dict[str, Any]:
                              "total_nfe": b.checkpoints[-1], "checkpoints": b.checkpoints,
                              "num_images": b.num_images, "condition": jsonable(condition),
                              "condition_rev": b.rev, "pending": list(b.pending), "eta": b.eta(),
+                             "edit": edit_view(s, b.edit),
                              "frames": [frame_event(s, b, f) for _, f in sorted(b.frames.items())]})
         return {"session_id": s.id, "model": studio.model_name, "created": s.created, "seed": s.seed,
                 "request": s.request, "checkpoints": s.checkpoints, "deadline": s.request.get("deadline"),
                 "device": s.device, "last_event_id": len(s.log), "terminal": s.terminal,
-                "events_url": f"/v1/sessions/{s.id}/events", "branches": branches}
+                "events_url": f"/v1/sessions/{s.id}/events", "branches": branches,
+                "edit": edit_view(s, edit_of(s.request))}
+
+
+def edit_view(s: StudioSession, edit: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An edit's input, mask and strength with the URLs of its images (``None``: no edit)."""
+    if edit is None:
+        return None
+    urls = {f"{k}_url": None if edit.get(k) is None else f"/v1/sessions/{s.id}/images/{edit[k]}.png"
+            for k in ("image", "mask_image")}
+    return {"image": edit["image"], "mask_image": edit["mask_image"], "strength": edit["strength"], **urls}
 
 
 def log(studio: Any, s: StudioSession) -> dict[str, Any]:
@@ -82,4 +93,5 @@ def log(studio: Any, s: StudioSession) -> dict[str, Any]:
         return {"format": LOG_FORMAT, "version": LOG_VERSION, "nested_diffusion": __version__,
                 "model": studio.model, "dtype": studio.dtype, "session_id": s.id, "request": s.request,
                 "nfe_cap": nfe_cap(s.request, studio.limits.max_nfe), "batched": studio.batching,
-                "checkpoints": s.checkpoints, "ops": [dict(op) for op in s.ops]}
+                "checkpoints": s.checkpoints, "ops": [dict(op) for op in s.ops],
+                "images": {key: image.data_url() for key, image in s.images.items()}}

@@ -1,4 +1,5 @@
-"""Branches: the interventions — pause, resume, stop, a condition edit, a fork, prune."""
+"""Branches: the interventions — pause, resume, stop, a condition edit, an edit's mask or strength, a fork,
+prune."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 
 from .. import controls
-from ..deps import body_schema, fork_body, get_branch, get_session, get_studio, patch_body
+from ..deps import body_schema, edit_body, fork_body, get_branch, get_session, get_studio, patch_body
 from ..errors import responses
 from ..replies import BranchStatus, ForkResult, Receipt
 from ..service import Studio
@@ -17,7 +18,7 @@ router = APIRouter(prefix="/v1/sessions/{session_id}/branches/{branch_id}", tags
 
 _CHILD = {"session_id": "$request.path.session_id", "branch_id": "$response.body#/branches/0"}
 _FORK_LINKS = {f"{verb.capitalize()}Child": {"operationId": f"{verb}Branch", "parameters": _CHILD}
-               for verb in ("pause", "resume", "stop", "fork", "condition", "prune")}
+               for verb in ("pause", "resume", "stop", "fork", "condition", "edit", "prune")}
 
 
 def _control(studio: Studio, b: Branch, action: str) -> dict[str, Any]:
@@ -55,6 +56,17 @@ def set_condition(body: Any = Depends(patch_body), b: Branch = Depends(get_branc
     """Change the condition from the next outer step on; the receipt names that step."""
     with studio.lock:
         return controls.set_condition(studio.pipes[b.owner.device].adapter, b, body.changes())
+
+
+@router.patch("/edit", status_code=202, operation_id="editBranch", response_model=Receipt,
+              openapi_extra=body_schema("EditPatch"), responses=responses(404, 409, 413, 415, 422))
+def set_edit(body: Any = Depends(edit_body), b: Branch = Depends(get_branch), s: StudioSession = Depends(get_session),
+             studio: Studio = Depends(get_studio)) -> dict[str, Any]:
+    """Change an edit's mask (an uploaded image) or strength from the next outer step on; the receipt names
+    that step. A new strength restarts a nested edit's outer process within the NFEs left (its later frames
+    come at other NFE counts: see the branch's ``checkpoints``)."""
+    with studio.lock:
+        return controls.set_edit(studio.pipes[s.device].adapter, studio.uploads, s, b, body.changes())
 
 
 @router.post("/fork", status_code=201, operation_id="forkBranch", response_model=ForkResult,

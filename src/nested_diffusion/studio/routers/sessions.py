@@ -1,18 +1,20 @@
-"""Sessions: create, read (snapshot, intervention log, event stream) and delete."""
+"""Sessions: create, read (snapshot, intervention log, event stream, an edit's images) and delete."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
+from ..build import edit_of
 from ..deps import body_schema, create_body, get_session, get_studio
-from ..errors import Busy, responses
+from ..errors import Busy, NotFound, responses
 from ..replies import InterventionLog, SessionCreated, Snapshot
 from ..service import Studio
 from ..sse import event_stream
 from ..state import StudioSession
+from ..uploads import ID_PATTERN
 from .. import views
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -24,7 +26,7 @@ _CREATED_LINKS = {
     "DeleteSession": {"operationId": "deleteSession", "parameters": {"session_id": _SESSION}},
     **{f"{verb.capitalize()}Root": {"operationId": f"{verb}Branch", "parameters": {
         "session_id": _SESSION, "branch_id": "$response.body#/branches/0"}}
-       for verb in ("pause", "resume", "stop", "fork", "condition", "prune")},
+       for verb in ("pause", "resume", "stop", "fork", "condition", "edit", "prune")},
 }
 _FIRST = "$response.body#/branches/0"
 _SNAPSHOT_LINKS = {  # a snapshot names the frames that exist
@@ -42,16 +44,18 @@ _EVENT = {"type": "object", "properties": {
 
 @router.post("", status_code=201, operation_id="createSession", response_model=SessionCreated,
              openapi_extra=body_schema("CreateSession"),
-             responses={**responses(413, 415, 422, 429), 201: {"links": _CREATED_LINKS, "headers": {
+             responses={**responses(409, 413, 415, 422, 429), 201: {"links": _CREATED_LINKS, "headers": {
                  "Location": {"description": "the session's snapshot", "schema": {"type": "string"}}}}})
 def create_session(response: Response, body: Any = Depends(create_body),
                    studio: Studio = Depends(get_studio)) -> dict[str, Any]:
-    """Start a nested-diffusion session (its root branch ``b0`` runs at once), on the least-loaded device."""
+    """Start a nested-diffusion session (its root branch ``b0`` runs at once), on the least-loaded device: a
+    generation, or with ``image`` (an upload) an edit — a 409 when an image it names is not (or no longer)
+    uploaded, or its size does not fit."""
     s = studio.registry.create(body)
     response.headers["Location"] = f"/v1/sessions/{s.id}"
     return {"session_id": s.id, "branches": list(s.branches), "checkpoints": s.checkpoints,
             "events_url": f"/v1/sessions/{s.id}/events", "snapshot_url": f"/v1/sessions/{s.id}",
-            "log_url": f"/v1/sessions/{s.id}/log"}
+            "log_url": f"/v1/sessions/{s.id}/log", "edit": views.edit_view(s, edit_of(s.request))}
 
 
 @router.get("/{session_id}", operation_id="getSession", response_model=Snapshot,
@@ -74,6 +78,19 @@ def intervention_log(session: StudioSession = Depends(get_session), studio: Stud
                      ) -> dict[str, Any]:
     """The intervention log: ``nested-diffusion generate --replay log.json`` reproduces the frames."""
     return views.log(studio, session)
+
+
+@router.get("/{session_id}/images/{image_id}.png", operation_id="getSessionImage", response_class=Response,
+            responses={**responses(404, 422), 200: {"content": {"image/png": {"schema": {
+                "type": "string", "format": "binary"}}}, "description": "the image"}})
+def session_image(image_id: str = Path(..., pattern=ID_PATTERN, description="an id the snapshot's edit names"),
+                  session: StudioSession = Depends(get_session), studio: Studio = Depends(get_studio)) -> Response:
+    """An edit's input or mask as the session holds it (prepared for the model: its mode and size)."""
+    with studio.lock:
+        image = session.images.get(image_id)
+    if image is None:
+        raise NotFound(f"session {session.id!r} holds no image {image_id!r} (its edit's input and masks only)")
+    return Response(image.png(), media_type="image/png", headers={"Cache-Control": "private, max-age=86400, immutable"})
 
 
 @router.get("/{session_id}/events", operation_id="getEvents", response_class=StreamingResponse,

@@ -7,9 +7,11 @@
 (() => {
   const $ = (selector, root = document) => root.querySelector(selector);
   const TERMINAL = new Set(["stopped", "done", "expired", "error"]);
+  const EDIT_FIELDS = new Set(["mask_image", "strength"]);
   const state = {
     token: null, health: null, session: null, checkpoints: [], lastEventId: 0,
     views: new Map(), streaming: false, abort: null, starting: false, firstFramePainted: false,
+    edit: null,  // the session's edit (input, mask, strength and their URLs), or null for a generation
   };
 
   // -- the API --------------------------------------------------------------------------------------
@@ -20,7 +22,17 @@
   async function api(method, path, body) {
     const init = { method, headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }) };
     if (body !== undefined) init.body = JSON.stringify(body);
-    const response = await fetch(path, init);
+    return answer(await fetch(path, init));
+  }
+
+  // An image file (an input or a painted mask) for edits: the server checks it and names it by its pixels.
+  async function uploadImage(blob, type) {
+    return answer(await fetch("/v1/images", {
+      method: "POST", headers: headers({ "Content-Type": type || "application/octet-stream" }), body: blob,
+    }));
+  }
+
+  async function answer(response) {
     if (response.status === 204) return null;
     let data = null;
     try { data = await response.json(); } catch (_) { /* not JSON */ }
@@ -135,6 +147,160 @@
     };
   }
 
+  // -- editing: an uploaded input, a mask painted on a canvas, a strength ----------------------------
+  // The canvases hold the edit's own pixels (its size: the upload fitted to the model's default area);
+  // the brush paints whole pixels, so the mask sent is exactly what was painted (white = repaint).
+  const editor = { upload: null, size: null, erase: false, down: false, last: null, version: 0 };
+
+  function fitSize(width, height) {
+    const [h0, w0] = state.health.default_size;
+    const m = state.health.size_multiple;
+    const side = Math.floor(state.health.limits.max_side / m) * m;
+    const scale = Math.min(1, Math.sqrt((h0 * w0) / (width * height)));
+    const round = (v) => Math.min(side, Math.max(m, Math.floor((v * scale) / m) * m));
+    return [round(height), round(width)];
+  }
+
+  async function chooseImage(file) {
+    if (!file) return;
+    say("");
+    try {
+      const uploaded = await uploadImage(file, file.type);
+      const bitmap = await createImageBitmap(file);
+      const [h, w] = fitSize(uploaded.width, uploaded.height);
+      editor.upload = uploaded;
+      editor.size = [h, w];
+      for (const canvas of [$("#edit-input"), $("#edit-mask")]) { canvas.width = w; canvas.height = h; }
+      const g = $("#edit-input").getContext("2d");
+      g.imageSmoothingQuality = "high";
+      g.drawImage(bitmap, 0, 0, w, h);
+      const brush = $("#brush-size");
+      brush.max = Math.max(1, Math.round(Math.max(w, h) / 2));
+      brush.value = Math.max(1, Math.round(Math.max(w, h) / 9));
+      $("#brush-size-value").value = brush.value;
+      $("#strength").value = state.health.editing.default_strength.img2img;
+      editor.version += 1;
+      $("#edit-area").hidden = false;
+      refreshEditor();
+    } catch (e) {
+      say(`image: ${e.message}`, true);
+      $("#edit-file").value = "";
+    }
+  }
+
+  function removeImage() {
+    editor.upload = null;
+    editor.size = null;
+    $("#edit-file").value = "";
+    $("#edit-area").hidden = true;
+  }
+
+  function dab(x, y) {
+    const canvas = $("#edit-mask");
+    const g = canvas.getContext("2d");
+    const d = Number($("#brush-size").value);
+    g.globalCompositeOperation = editor.erase ? "destination-out" : "source-over";
+    g.fillStyle = "#ff4b4b";
+    g.fillRect(Math.round(x - d / 2), Math.round(y - d / 2), d, d);
+  }
+
+  function paint(event) {
+    const canvas = $("#edit-mask");
+    const rect = canvas.getBoundingClientRect();
+    const x = ((event.clientX - rect.left) * canvas.width) / rect.width;
+    const y = ((event.clientY - rect.top) * canvas.height) / rect.height;
+    const from = editor.last || { x, y };
+    const steps = Math.max(1, Math.ceil(Math.hypot(x - from.x, y - from.y) / Math.max(0.5, Number($("#brush-size").value) / 3)));
+    for (let i = 1; i <= steps; i++) dab(from.x + ((x - from.x) * i) / steps, from.y + ((y - from.y) * i) / steps);
+    editor.last = { x, y };
+    editor.version += 1;
+  }
+
+  function maskPainted() {
+    if (!editor.size) return false;
+    const [h, w] = editor.size;
+    const alpha = $("#edit-mask").getContext("2d").getImageData(0, 0, w, h).data;
+    for (let i = 3; i < alpha.length; i += 4) if (alpha[i] >= 128) return true;
+    return false;
+  }
+
+  function maskPng() {  // white where painted, black elsewhere, opaque
+    const [h, w] = editor.size;
+    const painted = $("#edit-mask").getContext("2d").getImageData(0, 0, w, h).data;
+    const out = new ImageData(w, h);
+    for (let i = 0; i < w * h; i++) {
+      const v = painted[4 * i + 3] >= 128 ? 255 : 0;
+      out.data[4 * i] = out.data[4 * i + 1] = out.data[4 * i + 2] = v;
+      out.data[4 * i + 3] = 255;
+    }
+    const canvas = document.createElement("canvas");
+    canvas.width = w;
+    canvas.height = h;
+    canvas.getContext("2d").putImageData(out, 0, 0);
+    return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+  }
+
+  // Nested DDRM (a mask on a pixel-space model) starts from noise: no strength, no inner sampler.
+  const fixedStrength = (masked) => masked && !state.health.editing.strength_with_mask;
+
+  function refreshEditor() {
+    if (!editor.size) return;
+    const masked = maskPainted();
+    const strength = $("#strength");
+    strength.disabled = fixedStrength(masked);
+    $("#strength-value").value = strength.disabled ? "1.00" : Number(strength.value).toFixed(2);
+    const [h, w] = editor.size;
+    const kind = masked ? `inpainting (${state.health.editing.inpainting}${strength.disabled ? ", strength 1" : ""})`
+      : "image-to-image";
+    $("#edit-info").textContent = `${editor.upload.width}×${editor.upload.height} upload, edited at ${w}×${h}: ${kind}`;
+  }
+
+  async function editFields() {
+    if (!editor.upload) return {};
+    const [height, width] = editor.size;
+    const fields = { image: editor.upload.image_id, height, width };
+    const masked = maskPainted();
+    if (masked) fields.mask_image = (await uploadImage(await maskPng(), "image/png")).image_id;
+    fields.strength = fixedStrength(masked) ? null : Number($("#strength").value);
+    if (fixedStrength(masked)) fields.inner_sampler = null;
+    state.maskVersion = editor.version;
+    return fields;
+  }
+
+  function setupEditor() {
+    $("#edit-file").addEventListener("change", (event) => chooseImage(event.target.files[0]));
+    $("#edit-remove").addEventListener("click", removeImage);
+    const mask = $("#edit-mask");
+    mask.addEventListener("pointerdown", (event) => {
+      event.preventDefault();
+      mask.setPointerCapture(event.pointerId);
+      editor.down = true;
+      editor.last = null;
+      paint(event);
+    });
+    mask.addEventListener("pointermove", (event) => { if (editor.down) paint(event); });
+    for (const name of ["pointerup", "pointercancel"]) {
+      mask.addEventListener(name, () => { editor.down = false; editor.last = null; refreshEditor(); });
+    }
+    const tool = (erase) => {
+      editor.erase = erase;
+      $("#brush-paint").classList.toggle("active", !erase);
+      $("#brush-erase").classList.toggle("active", erase);
+      $("#brush-paint").setAttribute("aria-pressed", String(!erase));
+      $("#brush-erase").setAttribute("aria-pressed", String(erase));
+    };
+    $("#brush-paint").addEventListener("click", () => tool(false));
+    $("#brush-erase").addEventListener("click", () => tool(true));
+    $("#mask-clear").addEventListener("click", () => {
+      const [h, w] = editor.size || [0, 0];
+      $("#edit-mask").getContext("2d").clearRect(0, 0, w, h);
+      editor.version += 1;
+      refreshEditor();
+    });
+    $("#brush-size").addEventListener("input", () => { $("#brush-size-value").value = $("#brush-size").value; });
+    $("#strength").addEventListener("input", refreshEditor);
+  }
+
   // -- one view per branch --------------------------------------------------------------------------
   class BranchView {
     constructor(id) {
@@ -149,10 +315,14 @@
       this.el.classList.toggle("vanilla", this.kind === "vanilla");
       $(".name", this.el).textContent = this.kind === "vanilla" ? "vanilla x̂0 previews" : id;
       if (this.kind === "vanilla") {
-        $(".lineage", this.el).textContent = "DDIM η = 1 · same seed and NFEs";
+        $(".lineage", this.el).textContent = state.edit ? "the vanilla edit · same seed and NFEs" : "DDIM η = 1 · same seed and NFEs";
         $(".lineage", this.el).title = "the one-step x̂0 estimate a vanilla sampler shows at the same NFEs: what other UIs preview";
         for (const name of [".apply", ".fork-group", ".pick"]) $(name, this.el).hidden = true;
       }
+      $(".apply-edit", this.el).hidden = this.kind === "vanilla" || !state.edit;
+      this.strength = state.edit ? state.edit.strength : null;  // the edit as this branch runs it
+      this.maskVersion = state.maskVersion;
+      $(".apply-edit", this.el).addEventListener("click", () => this.applyEdit());
       $(".pause", this.el).addEventListener("click", () => this.control("pause"));
       $(".resume", this.el).addEventListener("click", () => this.control("resume"));
       $(".stop", this.el).addEventListener("click", () => this.control("stop"));
@@ -193,6 +363,7 @@
       $(".resume", this.el).disabled = word !== "paused";
       $(".stop", this.el).disabled = !live;
       $(".apply", this.el).disabled = !live;
+      $(".apply-edit", this.el).disabled = !live;
       $(".fork", this.el).disabled = word === "done" || word === "error" || word === "expired";
       this.el.classList.toggle("terminal", !live);
       if (word === "done" && this.latest()) $(".eta", this.el).textContent = `done in ${seconds(this.latest().elapsed)}`;
@@ -314,19 +485,20 @@
       gif.download = `${this.id}-${this.selected}.gif`;
     }
 
-    receipt(rev, fromStep) {
-      this.lastReceipt = { rev, fromStep };
+    receipt(rev, fromStep, fields = []) {
+      const what = fields.some((f) => EDIT_FIELDS.has(f)) ? "edit" : "condition";
+      this.lastReceipt = { rev, fromStep, what };
       this.refreshReceipt();
     }
 
     refreshReceipt() {
       if (!this.lastReceipt) return;
-      const { rev, fromStep } = this.lastReceipt;
+      const { rev, fromStep, what } = this.lastReceipt;
       const latest = this.latest();
       const seen = latest && latest.condition_rev >= rev;
       $(".receipt", this.el).textContent = seen
-        ? `condition rev ${rev} in effect since step ${fromStep}`
-        : `condition rev ${rev} applies from step ${fromStep}`;
+        ? `${what} rev ${rev} in effect since step ${fromStep}`
+        : `${what} rev ${rev} applies from step ${fromStep}`;
     }
 
     async control(action) {
@@ -342,6 +514,29 @@
         const receipt = await api("PATCH", this.path("/condition"), conditionFromControls(this.numImages()));
         this.receipt(receipt.rev, receipt.applies_from_step);
         say(`${this.id}: the new condition applies from step ${receipt.applies_from_step}`);
+      } catch (e) { say(e.message, true); }
+    }
+
+    // A new mask (if painted since this branch last got one) and a new strength (if moved), from the next step.
+    async applyEdit() {
+      try {
+        const body = {};
+        if (state.edit.mask_image && editor.size && editor.version !== this.maskVersion) {
+          if (!maskPainted()) throw new Error("paint a mask first: an inpainting edit keeps a mask");
+          body.mask_image = (await uploadImage(await maskPng(), "image/png")).image_id;
+        }
+        const strength = Number($("#strength").value);
+        if (!fixedStrength(!!state.edit.mask_image) && editor.size && strength !== this.strength) body.strength = strength;
+        if (!Object.keys(body).length) {
+          say(`${this.id}: nothing to apply (paint the mask or move the strength first)`);
+          return;
+        }
+        const receipt = await api("PATCH", this.path("/edit"), body);
+        if (body.mask_image) this.maskVersion = editor.version;
+        if (body.strength !== undefined) this.strength = body.strength;
+        this.receipt(receipt.rev, receipt.applies_from_step, Object.keys(body));
+        say(`${this.id}: the new ${Object.keys(body).join(" and ").replace("mask_image", "mask")} applies from step ` +
+            `${receipt.applies_from_step}`);
       } catch (e) { say(e.message, true); }
     }
 
@@ -433,7 +628,7 @@
       if (data.pruned) return removeView(data.branch);
       view(data.branch).setState(data.state, data);
     } else if (event.type === "condition") {
-      view(data.branch).receipt(data.rev, data.applies_from_step);
+      view(data.branch).receipt(data.rev, data.applies_from_step, data.fields);
     } else if (event.type === "fork") {
       data.branches.forEach((id, k) => view(id).describe({
         parent: data.parent, at_step: data.at_step, image: data.image, count: data.count, seed: data.seeds[k],
@@ -512,18 +707,27 @@
     if (state.abort) state.abort.abort();
     state.streaming = false;
     state.session = null;
+    state.edit = null;
     state.lastEventId = 0;
     state.views.clear();
+    $("#session-edit").hidden = true;
     $("#branches").replaceChildren();
     $("#tree").replaceChildren();
     $("#session").hidden = true;
     $("#empty").hidden = false;
   }
 
-  function openSession(id, checkpoints) {
+  function openSession(id, checkpoints, edit) {
     clearSession();
     state.session = id;
     state.checkpoints = checkpoints;
+    state.edit = edit || null;
+    $("#session-edit").hidden = !state.edit;
+    if (state.edit) {
+      setImage($("#session-input"), state.edit.image_url);
+      $("#session-mask").hidden = !state.edit.mask_image_url;
+      if (state.edit.mask_image_url) setImage($("#session-mask"), state.edit.mask_image_url);
+    }
     $("#session-id").textContent = id;
     $("#log-link").href = `/v1/sessions/${id}/log`;
     $("#log-link").download = `studio-log-${id}.json`;
@@ -545,7 +749,7 @@
     state.firstFramePainted = false;
     const previous = state.session;
     try {
-      const body = requestFromControls();
+      const body = { ...requestFromControls(), ...(await editFields()) };
       let created;
       try {
         created = await api("POST", "/v1/sessions", body);
@@ -562,7 +766,7 @@
         say("");
       }
       if (previous && previous !== created.session_id) api("DELETE", `/v1/sessions/${previous}`).catch(() => {});
-      openSession(created.session_id, created.checkpoints);
+      openSession(created.session_id, created.checkpoints, created.edit);
       for (const id of created.branches) view(id);
       follow();
       refreshServer();
@@ -585,15 +789,16 @@
       if (e.status !== 404) say(e.message, true);
       return;
     }
-    openSession(id, snapshot.checkpoints);
+    openSession(id, snapshot.checkpoints, snapshot.edit);
     for (const b of snapshot.branches) {
       const v = view(b.branch);
       v.describe({ ...b, count: b.num_images });
+      if (b.edit) v.strength = b.edit.strength;
       for (const frame of b.frames) v.addFrame(frame);
       v.setState(b.state, b);
       if (b.pending.length) {
         const last = b.pending[b.pending.length - 1];
-        v.receipt(last.rev, last.applies_from_step);
+        v.receipt(last.rev, last.applies_from_step, Object.keys(last.changes));
       }
     }
     state.lastEventId = snapshot.last_event_id;
@@ -634,6 +839,7 @@
       return;
     }
     setupControls(state.health);
+    setupEditor();
     document.body.dataset.ready = "true";
     const sessionMatch = location.hash.match(/s=([\w-]+)/);
     const id = sessionMatch ? sessionMatch[1] : sessionStorage.getItem("studio-session");
