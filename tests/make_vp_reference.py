@@ -3,7 +3,8 @@
 Run once, on the commit *before* the schedule redesign (issue 16: "Any schedule"), with
 ``OMP_NUM_THREADS=1 python tests/make_vp_reference.py``; it writes ``tests/data/vp_reference.safetensors``
 (every frame of the planned default, the paper's 10×10 layout, vanilla samplers and the restoration
-sessions, on the exact Gaussian-mixture oracle and on the embedded digit model). The test then checks
+sessions, on the exact Gaussian-mixture oracle and on the embedded digit model; the planned default as it was,
+issue 12's, given as explicit layouts since issue 19 changed it). The test then checks
 that the redesigned core reproduces them. Recorded at commit 46460cb with the UNet2D clip_sample fix of the next commit (ᾱ in the model's float64).
 """
 
@@ -21,9 +22,27 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+#: the planned default of issue 12 (BENCHMARKS.md §8: DPM-Solver++(2M) η 0.85 inner runs on trailing grids,
+#: restarts at the σ table's levels), pinned as explicit layouts since plan_layout moved on (issue 19, §12)
+ISSUE12_INNER = {20: [2, 2, 2, 4, 5, 5], 50: [5, 5, 5, 10, 13, 12], 100: [10, 10, 10, 20, 25, 25]}
+ISSUE12_OUTER = {
+    ("linear", 20): [999, 461, 225, 224, 217, 81], ("linear", 50): [999, 324, 122, 121, 116, 38],
+    ("linear", 100): [999, 194, 122, 121, 116, 38], ("scaled_linear", 20): [999, 655, 302, 301, 288, 72],
+    ("scaled_linear", 50): [999, 456, 133, 132, 125, 20], ("scaled_linear", 100): [999, 251, 133, 132, 125, 24],
+    ("cosine", 20): [999, 778, 439, 438, 424, 166], ("cosine", 50): [999, 601, 246, 245, 235, 80],
+    ("cosine", 100): [999, 382, 246, 245, 235, 80],
+}
+
+
+def issue12_layout(schedule: str, budget: int) -> dict:
+    """nested_sample's keyword arguments of issue 12's planned default for ``budget`` on ``schedule``."""
+    return dict(outer_timesteps=ISSUE12_OUTER[schedule, budget], inner_steps=ISSUE12_INNER[budget],
+                inner_sampler="dpmpp-2m", inner_eta=0.85, outer_update="renoise")
+
+
 def oracle_cases():
     """name -> callable(gmm) returning a session; every case on 4 samples of the 64-d oracle."""
-    from nested_diffusion import ddrm_sample, nested_restore, nested_sample, plan_layout, vanilla_sample
+    from nested_diffusion import ddrm_sample, nested_restore, nested_sample, vanilla_sample
     from nested_diffusion.restoration import Inpainting, SuperResolution
     from nested_diffusion.schedules import make_alphas_cumprod
 
@@ -31,16 +50,16 @@ def oracle_cases():
     for schedule in ("linear", "scaled_linear", "cosine"):
         ac = make_alphas_cumprod(schedule)
         for pred in ("epsilon", "v_prediction", "sample"):
-            def planned(gmm, ac=ac, pred=pred, budget=100):
+            def planned(gmm, ac=ac, pred=pred, budget=100, schedule=schedule):
                 noise = torch.randn(4, 64, generator=gen(0), dtype=torch.float64)
                 return nested_sample(gmm.model(ac, pred), ac, noise, prediction_type=pred, generator=gen(1),
-                                     **plan_layout(budget, ac).session_kwargs())
+                                     **issue12_layout(schedule, budget))
             cases[f"oracle/{schedule}/{pred}/planned100"] = planned
         for budget in (20, 50):
             cases[f"oracle/{schedule}/epsilon/planned{budget}"] = \
-                lambda gmm, ac=ac, b=budget: nested_sample(
+                lambda gmm, ac=ac, b=budget, s=schedule: nested_sample(
                     gmm.model(ac), ac, torch.randn(4, 64, generator=gen(0), dtype=torch.float64), generator=gen(1),
-                    **plan_layout(b, ac).session_kwargs())
+                    **issue12_layout(s, b))
         cases[f"oracle/{schedule}/epsilon/paper10x10"] = lambda gmm, ac=ac: nested_sample(
             gmm.model(ac), ac, torch.randn(4, 64, generator=gen(0), dtype=torch.float64), generator=gen(1),
             outer_steps=10, inner_steps=10, inner_sampler="ddim")
@@ -76,9 +95,10 @@ def digit_cases():
     mask = torch.ones(1, 28, 28, dtype=torch.bool)
     mask[:, :14] = False
     cases = {
-        "digits/planned100": lambda p: p.anytime(class_labels=[3, 7], generator=gen(2), output_type="latent"),
-        "digits/planned20": lambda p: p.anytime(class_labels=[3, 7], budget=20, generator=gen(2),
-                                                output_type="latent"),
+        "digits/planned100": lambda p: p.anytime(class_labels=[3, 7], generator=gen(2), output_type="latent",
+                                                 **issue12_layout("linear", 100)),
+        "digits/planned20": lambda p: p.anytime(class_labels=[3, 7], generator=gen(2), output_type="latent",
+                                                **issue12_layout("linear", 20)),
         "digits/paper10x10": lambda p: p.anytime(class_labels=[3, 7], outer_steps=10, inner_steps=10,
                                                  inner_sampler="ddim", generator=gen(2), output_type="latent"),
         "digits/vanilla-ddim-1": lambda p: p.vanilla(class_labels=[3, 7], num_inference_steps=20, generator=gen(2),

@@ -42,8 +42,11 @@ def test_generate_end_to_end(tmp_path, capsys):
 
 def test_budget_plans_steps(tmp_path):
     out = tmp_path / "b"
-    assert run_cli("--budget", 9, "--class", 1, "--out", out) == 0  # the growing default layout
-    assert json.loads((out / "run.json").read_text())["nfe"] == [1, 2, 3, 4, 7, 9]
+    assert run_cli("--budget", 9, "--class", 1, "--out", out) == 0  # the planned layout: below 20 NFEs the ladder
+    run = json.loads((out / "run.json").read_text())
+    assert run["nfe"] == [1, 2, 3, 4, 7, 9] and run["inner_sampler"] == "unipc"
+    assert run_cli("--budget", 30, "--class", 1, "--out", out) == 0
+    assert json.loads((out / "run.json").read_text())["nfe"] == [3, 15, 30]
     assert run_cli("--budget", 9, "--inner", 3, "--class", 1, "--out", out) == 0
     assert json.loads((out / "run.json").read_text())["nfe"] == [3, 6, 9]
 

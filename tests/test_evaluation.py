@@ -67,7 +67,8 @@ def test_outer_grid_renoise_and_per_step_eta_specs(linear):
     plan = parse_method("nested", "plan", budget=100, schedule=linear)
     layout = plan_layout(100, linear)
     assert plan.outer_timesteps == tuple(layout.outer_timesteps) and plan.inner_steps == tuple(layout.inner_steps)
-    assert plan.session_kwargs()["inner_eta"] == layout.inner_eta and plan.outer_update == layout.outer_update
+    assert plan.outer_update == layout.outer_update and plan.sampler == layout.inner_sampler == "unipc"
+    assert plan.inner_spacing == list(layout.inner_spacing) and plan.session_kwargs()["inner_eta"] == 0.0  # UniPC's
     with pytest.raises(ValueError, match="noise schedule"):
         parse_method("nested", "plan", budget=100)
 

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -381,41 +383,71 @@ def test_bad_outer_arguments(gmm, linear, kwargs, error, match):
 
 # -- the planned layout --------------------------------------------------------------------------
 def test_plan_layout_follows_the_schedule(gmm, counting):
-    from nested_diffusion.defaults import DEFAULT_OUTER_SIGMAS
-    from nested_diffusion.planner import default_outer_sigmas, outer_timesteps_at_sigmas, plan_layout
+    from nested_diffusion.planner import outer_timesteps_at_sigmas, plan_layout, restart_noise_level
 
     for schedule in ("linear", "scaled_linear", "cosine"):
         ac = make_alphas_cumprod(schedule)
         sigma = ((1 - ac) / ac).sqrt()
-        layout = plan_layout(100, ac)
-        taus = layout.outer_timesteps
-        assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
-        assert layout.inner_steps[:len(taus)] == [10, 10, 10, 20, 25, 25][:len(taus)]
-        # each later outer timestep is the last one at or below its noise level (unless pushed down to decrease)
-        # (or raised just enough for its run to fit: an inner run of M steps needs τ >= M - 1)
-        for tau, s, m in zip(taus[1:], DEFAULT_OUTER_SIGMAS[100], layout.inner_steps[1:]):
-            assert (sigma[tau] <= s and (sigma[tau + 1] > s or tau + 1 in taus)) or tau == m - 1
-        assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("dpmpp-2m", 0.85, "renoise")
+        for budget in (20, 30, 50, 100):
+            layout = plan_layout(budget, ac)
+            taus, inner = layout.outer_timesteps, layout.inner_steps
+            assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
+            # each later outer timestep is the last one at or below the restart level of the NFEs spent so far
+            for tau, spent in zip(taus[1:], itertools.accumulate(inner)):
+                s = restart_noise_level(spent)
+                assert sigma[tau] <= s < sigma[tau + 1]
+            assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("unipc", None, "renoise")
+            # the first run on a log-SNR grid where the top is not too noisy and it has 3+ steps; Karras restarts
+            head = "logsnr" if inner[0] >= 3 and schedule != "cosine" else "trailing"
+            assert layout.inner_spacing == (head,) + ("karras",) * (len(inner) - 1)
         model = counting(gmm.model(ac))
         session = nested_sample(model, ac, noise(2), generator=gen(), **layout.session_kwargs())
-        assert session.run().nfe == model.calls == layout.nfe <= 100
+        assert session.run().nfe == model.calls == layout.nfe == 100
+        assert session.inner_spacing == list(layout.inner_spacing)
     # the same noise level is a different timestep on each schedule
     levels = [outer_timesteps_at_sigmas(make_alphas_cumprod(s), [1.0])[1] for s in ("linear", "scaled_linear", "cosine")]
     assert levels == [258, 353, 495]
-    # the restart levels follow the budget: the entry of the largest reference budget not above it
-    assert default_outer_sigmas(100) == default_outer_sigmas(400) == DEFAULT_OUTER_SIGMAS[100]
-    assert default_outer_sigmas(99) == DEFAULT_OUTER_SIGMAS[50] and default_outer_sigmas(5) == DEFAULT_OUTER_SIGMAS[20]
-    assert plan_layout(100, make_alphas_cumprod("linear")).nfe == 100
-    # the measured grids at 100 NFEs (BENCHMARKS.md §8); scaled-linear's last restart raised from 20 to fit 25 steps
-    assert [plan_layout(100, make_alphas_cumprod(s)).outer_timesteps for s in ("linear", "scaled_linear", "cosine")] \
-        == [[999, 194, 122, 121, 116, 38], [999, 251, 133, 132, 125, 24], [999, 382, 246, 245, 235, 80]]
+    # the measured grids (BENCHMARKS.md §12)
+    linear = make_alphas_cumprod("linear")
+    assert [plan_layout(b, linear).outer_timesteps for b in (20, 30, 50, 100)] == [
+        [999, 547, 372], [999, 543, 311], [999, 473, 311, 237, 183], [999, 372, 268, 212, 152, 114]]
+    assert plan_layout(100, make_alphas_cumprod("cosine")).outer_timesteps == [999, 670, 512, 416, 304, 231]
     # a short schedule gives fewer, still decreasing outer steps
     short = plan_layout(10, make_alphas_cumprod("linear", 4))
-    assert short.outer_timesteps == [3, 2, 1, 0] and len(short.inner_steps) == 4
+    assert short.outer_timesteps[0] == 3 and short.nfe <= 10
     with pytest.raises(ValueError, match="budget"):
         plan_layout(0, make_alphas_cumprod("linear"))
     with pytest.raises(ValueError, match="sigmas"):
         outer_timesteps_at_sigmas(make_alphas_cumprod("linear"), [1.0, -2.0])
+
+
+def test_plan_frames_and_restart_levels_follow_the_budget():
+    """Fewer, better frames at small budgets (a run of at least PLAN_MIN_RUN NFEs after the first, which lands
+    by 10 % of the budget); restart levels a continuous, falling function of the NFEs spent."""
+    from nested_diffusion.defaults import PLAN_MIN_RUN, PLAN_RESTART_LEVEL
+    from nested_diffusion.planner import default_outer_sigmas, plan_frames, plan_schedule, restart_noise_level
+
+    assert plan_frames(20) == [2, 8, 10] and plan_frames(30) == [3, 12, 15] and plan_frames(50) == [5, 10, 10, 13, 12]
+    assert plan_frames(100) == plan_schedule(100) == [10, 10, 10, 20, 25, 25] and plan_frames(1000) == plan_schedule(1000)
+    assert plan_frames(20, min_run=1) == plan_schedule(20)
+    for budget in range(1, 20):  # below 20 NFEs (not measured) the whole ladder
+        assert plan_frames(budget) == plan_schedule(budget)
+    for budget in range(20, 301):
+        inner = plan_frames(budget)
+        assert sum(inner) == budget and inner[0] == plan_schedule(budget)[0] <= round(0.1 * budget)
+        assert len(inner) >= 3 and all(m >= PLAN_MIN_RUN for m in inner[1:])
+    a, p, lo, hi = PLAN_RESTART_LEVEL
+    assert restart_noise_level(10) == pytest.approx(a * 10 ** -p)
+    assert restart_noise_level(1) == hi and restart_noise_level(10 ** 6) == lo
+    levels = [restart_noise_level(n) for n in range(1, 2000)]
+    assert all(x >= y for x, y in zip(levels, levels[1:]))
+    assert default_outer_sigmas(20) == (restart_noise_level(2), restart_noise_level(10))
+    assert len(default_outer_sigmas(100)) == 5 and default_outer_sigmas(1) == ()
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="spent"):
+            restart_noise_level(bad)
+    with pytest.raises(ValueError, match="min_run"):
+        plan_frames(20, min_run=0)
 
 
 def test_resolve_layout_is_the_one_rule(linear):
@@ -431,11 +463,13 @@ def test_resolve_layout_is_the_one_rule(linear):
     # nothing of the grid given: the planned layout for the budget (default 100) and this schedule
     assert resolve_layout(linear) == plan_layout(100, linear)
     assert resolve_layout(cosine, budget=50) == plan_layout(50, cosine)
-    assert counts() == (6, [10, 10, 10, 20, 25, 25]) and counts(budget=20) == (6, [2, 2, 2, 4, 5, 5])
+    assert counts() == (6, [10, 10, 10, 20, 25, 25]) and counts(budget=20) == (3, [2, 8, 10])
     assert resolve_layout(linear).outer_timesteps != resolve_layout(cosine).outer_timesteps
     # explicit choices replace the plan's; an outer η needs the DDIM outer step, asked for explicitly
     assert resolve_layout(linear, inner_eta=0.5).inner_eta == 0.5
+    assert resolve_layout(linear, inner_eta=0.5).inner_sampler == "dpmpp-2m"  # an η for the default sampler
     assert resolve_layout(linear, inner_sampler="ddim").inner_sampler == "ddim"
+    assert resolve_layout(linear, inner_sampler="ddim").inner_spacing == plan_layout(100, linear).inner_spacing
     assert resolve_layout(linear, inner_sampler="ddpm").inner_eta is None  # the sampler's own η, not the plan's
     ddim = resolve_layout(linear, outer_update="ddim", outer_eta=0.3)
     assert (ddim.outer_update, ddim.outer_eta, ddim.outer_timesteps) == ("ddim", 0.3, plan_layout(100, linear).outer_timesteps)

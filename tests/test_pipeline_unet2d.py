@@ -215,10 +215,10 @@ def test_sizes_are_checked_against_the_unet_downsampling(class_folder):
 def test_budget_plans_the_layout_and_repr(class_folder):
     pipe = NestedPipeline.from_pretrained(class_folder)
     session = pipe.anytime(class_labels=[1], budget=20)
-    assert session.checkpoints() == [2, 4, 6, 10, 15, 20]
-    assert repr(session) == "PipelineSession(unet2d, step 0/6, nfe 0/20, NestedSession, class_labels=[1])"
+    assert session.checkpoints() == [2, 10, 20]  # the planned frames: by 10 %, then runs of 8 NFEs or more
+    assert repr(session) == "PipelineSession(unet2d, step 0/3, nfe 0/20, NestedSession, class_labels=[1])"
     session.step()
-    assert "step 1/6, nfe 2/20" in repr(session)
+    assert "step 1/3, nfe 2/20" in repr(session)
     assert pipe.anytime(class_labels=[1], inner_steps=4, budget=20).checkpoints() == [4, 8, 12, 16, 20]
     with pytest.raises(ValueError, match="vanilla session takes num_inference_steps"):
         pipe.vanilla(class_labels=[1], budget=20)

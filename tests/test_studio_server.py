@@ -61,9 +61,9 @@ def test_live_streams_of_concurrent_sessions(server):
     for created in made:
         events = results[created["session_id"]]
         frames = [data for _, kind, data in events if kind == "frame"]
-        assert [f["nfe"] for f in frames] == created["checkpoints"] == [2, 4, 6, 10, 15, 20]
+        assert [f["nfe"] for f in frames] == created["checkpoints"] == [2, 10, 20]
         assert all(url.startswith(f"/v1/sessions/{created['session_id']}/") for f in frames for url in f["images"])
-        assert events[-1][1:] == ("status", {"branch": "b0", "state": "done", "step": 6, "nfe": 20})
+        assert events[-1][1:] == ("status", {"branch": "b0", "state": "done", "step": 3, "nfe": 20})
         assert [e[0] for e in events] == list(range(1, len(events) + 1))
     finals = [http.get(results[m["session_id"]][-2][2]["images"][0]).content for m in made]
     assert finals[0] != finals[1]

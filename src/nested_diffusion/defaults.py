@@ -12,23 +12,30 @@ DEFAULT_OUTER_ETA = 1.0
 #: outer or inner step count when a layout gives only the other one, or neither and no budget plan applies
 #: (the paper's 10 × 10)
 DEFAULT_STEPS = 10
-#: The project default layout (plan_layout, BENCHMARKS.md §8): a DPM-Solver++(2M) inner sampler …
+#: The inner sampler of layouts a user gives (outer/inner counts, outer times): DPM-Solver++(2M) with
+#: η = DEFAULT_INNER_ETA (BENCHMARKS.md §8) …
 DEFAULT_INNER_SAMPLER = "dpmpp-2m"
-#: … with inner runs that grow so frames land at these fractions of the NFE budget
-#: (plan_schedule(100) = 10, 10, 10, 20, 25, 25 inner steps: frames at 10, 20, 30, 50, 75, 100 NFEs) …
+#: … while the planned default (plan_layout, BENCHMARKS.md §12) runs UniPC (bh2, deterministic: the
+#: renoising outer step needs only marginal samples) in every inner run …
+PLAN_INNER_SAMPLER = "unipc"
+#: … with frames on this ladder of fractions of the NFE budget (plan_schedule(100) = 10, 10, 10, 20, 25, 25
+#: inner steps: frames at 10, 20, 30, 50, 75, 100 NFEs) …
 DEFAULT_FRAME_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
-#: … the first inner run from the top of the schedule, the later ones from the previous frame re-noised to
-#: these noise levels σ/α (√((1-ᾱ)/ᾱ) on VP, σ/(1-σ) on flow; mapped to each model's own times, kept
-#: strictly decreasing), by reference
-#: budget: a budget uses the entry of the largest reference budget not above it (the smallest entry
-#: below 20). Short inner runs need higher restarts: measured at 20, 50 and 100 NFEs (BENCHMARKS.md §8) …
-DEFAULT_OUTER_SIGMAS = {
-    20: (2.8, 0.84, 0.84, 0.8, 0.28),
-    50: (1.4, 0.42, 0.42, 0.4, 0.14),
-    100: (0.7, 0.42, 0.42, 0.4, 0.14),
-}
+#: … of which the plan keeps the first and every later one whose inner run has at least this many NFEs
+#: (shorter runs merge into the next: 20 NFEs → frames at 2, 10, 20; 50 → 5, 15, 25, 38, 50; 100 → all six),
+#: from PLAN_MIN_RUN_BUDGET NFEs on (measured from 20; smaller budgets keep the whole ladder) …
+PLAN_MIN_RUN = 8
+PLAN_MIN_RUN_BUDGET = 20
+#: … the first inner run from the top of the schedule, on a grid uniform in log-SNR where the top's noise
+#: level σ/α is at most this (linear 157, scaled-linear 14.6; not cosine's 2·10⁴, where such a grid wastes its
+#: steps at the top) and the run has at least 3 steps, otherwise the schedule's own (trailing) grid …
+PLAN_LOGSNR_MAX_NOISE = 1000.0
+#: … each later one from the previous frame re-noised to a noise level σ/α (√((1-ᾱ)/ᾱ) on VP, σ/(1-σ) on
+#: flow) that falls with n, the NFEs spent before it: σ = a · n^(-p), clipped to [lo, hi]
+#: (planner.restart_noise_level), mapped to the model's own times, on a Karras (ρ = 7) grid on VP schedules …
+PLAN_RESTART_LEVEL = (10.0, 0.75, 0.14, 4.5)
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
-#: than the paper's DDIM posterior step; every inner run DPM-Solver++(2M) with η = DEFAULT_INNER_ETA.
+#: than the paper's DDIM posterior step.
 DEFAULT_OUTER_UPDATE = "renoise"
 #: the outer steps there are: the paper's DDIM step (with an outer η) and the renoising one
 OUTER_UPDATES = ("ddim", "renoise")

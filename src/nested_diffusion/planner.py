@@ -14,12 +14,13 @@ import math
 from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
-                       DEFAULT_OUTER_ETA, DEFAULT_OUTER_SIGMAS, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS)
+                       DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
+                       PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
 from .nested import nested_grids
-from .schedules import Schedule, Time, as_schedule
+from .schedules import DiscreteVP, Schedule, Time, as_schedule
 
-__all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "default_outer_sigmas",
-           "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS", "DEFAULT_OUTER_SIGMAS"]
+__all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "plan_frames", "default_outer_sigmas",
+           "restart_noise_level", "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS"]
 
 
 class Layout(NamedTuple):
@@ -80,6 +81,70 @@ def plan_schedule(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTI
     return inner
 
 
+def plan_frames(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS, *,
+                max_steps: int | None = None, min_run: int = PLAN_MIN_RUN) -> list[int]:
+    """The planned default's inner step counts: :func:`plan_schedule`'s frames, keeping the first and every
+    later one whose run has at least ``min_run`` NFEs (a shorter run merges into the next one; the last
+    frame is always at the budget).
+
+    Fewer, better frames at small budgets: 20 NFEs → 2, 8, 10 (frames at 2, 10, 20 NFEs), 30 → 3, 12, 15,
+    50 → 5, 10, 10, 13, 12; from 80 NFEs on every run has ``min_run`` steps and all six frames stay
+    (100 → 10, 10, 10, 20, 25, 25). A frame at a few NFEs is worth less than the NFEs it costs the next one
+    (BENCHMARKS.md §12). Below :data:`~nested_diffusion.defaults.PLAN_MIN_RUN_BUDGET` (20) NFEs, where it
+    was not measured, the whole ladder stays (:func:`plan_schedule`)."""
+    if isinstance(min_run, bool) or not isinstance(min_run, int) or min_run < 1:
+        raise ValueError(f"min_run must be a positive integer number of NFEs, got {min_run!r}")
+    ends = list(itertools.accumulate(plan_schedule(budget, fractions, max_steps=max_steps)))
+    if budget < PLAN_MIN_RUN_BUDGET:
+        return [b - a for a, b in zip([0] + ends, ends)]
+    kept = ends[:1]
+    for end in ends[1:]:
+        if end - kept[-1] >= min_run:
+            kept.append(end)
+    if kept[-1] != ends[-1]:  # the tail is too short for a run of its own: the last kept run takes it
+        if len(kept) > 1:
+            kept[-1] = ends[-1]
+        else:
+            kept.append(ends[-1])
+    inner = [b - a for a, b in zip([0] + kept, kept)]
+    if max_steps is not None and max(inner) > max_steps:  # merged runs too long for the schedule: keep the ladder
+        return plan_schedule(budget, fractions, max_steps=max_steps)
+    return inner
+
+
+def restart_noise_level(spent: int, level: Sequence[float] = PLAN_RESTART_LEVEL) -> float:
+    """The planned restart's noise level σ/α after ``spent`` NFEs: σ = a · spent^(-p) clipped to [lo, hi],
+    ``level = (a, p, lo, hi)`` (:data:`~nested_diffusion.defaults.PLAN_RESTART_LEVEL`).
+
+    A frame made with few NFEs is wrong at coarse scales too, so the next run restarts high enough to redo
+    them; the better the frame, the lower the restart, where the next run's steps fix the fine detail
+    (measured on linear and cosine at 20, 30 and 50 NFEs, BENCHMARKS.md §12)."""
+    a, p, lo, hi = level
+    if isinstance(spent, bool) or not isinstance(spent, int) or spent < 1:
+        raise ValueError(f"spent must be a positive number of NFEs, got {spent!r}")
+    return min(hi, max(lo, a * spent ** -p))
+
+
+def default_outer_sigmas(budget: int, schedule: Schedule | Any = None) -> tuple[float, ...]:
+    """The planned restart noise levels for ``budget``: :func:`restart_noise_level` after each frame of
+    :func:`plan_frames` but the last (one level per outer step after the first)."""
+    _check_budget(budget)
+    max_steps = None if schedule is None else as_schedule(schedule).max_steps
+    ends = list(itertools.accumulate(plan_frames(budget, max_steps=max_steps)))
+    return tuple(restart_noise_level(n) for n in ends[:-1])
+
+
+def _plan_spacings(schedule: Schedule, first: Time, inner: list[int]) -> tuple[str | None, ...] | None:
+    """The grids of the planned runs: on a discrete VP schedule the first run uniform in log-SNR (where its
+    start's noise level is at most :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MAX_NOISE` and it has 3 steps
+    or more; otherwise trailing), the restarts on Karras grids (ρ = 7); on other schedules their own grid."""
+    if not isinstance(schedule, DiscreteVP):
+        return None
+    noise = schedule.level(first).noise
+    head = "logsnr" if inner[0] >= 3 and noise <= PLAN_LOGSNR_MAX_NOISE else "trailing"
+    return (head,) + ("karras",) * (len(inner) - 1)
+
+
 def outer_timesteps_at_sigmas(schedule: Schedule | Any, sigmas: Sequence[float],
                               start: Time | None = None) -> list[Time]:
     """Outer grid ``[start, τ_2, …]`` (``start`` default: the top of the schedule) with τ_k the largest time
@@ -104,13 +169,6 @@ def outer_timesteps_at_sigmas(schedule: Schedule | Any, sigmas: Sequence[float],
     return outer
 
 
-def default_outer_sigmas(budget: int) -> tuple[float, ...]:
-    """The measured restart noise levels for ``budget``: the :data:`DEFAULT_OUTER_SIGMAS` entry of the
-    largest reference budget not above it (the smallest reference budget's below all of them)."""
-    references = sorted(DEFAULT_OUTER_SIGMAS)
-    return DEFAULT_OUTER_SIGMAS[max([b for b in references if b <= budget], default=references[0])]
-
-
 def _fit_runs(schedule: Schedule, outer: list[Time], inner: list[int]) -> list[Time]:
     """Raise restarts too low for their run: a run of M steps from τ costs at most ``capacity(τ)`` NFEs
     (τ + 1 on a discrete VP schedule), so each τ_k (k ≥ 2) is raised to at least ``lowest_start(M_k)``
@@ -130,32 +188,38 @@ def _fit_runs(schedule: Schedule, outer: list[Time], inner: list[int]) -> list[T
 
 
 def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[float] = DEFAULT_FRAME_FRACTIONS,
-                sigmas: Sequence[float] | None = None, start: Time | None = None) -> Layout:
+                sigmas: Sequence[float] | None = None, start: Time | None = None,
+                min_run: int = PLAN_MIN_RUN) -> Layout:
     """The project default layout for ``budget`` NFEs on a model with noise ``schedule`` (a
     :class:`~nested_diffusion.schedules.Schedule`, or a 1-D ᾱ table).
 
-    Frames at ``fractions`` of the budget (:func:`plan_schedule`: 100 NFEs → inner runs of 10, 10,
-    10, 20, 25, 25); the first inner run starts at the top of the schedule, each later one from the
-    previous frame re-noised (``outer_update="renoise"``) to the noise levels ``sigmas`` (default
-    :func:`default_outer_sigmas` of the budget), mapped to the schedule's own times by
-    :func:`outer_timesteps_at_sigmas`; DPM-Solver++(2M) inner runs with η = 0.85. Measured in
-    BENCHMARKS.md §8. ``start`` is the first outer time instead of the top (an edit's strength level).
+    Frames on the ``fractions`` ladder of the budget, keeping those whose run has ``min_run`` NFEs or more
+    (:func:`plan_frames`: 20 NFEs → runs of 2, 8, 10; 100 → 10, 10, 10, 20, 25, 25; ``min_run=1`` keeps every
+    fraction); the first inner run starts at the top of the schedule (or ``start``, an edit's strength level),
+    each later one from the previous frame re-noised (``outer_update="renoise"``) to the noise level
+    ``sigmas`` (default :func:`restart_noise_level` of the NFEs spent so far), mapped to the schedule's own
+    times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2); on a discrete VP schedule the
+    first run's grid is uniform in log-SNR and the restarts' are Karras grids (:func:`_plan_spacings`).
+    Measured in BENCHMARKS.md §12 (and §8 for the restarts' design).
     """
     _check_budget(budget)
     schedule = as_schedule(schedule)
-    inner = plan_schedule(budget, fractions, max_steps=schedule.max_steps)
-    levels = default_outer_sigmas(budget) if sigmas is None else sigmas
-    outer = outer_timesteps_at_sigmas(schedule, list(levels)[:len(inner) - 1], start)
+    inner = plan_frames(budget, fractions, max_steps=schedule.max_steps, min_run=min_run)
+    if sigmas is None:
+        sigmas = [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])]
+    outer = outer_timesteps_at_sigmas(schedule, list(sigmas)[:len(inner) - 1], start)
     inner = inner[:len(outer)]
     outer = _fit_runs(schedule, outer, inner)
-    return _layout(schedule, outer, inner, DEFAULT_INNER_SAMPLER, DEFAULT_INNER_ETA, DEFAULT_OUTER_UPDATE, None)
+    return _layout(schedule, outer, inner, PLAN_INNER_SAMPLER, None, DEFAULT_OUTER_UPDATE, None,
+                   _plan_spacings(schedule, outer[0], inner))
 
 
 def _layout(schedule: Schedule, outer: list[Time], inner: list[int], inner_sampler: str, inner_eta: Any,
-            outer_update: str, outer_eta: float | None) -> Layout:
+            outer_update: str, outer_eta: float | None, spacing: tuple[str | None, ...] | None = None) -> Layout:
     eta = tuple(inner_eta) if isinstance(inner_eta, (list, tuple)) else inner_eta
-    nfe = sum(len(schedule.inner_timesteps(tau, m)) for tau, m in zip(outer, inner))
-    return Layout(list(outer), list(inner), inner_sampler, eta, outer_update, outer_eta, nfe)
+    spacing = None if spacing is None else tuple(spacing)
+    nfe = sum(len(grid) for grid in nested_grids(schedule, inner, outer, inner_spacing=spacing)[1])
+    return Layout(list(outer), list(inner), inner_sampler, eta, outer_update, outer_eta, nfe, spacing)
 
 
 def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer_steps: int | None = None,
@@ -179,8 +243,9 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     * both counts: as given (``budget`` then only caps how far a run goes).
 
     Outer times not given are the schedule's vanilla grid; the samplers, by what is given: an explicit
-    ``inner_sampler`` / ``inner_eta`` / ``outer_update`` replaces the plan's or the default's (inner
-    DPM-Solver++(2M), η 0.85; outer step: the plan's renoising step, otherwise the paper's DDIM step).
+    ``inner_sampler`` / ``inner_eta`` / ``outer_update`` replaces the plan's (UniPC inner runs on the plan's
+    grids, renoising outer step) or the default's (inner DPM-Solver++(2M), η 0.85, on the schedule's grid;
+    the paper's DDIM outer step); an ``inner_eta`` alone runs the default sampler with it on the plan's grids.
     ``outer_eta`` is the η of a DDIM outer step: with a renoising outer step (the plan's, or asked for) it
     is an error, not a silent switch — give ``outer_update="ddim"`` with it.
     """
@@ -191,6 +256,7 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     if start is not None and grid_given:
         raise ValueError("start is the first time of a planned layout; with outer_steps / inner_steps give the "
                          "outer_timesteps themselves")
+    plan = None
     if not grid_given:
         plan = plan_layout(DEFAULT_BUDGET if budget is None else budget, schedule, start=start)
         outer, inner = plan.outer_timesteps, plan.inner_steps
@@ -220,9 +286,12 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
                          + ": give outer_update='ddim' with it, or leave outer_eta out")
     if update == "ddim" and outer_eta is None:
         outer_eta = DEFAULT_OUTER_ETA
-    sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
-    eta = (DEFAULT_INNER_ETA if inner_sampler is None else None) if inner_eta is None else inner_eta
-    return _layout(schedule, outer, inner, sampler, eta, update, outer_eta)
+    if plan is not None and inner_sampler is None and inner_eta is None:
+        sampler, eta = plan.inner_sampler, plan.inner_eta
+    else:
+        sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
+        eta = (DEFAULT_INNER_ETA if inner_sampler is None else None) if inner_eta is None else inner_eta
+    return _layout(schedule, outer, inner, sampler, eta, update, outer_eta, None if plan is None else plan.inner_spacing)
 
 
 def vanilla_baseline(schedule: Schedule | Any) -> tuple[str, float]:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..defaults import DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, OUTER_UPDATES
+from ..defaults import DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER, DEFAULT_OUTER_ETA, OUTER_UPDATES, PLAN_INNER_SAMPLER
 from ..models import model_label
 from .options import (SAMPLERS, CLIError, Formatter, add_model_arguments, classes, eta, guidance, load_pipeline,
                       positive_float, positive_int, staged_output, check_out)
@@ -45,10 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inner", type=positive_int, default=None,
                    help="inner steps M per outer step (default: planned, growing: 100 NFEs → 10,10,10,20,25,25 "
                         "with renoised restarts at measured noise levels; 10 with --outer)")
-    p.add_argument("--inner-sampler", choices=SAMPLERS, metavar="SAMPLER", default=DEFAULT_INNER_SAMPLER,
-                   help="inner sampler: %(choices)s")
+    p.add_argument("--inner-sampler", choices=SAMPLERS, metavar="SAMPLER", default=None,
+                   help=f"inner sampler: %(choices)s (default: {PLAN_INNER_SAMPLER} for a planned layout, "
+                        f"{DEFAULT_INNER_SAMPLER} with --outer/--inner)")
     p.add_argument("--inner-eta", type=eta, default=None,
-                   help=f"inner sampler η (default: {DEFAULT_INNER_ETA}, measured; 1 for ddpm and dpmpp-2m-sde)")
+                   help=f"inner sampler η (default: the sampler's; {DEFAULT_INNER_ETA} for {DEFAULT_INNER_SAMPLER}, "
+                        "measured; 1 for ddpm and dpmpp-2m-sde)")
     p.add_argument("--outer-update", choices=OUTER_UPDATES, default=None,
                    help="outer step: 'renoise' (the planned default: restart from the frame re-noised) or 'ddim' "
                         "(the paper's; the default with --outer/--inner)")
@@ -145,13 +147,16 @@ def run(args: argparse.Namespace) -> int:
         names = getattr(pipe.adapter, "class_names", None)
         samples = [f"#{i}" + ("" if labels is None else f" ({names[labels[i]] if names else labels[i]})")
                    for i in range(num_images)]
-        title = f"nested {layout} ({args.inner_sampler})" + (
+        from ..samplers import sampler_name as registry_name
+
+        sampler_name = registry_name(core.inner_sampler)
+        title = f"nested {layout} ({sampler_name})" + (
             " vs vanilla x0-prediction previews" if vanilla else "")
         save_anytime(folder, lanes, sample_labels=samples, lane_labels={"vanilla": "vanilla x0-pred"}, title=title)
         summary: dict[str, Any] = {
             "nested-diffusion": __import__("nested_diffusion").__version__,
             "model": model_label(args.model), "device": str(pipe.adapter.device), "dtype": args.dtype,
-            "outer_steps": outer, "inner_steps": inner, "inner_sampler": args.inner_sampler,
+            "outer_steps": outer, "inner_steps": inner, "inner_sampler": sampler_name,
             "outer_timesteps": core.outer_timesteps, "outer_update": core.outer_update,
             "inner_eta": _one_or_all([s.eta for s in core.inner_samplers]),
             "guidance_scale": session.core.model_kwargs.get("guidance_scale"), "seed": args.seed,

@@ -256,6 +256,8 @@ def plan_method(budget: int, schedule: Any) -> Method:
 
     layout = plan_layout(budget, schedule)
     eta = tuple(layout.inner_eta) if isinstance(layout.inner_eta, (list, tuple)) else layout.inner_eta
+    if eta is None:  # a sampler that fixes its η (the plan's UniPC)
+        eta = SAMPLERS[layout.inner_sampler][1]
     grids = layout.inner_spacing
     grid = "" if grids is None else (grids[0] if len(set(grids)) == 1 else "/".join(grids))
     return Method("nested", layout.inner_sampler, eta, len(layout.inner_steps), tuple(layout.inner_steps),

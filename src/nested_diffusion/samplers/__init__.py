@@ -20,7 +20,7 @@ from .renoise import Renoise
 from .unipc import UniPC
 
 __all__ = ["Sampler", "DDIM", "DPMSolverPP2M", "DPMSolverPP3M", "UniPC", "Renoise", "SAMPLERS", "make_sampler",
-           "sample", "iterate", "ddim_step", "randn_like", "Generator"]
+           "sample", "iterate", "ddim_step", "randn_like", "Generator", "sampler_name"]
 
 
 class Sampler(Protocol):
@@ -40,6 +40,13 @@ SAMPLERS: dict[str, tuple[type, float, bool]] = {
     "dpmpp-3m-sde": (DPMSolverPP3M, 1.0, True),
     "unipc": (UniPC, 0.0, True),  # deterministic: UniPC-2, bh2 (diffusers' UniPCMultistepScheduler default)
 }
+
+
+def sampler_name(sampler: Any) -> str:
+    """The registry name of a sampler object (the name that takes its η: ``"dpmpp-2m"``, not
+    ``"dpmpp-2m-sde"``; ``"unipc"``), or its class name for a sampler from outside the registry."""
+    names = [(fixed, n) for n, (cls, _, fixed) in SAMPLERS.items() if cls is type(sampler)]
+    return min(names)[1] if names else type(sampler).__name__
 
 
 def make_sampler(name: str, eta: float | None = None, *, argument: str = "sampler") -> Sampler:

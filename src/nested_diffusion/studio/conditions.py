@@ -31,7 +31,7 @@ def check_condition(adapter: Any, num_images: int, condition: dict[str, Any]) ->
 
 def model_info(adapter: Any) -> dict[str, Any]:
     """The model's controls for clients: family, declared conditioning, classes, sizes, samplers."""
-    from ..defaults import DEFAULT_BUDGET, DEFAULT_INNER_SAMPLER
+    from ..defaults import DEFAULT_BUDGET, PLAN_INNER_SAMPLER
     from .schemas import sampler_names
 
     (height, width), multiple = adapter.size_rule()
@@ -39,4 +39,4 @@ def model_info(adapter: Any) -> dict[str, Any]:
     return {"family": adapter.family, "conditioning": conditioning.kind, "condition": conditioning.describe(),
             "num_classes": getattr(adapter, "num_classes", None), "class_names": getattr(adapter, "class_names", None),
             "default_guidance": adapter.default_guidance, "default_size": [height, width], "size_multiple": multiple,
-            "default_budget": DEFAULT_BUDGET, "inner_sampler": DEFAULT_INNER_SAMPLER, "samplers": sampler_names()}
+            "default_budget": DEFAULT_BUDGET, "inner_sampler": PLAN_INNER_SAMPLER, "samplers": sampler_names()}
