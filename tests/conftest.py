@@ -49,3 +49,30 @@ class FakeClock:
 @pytest.fixture
 def fake_clock(monkeypatch):
     return FakeClock(monkeypatch)
+
+
+# -- the studio's in-process app (test_studio_api, test_studio_edit; modules may define their own) ----------
+@pytest.fixture(scope="module")
+def pipe():
+    """The embedded digit pipeline, shared by the studio tests' modules."""
+    from studio_support import digits
+
+    return digits()
+
+
+@pytest.fixture
+def app(pipe):
+    """An in-process studio app, unbatched and with no worker thread: the test drives the worker step by step,
+    and frames are bit-equal to the library's."""
+    from nested_diffusion.studio.app import create_app
+
+    return create_app(pipe, start_worker=False, batching=False)
+
+
+@pytest.fixture
+def api(app):
+    """A TestClient on :func:`app`."""
+    from studio_support import client
+
+    with client(app) as c:
+        yield c

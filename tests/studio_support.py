@@ -1,4 +1,4 @@
-"""Shared helpers of the studio tests: the embedded digit pipeline, in-process apps, a real uvicorn
+"""Shared helpers of the studio tests (their fixtures are in conftest.py): the embedded digit pipeline, in-process apps, a real uvicorn
 server on 127.0.0.1 and a free port, and frame comparisons."""
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ def digits():
 
         _PIPE = NestedPipeline.from_pretrained()
     return _PIPE
+
+
+def gen(seed: int):
+    """A CPU generator seeded with ``seed``."""
+    import torch
+
+    return torch.Generator().manual_seed(seed)
 
 
 def client(app, **kwargs):

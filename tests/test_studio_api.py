@@ -18,29 +18,9 @@ from nested_diffusion.studio.frames import read_png_text
 from nested_diffusion.studio.limits import Limits
 from nested_diffusion.studio.replay import replay
 from nested_diffusion.studio.sse import coalesce
-from studio_support import BASE, client, commit_unit, digits, drain, fail_unit, pixels, take_unit
+from studio_support import BASE, client, commit_unit, drain, fail_unit, gen, pixels, take_unit
 
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return digits()
-
-
-@pytest.fixture
-def app(pipe):
-    return create_app(pipe, start_worker=False, batching=False)  # unbatched: frames bit-equal to the library
-
-
-@pytest.fixture
-def api(app):
-    with client(app) as c:
-        yield c
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def create(api, **body):

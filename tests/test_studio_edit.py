@@ -19,25 +19,9 @@ from nested_diffusion.studio.app import create_app
 from nested_diffusion.studio.frames import read_png_text
 from nested_diffusion.studio.limits import Limits
 from nested_diffusion.studio.replay import replay
-from studio_support import client, digits, drain, pixels, take_unit, commit_unit
+from studio_support import client, commit_unit, drain, gen, pixels, take_unit
 
 pytest.importorskip("fastapi")
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return digits()
-
-
-@pytest.fixture
-def app(pipe):
-    return create_app(pipe, start_worker=False, batching=False)  # unbatched: frames bit-equal to the library
-
-
-@pytest.fixture
-def api(app):
-    with client(app) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +30,6 @@ def digit() -> Image.Image:
 
     images, _ = load_mnist5k("test")
     return Image.fromarray(images[0])
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def png(image: Image.Image, **save) -> bytes:
