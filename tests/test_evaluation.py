@@ -335,6 +335,17 @@ def test_cli_digits_end_to_end(tmp_path, capsys):
     assert "digit-fd (lower is better)" in printed and "NFE efficiency" in printed
 
 
+def test_cli_digits_planned_default(tmp_path):
+    """``--nested plan`` (the default) on the digit model: the plan resolved to its explicit layout, grids included,
+    runs through the pipeline (it failed on the plan's ``inner_spacing`` once) with its frames at 2, 10, 20 NFEs."""
+    out = tmp_path / "eval"
+    assert run_eval("--num-samples", 2, "--batch-size", 2, "--budget", 20, "--checkpoints", "2,10,20", "--no-vanilla",
+                    "--no-envelope", "--quiet", "--out", out) == 0
+    rows = read_csv(out / "results.csv")
+    assert {r["method"] for r in rows} == {"nested-3x2.8.10-unipc-renoise-at999.547.372-trailing.karras.karras"}
+    assert sorted({int(r["nfe"]) for r in rows}) == [2, 10, 20]
+
+
 @pytest.mark.parametrize("args, words", [
     (["--nested", "10"], "OUTERxINNER"),
     (["--metric", "gmm-fd"], "needs the Gaussian-mixture oracle"),

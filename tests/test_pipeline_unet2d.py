@@ -222,3 +222,24 @@ def test_budget_plans_the_layout_and_repr(class_folder):
     assert pipe.anytime(class_labels=[1], inner_steps=4, budget=20).checkpoints() == [4, 8, 12, 16, 20]
     with pytest.raises(ValueError, match="vanilla session takes num_inference_steps"):
         pipe.vanilla(class_labels=[1], budget=20)
+
+
+def test_the_plan_given_explicitly_is_the_plan(class_folder):
+    """``plan_layout(...).session_kwargs()`` (what ``evaluate`` passes for ``--nested plan``) replays the planned
+    default exactly — the inner runs' grids included (``inner_spacing``: log-SNR first run, Karras restarts)."""
+    from nested_diffusion.planner import plan_layout
+
+    pipe = NestedPipeline.from_pretrained(class_folder)
+    layout = plan_layout(20, pipe.adapter.schedule_for(8, 8))
+    assert layout.inner_spacing is not None and len(set(layout.inner_spacing)) == 2
+    run = lambda **kw: [f.images for f in pipe.anytime(class_labels=[1, 2], output_type="latent",  # noqa: E731
+                                                       generator=torch.Generator().manual_seed(3), **kw)]
+    planned, explicit = run(budget=20), run(**layout.session_kwargs())
+    assert len(planned) == len(explicit) == 3
+    for a, b in zip(planned, explicit):
+        assert torch.equal(a, b)
+    # another spacing is another layout: the grids are what the argument says
+    trailing = run(**{**layout.session_kwargs(), "inner_spacing": "trailing"})
+    assert not torch.equal(trailing[-1], planned[-1])
+    with pytest.raises(ValueError, match="one entry per outer step"):
+        pipe.anytime(class_labels=[1], **{**layout.session_kwargs(), "inner_spacing": ["karras"]})

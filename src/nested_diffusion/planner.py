@@ -226,7 +226,8 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
                    inner_steps: int | Sequence[int] | None = None, outer_timesteps: Sequence[Time] | None = None,
                    inner_sampler: str | None = None, inner_eta: float | Sequence[float] | None = None,
                    outer_update: str | None = None, outer_eta: float | None = None,
-                   start: Time | None = None) -> Layout:
+                   start: Time | None = None,
+                   inner_spacing: str | Sequence[str | None] | None = None) -> Layout:
     """The complete layout for what a user asked for on ``schedule`` — the one rule behind
     :class:`~nested_diffusion.NestedPipeline`, ``generate``, ``evaluate``, the studio and restoration.
 
@@ -247,7 +248,9 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     grids, renoising outer step) or the default's (inner DPM-Solver++(2M), η 0.85, on the schedule's grid;
     the paper's DDIM outer step); an ``inner_eta`` alone runs the default sampler with it on the plan's grids.
     ``outer_eta`` is the η of a DDIM outer step: with a renoising outer step (the plan's, or asked for) it
-    is an error, not a silent switch — give ``outer_update="ddim"`` with it.
+    is an error, not a silent switch — give ``outer_update="ddim"`` with it. ``inner_spacing`` (a spacing
+    name, or one per outer step) grids the inner runs of any layout, the plan's included; by default the
+    plan's spacings (:func:`_plan_spacings`) or, for a layout given, the schedule's own grid.
     """
     schedule = as_schedule(schedule)
     if budget is not None:
@@ -291,7 +294,13 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     else:
         sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
         eta = (DEFAULT_INNER_ETA if inner_sampler is None else None) if inner_eta is None else inner_eta
-    return _layout(schedule, outer, inner, sampler, eta, update, outer_eta, None if plan is None else plan.inner_spacing)
+    if inner_spacing is not None:
+        from .nested import _per_step
+
+        spacing = tuple(_per_step(inner_spacing, len(outer)))
+    else:
+        spacing = None if plan is None else plan.inner_spacing
+    return _layout(schedule, outer, inner, sampler, eta, update, outer_eta, spacing)
 
 
 def vanilla_baseline(schedule: Schedule | Any) -> tuple[str, float]:
