@@ -10,7 +10,11 @@
 # each budget's run starts from a hard-linked copy of it, so only the planned default is sampled there
 # (the shards are a cache keyed by target, method, seed and sample indices).
 #   bash benchmarks/anytime_envelope.sh [SCHEDULE[@SAMPLES]...]   # e.g. linear cosine@2000
-# ~11 min per envelope member and ~5 min for the four budgets at 10,000 samples on 2 busy CPU cores.
+# SEEDS="1 2" adds, per budget, the planned default on further independent sample sets (evaluate --seed;
+# nested only, OUT/<schedule>-b<budget>-s<seed>): a frame's FD varies from set to set by more than the floor's
+# sd, and evaluate's per-sample seeds give every schedule the same draws, so one set's luck is shared by all.
+# At 10,000 samples: ~3-5 min per envelope member and 15-60 s per budget on one thread of a busy 2-core CPU
+# (cosine's three members took 10 min, each flow schedule's two 8-10 min).
 set -euo pipefail
 ND=${ND:-nested-diffusion}
 OUT=${OUT:-benchmarks/results/b19}
@@ -38,5 +42,9 @@ for spec in "${schedules[@]}"; do
     rm -rf "$dir-b$b" && cp -al "$dir" "$dir-b$b"
     $ND evaluate --model "gmm:$s" --num-samples "$n" --batch-size 1000 --budget "$b" \
       --envelope-checkpoints "$DENSE" --no-vanilla "${envelopes[@]}" --out "$dir-b$b" > "$dir-b$b.log"
+    for seed in ${SEEDS:-}; do
+      $ND evaluate --model "gmm:$s" --num-samples "$n" --batch-size 1000 --budget "$b" --seed "$seed" \
+        --no-vanilla --no-envelope --out "$dir-b$b-s$seed" --quiet > /dev/null
+    done
   done
 done

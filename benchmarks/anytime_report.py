@@ -29,9 +29,7 @@ def frames_table(root: Path, name: str) -> list[str]:
             lines.append(f"| {b} | (not run) | | | | |")
             continue
         config = json.loads((folder / "results.json").read_text())["config"]
-        method = next(Method(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items() if k != "name"})
-                      for m in config["methods"] if m["kind"] == "nested")
-        frames = method.frame_nfes(load_target(config["model"]).schedule)
+        frames = _plan_frames(config)
         rows = {int(r["nfe"]): r for r in csv.DictReader((folder / "efficiency.csv").open()) if r["kind"] == "nested"}
         floor = config.get("floor", {}).get("gmm-fd", {})
         cells = [f"{n}: {float(rows[n]['value']):.4g} / {float(rows[n]['value']) / float(rows[n]['ratio']):.4g} / "
@@ -42,6 +40,45 @@ def frames_table(root: Path, name: str) -> list[str]:
                      f"{floor.get('mean', float('nan')):.4f} ± {floor.get('sd', float('nan')):.4f} | "
                      f"{config['num_samples']} |")
     return lines
+
+
+def sets_table(root: Path, name: str) -> list[str]:
+    """Frames on every sample set (``-s<seed>`` folders next to a budget's: the same plan, other noise), their
+    mean, and the mean's NFE efficiency against the envelope of the main set."""
+    from nested_diffusion.evaluation import nfe_efficiency
+
+    lines = []
+    for b in BUDGETS:
+        main = root / f"{name}-b{b}"
+        extra = sorted(main.parent.glob(f"{main.name}-s*"))
+        if not (main / "results.json").is_file() or not extra:
+            continue
+        result = load_results(main)
+        config = json.loads((main / "results.json").read_text())["config"]
+        noise = config.get("floor", {}).get("gmm-fd", {}).get("sd", 0.0)
+        method = next(r["method"] for r in result.rows if r["kind"] == "nested")
+        sets = [result] + [load_results(folder) for folder in extra]
+        frames = [n for n in _plan_frames(config) if any(r["method"] == method and r["nfe"] == n for r in result.rows)]
+        cells, judged = [], []
+        means = {n: sum(s.value(method, n, "gmm-fd") for s in sets) / len(sets) for n in frames}
+        averaged = type(result)(rows=[r for r in result.rows if r["method"] != method]
+                                + [{**r, "value": means[r["nfe"]]} for r in result.rows
+                                   if r["method"] == method and r["metric"] == "gmm-fd" and r["nfe"] in means])
+        for n in frames:
+            values = [s.value(method, n, "gmm-fd") for s in sets]
+            eff = nfe_efficiency(averaged, method, "gmm-fd", n, "envelope-best", noise=noise)
+            if n >= 0.2 * b:
+                judged.append(eff)
+            cells.append(f"{n}: {' / '.join(f'{v:.4f}' for v in values)} → {means[n]:.4f} / **{eff:.2f}**")
+        lines.append(f"| {b} | {'<br>'.join(cells)} | {min(judged):.2f} | {len(sets)} |")
+    return lines
+
+
+def _plan_frames(config: dict) -> list[int]:
+    """The NFEs after each frame of the run's nested method (its plan)."""
+    method = next(Method(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items() if k != "name"})
+                  for m in config["methods"] if m["kind"] == "nested")
+    return method.frame_nfes(load_target(config["model"]).schedule)
 
 
 def winners_across(root: Path, names: list[str]) -> list[str]:
@@ -81,6 +118,12 @@ def main() -> None:
               "max ratio ≥ 20 % | floor (exact samples) | samples |")
         print("|---|---|---|---|---|---|")
         print("\n".join(frames_table(args.out, name)))
+        sets = sets_table(args.out, name)
+        if sets:
+            print("\nThe same frames on independent sample sets (FD per set → mean / **the mean's efficiency**):\n")
+            print("| budget | frame NFE: FD per set → mean / **efficiency** | min efficiency ≥ 20 % | sets |")
+            print("|---|---|---|---|")
+            print("\n".join(sets))
         print("\nEnvelope members, best at each N:\n")
         print(envelope_winners(load_results(args.out / name), "gmm-fd"))
 

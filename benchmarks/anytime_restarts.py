@@ -1,0 +1,80 @@
+"""Restart rules of the planned default compared on the tuning schedules (BENCHMARKS.md §12, "How it was chosen").
+
+Each variant is the plan's frames and grids with other restart levels (or another sampler for the last run),
+run through the library (``plan_layout(..., sigmas=...)``, ``nested_sample``) on independent 10,000-sample sets of
+the exact Gaussian-mixture oracle; the table shows each frame's exact FD on every set. Variants whose levels
+equal an earlier one's are not rerun.
+
+    python benchmarks/anytime_restarts.py --schedules linear,cosine --budgets 30,50,100 [--sets 2] [--samples 10000]
+
+Variants: ``n-only`` (σ = 10·n^-0.75, the rule before the longer-run factor), ``default`` (today's
+``restart_levels``), ``last-3m-sde`` (the default's levels, the last run DPM-Solver++(3M) SDE η 1 on its Karras
+grid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import torch
+from tqdm import tqdm
+
+from nested_diffusion import nested_sample
+from nested_diffusion.evaluation import load_target
+from nested_diffusion.planner import plan_frames, plan_layout, restart_levels, restart_noise_level
+from nested_diffusion.samplers import make_sampler
+
+VARIANTS = {
+    "n-only": lambda inner: [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])],
+    "default": restart_levels,
+    "last-3m-sde": restart_levels,
+}
+
+
+def frames(target, budget: int, variant: str, samples: int, seed: int) -> list[tuple[int, float]]:
+    """``[(NFEs, FD)]`` of one variant's frames on the sample set ``seed``."""
+    layout = plan_layout(budget, target.schedule, sigmas=VARIANTS[variant](plan_frames(budget)))
+    kwargs = layout.session_kwargs()
+    if variant == "last-3m-sde":
+        runs = len(layout.inner_steps)
+        kwargs.update(inner_sampler=[make_sampler("unipc")] * (runs - 1) + [make_sampler("dpmpp-3m-sde", 1.0)],
+                      inner_eta=None)
+    noise = torch.randn(samples, target.gmm.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    session = nested_sample(target.model, target.schedule, noise, prediction_type=target.prediction_type,
+                            generator=torch.Generator().manual_seed(seed + 7), **kwargs)
+    return [(f.nfe, target.gmm.frechet_distance(f.image)) for f in session]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schedules", default="linear,cosine")
+    p.add_argument("--budgets", default="30,50,100")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--sets", type=int, default=2)
+    p.add_argument("--samples", type=int, default=10_000)
+    args = p.parse_args()
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; choose from {sorted(VARIANTS)}")
+    jobs = [(s, int(b), v) for s in args.schedules.split(",") for b in args.budgets.split(",") for v in names]
+    print("| schedule | budget | variant | levels σ/α | frames: FD on each set |")
+    print("|---|---|---|---|---|")
+    seen: dict[tuple, str] = {}
+    for schedule, budget, variant in tqdm(jobs, desc="variants"):
+        target = load_target(f"gmm:{schedule}")
+        levels = tuple(round(s, 3) for s in VARIANTS[variant](plan_frames(budget)))
+        key = (schedule, budget, levels, variant == "last-3m-sde")
+        if key in seen:
+            tqdm.write(f"| {schedule} | {budget} | {variant} | = {seen[key]} | |")
+            continue
+        seen[key] = variant
+        runs = [frames(target, budget, variant, args.samples, seed) for seed in range(args.sets)]
+        cells = "; ".join(f"{n}: " + " / ".join(f"{run[k][1]:.4f}" for run in runs)
+                          for k, (n, _) in enumerate(runs[0]) if k > 0)
+        tqdm.write(f"| {schedule} | {budget} | {variant} | {', '.join(f'{s:g}' for s in levels)} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
