@@ -12,7 +12,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
 from nested_diffusion import ddrm_sample, make_denoiser, nested_restore, nested_sample, plan_layout, vanilla_sample
-from nested_diffusion.planner import outer_timesteps_at_sigmas, resolve_layout, restart_levels
+from nested_diffusion.planner import outer_timesteps_at_sigmas, resolve_layout, restart_noise_level
 from nested_diffusion.restoration import Inpainting, SuperResolution
 from nested_diffusion.samplers import Renoise, iterate, make_sampler
 from nested_diffusion.schedules import (DiscreteVP, FlowMatching, Level, calculate_shift, flow_matching,
@@ -237,12 +237,8 @@ def test_plan_layout_on_flow(name):
         assert layout.nfe == budget and layout.outer_timesteps[0] == schedule.top
         assert all(a > b > 0 for a, b in zip(layout.outer_timesteps, layout.outer_timesteps[1:]))
     layout = plan_layout(100, schedule)
-    # σ = s/(1+s) at each restart level; a level equal to the previous one restarts one time unit lower
-    expected = [1000.0]
-    for s in restart_levels([10, 10, 10, 20, 25, 25]):
-        expected.append(min(1000 * s / (1 + s), expected[-1] - 1.0))
-    assert layout.outer_timesteps == pytest.approx(expected)
-    assert expected[3] == pytest.approx(expected[2] - 1.0)  # the rule repeats the restart before the 20-step run
+    levels = [restart_noise_level(n) for n in (10, 20, 30, 50, 75)]
+    assert layout.outer_timesteps == pytest.approx([1000.0] + [1000 * s / (1 + s) for s in levels])
     assert layout.inner_spacing is None and layout.inner_sampler == "unipc"  # flow runs keep the schedule's grid
     assert resolve_layout(schedule) == layout and layout.outer_update == "renoise"
     # a size-dependent shift: the plan needs μ, and follows it only through the inner grids

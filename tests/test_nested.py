@@ -383,7 +383,7 @@ def test_bad_outer_arguments(gmm, linear, kwargs, error, match):
 
 # -- the planned layout --------------------------------------------------------------------------
 def test_plan_layout_follows_the_schedule(gmm, counting):
-    from nested_diffusion.planner import outer_timesteps_at_sigmas, plan_layout, restart_levels
+    from nested_diffusion.planner import outer_timesteps_at_sigmas, plan_layout, restart_noise_level
 
     for schedule in ("linear", "scaled_linear", "cosine"):
         ac = make_alphas_cumprod(schedule)
@@ -392,10 +392,10 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
             layout = plan_layout(budget, ac)
             taus, inner = layout.outer_timesteps, layout.inner_steps
             assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
-            # each later outer timestep is the last one at or below its restart level (restart_levels: the NFEs
-            # spent so far and the next run's length), or — a level equal to the previous one — one timestep lower
-            for prev, tau, s in zip(taus, taus[1:], restart_levels(inner)):
-                assert sigma[tau] <= s and (s < sigma[tau + 1] or tau == prev - 1)
+            # each later outer timestep is the last one at or below the restart level of the NFEs spent so far
+            for tau, spent in zip(taus[1:], itertools.accumulate(inner)):
+                s = restart_noise_level(spent)
+                assert sigma[tau] <= s < sigma[tau + 1]
             assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("unipc", None, "renoise")
             # the first run on a log-SNR grid where the top is not too noisy and it has 3+ steps; Karras restarts
             head = "logsnr" if inner[0] >= 3 and schedule != "cosine" else "trailing"
@@ -410,8 +410,8 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
     # the measured grids (BENCHMARKS.md §12)
     linear = make_alphas_cumprod("linear")
     assert [plan_layout(b, linear).outer_timesteps for b in (20, 30, 50, 100)] == [
-        [999, 547, 372], [999, 547, 471], [999, 473, 311, 310, 246], [999, 372, 268, 267, 266, 265]]
-    assert plan_layout(100, make_alphas_cumprod("cosine")).outer_timesteps == [999, 670, 512, 511, 510, 509]
+        [999, 547, 372], [999, 543, 311], [999, 473, 311, 237, 183], [999, 372, 268, 212, 152, 114]]
+    assert plan_layout(100, make_alphas_cumprod("cosine")).outer_timesteps == [999, 670, 512, 416, 304, 231]
     # a short schedule gives fewer, still decreasing outer steps
     short = plan_layout(10, make_alphas_cumprod("linear", 4))
     assert short.outer_timesteps[0] == 3 and short.nfe <= 10
@@ -423,11 +423,9 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
 
 def test_plan_frames_and_restart_levels_follow_the_budget():
     """Fewer, better frames at small budgets (a run of at least PLAN_MIN_RUN NFEs after the first, which lands
-    by 10 % of the budget); restart levels a continuous, falling function of the NFEs spent, higher before a
-    longer run."""
-    from nested_diffusion.defaults import PLAN_MIN_RUN, PLAN_RESTART_LEVEL, PLAN_RESTART_RUN
-    from nested_diffusion.planner import (default_outer_sigmas, plan_frames, plan_schedule, restart_levels,
-                                          restart_noise_level)
+    by 10 % of the budget); restart levels a continuous, falling function of the NFEs spent."""
+    from nested_diffusion.defaults import PLAN_MIN_RUN, PLAN_RESTART_LEVEL
+    from nested_diffusion.planner import default_outer_sigmas, plan_frames, plan_schedule, restart_noise_level
 
     assert plan_frames(20) == [2, 8, 10] and plan_frames(30) == [3, 12, 15] and plan_frames(50) == [5, 10, 10, 13, 12]
     assert plan_frames(100) == plan_schedule(100) == [10, 10, 10, 20, 25, 25] and plan_frames(1000) == plan_schedule(1000)
@@ -443,26 +441,11 @@ def test_plan_frames_and_restart_levels_follow_the_budget():
     assert restart_noise_level(1) == hi and restart_noise_level(10 ** 6) == lo
     levels = [restart_noise_level(n) for n in range(1, 2000)]
     assert all(x >= y for x, y in zip(levels, levels[1:]))
-    # a run longer than M0 steps restarts (M/M0)^q higher, at most hi; no lower for a shorter one
-    m0, q = PLAN_RESTART_RUN
-    assert restart_noise_level(15, next_run=m0) == restart_noise_level(15, next_run=m0 - 4) == restart_noise_level(15)
-    assert restart_noise_level(15, next_run=15) == pytest.approx(restart_noise_level(15) * (15 / m0) ** q)
-    assert restart_noise_level(2, next_run=100) == hi
-    # the plan's levels: before each run after the first, never above the previous restart
-    assert restart_levels([2, 8, 10]) == [restart_noise_level(2), restart_noise_level(10)]
-    assert restart_levels([3, 12, 15]) == [hi, pytest.approx(restart_noise_level(15) * 1.5 ** q)]
-    assert restart_levels([10, 10, 10, 20, 25, 25]) == [restart_noise_level(10)] + [restart_noise_level(20)] * 4
-    for budget in range(20, 301):
-        levels = restart_levels(plan_frames(budget))
-        assert all(x >= y for x, y in zip(levels, levels[1:])) and all(lo <= x <= hi for x in levels)
     assert default_outer_sigmas(20) == (restart_noise_level(2), restart_noise_level(10))
-    assert default_outer_sigmas(30) == tuple(restart_levels(plan_frames(30)))
     assert len(default_outer_sigmas(100)) == 5 and default_outer_sigmas(1) == ()
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="spent"):
             restart_noise_level(bad)
-        with pytest.raises(ValueError, match="next_run"):
-            restart_noise_level(10, next_run=bad)
     with pytest.raises(ValueError, match="min_run"):
         plan_frames(20, min_run=0)
 

@@ -34,11 +34,6 @@ PLAN_LOGSNR_MAX_NOISE = 1000.0
 #: flow) that falls with n, the NFEs spent before it: σ = a · n^(-p), clipped to [lo, hi]
 #: (planner.restart_noise_level), mapped to the model's own times, on a Karras (ρ = 7) grid on VP schedules …
 PLAN_RESTART_LEVEL = (10.0, 0.75, 0.14, 4.5)
-#: … raised for a longer run: before a run of M > M0 steps the level is (M/M0)^q times higher (at most hi), a
-#: longer run re-solving more of the frame (BENCHMARKS.md §12: the 30-NFE frame of budget 30 0.020 → 0.017 on
-#: linear and cosine), and never above the previous restart's (outer times fall; equal levels repeat the
-#: restart one timestep lower, as Restart sampling repeats its interval) — PLAN_RESTART_RUN = (M0, q) …
-PLAN_RESTART_RUN = (10, 2.0)
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
 #: than the paper's DDIM posterior step.
 DEFAULT_OUTER_UPDATE = "renoise"

@@ -15,13 +15,12 @@ from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
-                       PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL,
-                       PLAN_RESTART_RUN)
+                       PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
 from .nested import nested_grids
 from .schedules import DiscreteVP, Schedule, Time, as_schedule
 
 __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "plan_frames", "default_outer_sigmas",
-           "restart_noise_level", "restart_levels", "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS"]
+           "restart_noise_level", "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS"]
 
 
 class Layout(NamedTuple):
@@ -113,46 +112,26 @@ def plan_frames(budget: int, fractions: Sequence[float] = DEFAULT_FRAME_FRACTION
     return inner
 
 
-def restart_noise_level(spent: int, level: Sequence[float] = PLAN_RESTART_LEVEL, next_run: int | None = None,
-                        run: Sequence[float] = PLAN_RESTART_RUN) -> float:
+def restart_noise_level(spent: int, level: Sequence[float] = PLAN_RESTART_LEVEL) -> float:
     """The planned restart's noise level σ/α after ``spent`` NFEs: σ = a · spent^(-p) clipped to [lo, hi],
-    ``level = (a, p, lo, hi)`` (:data:`~nested_diffusion.defaults.PLAN_RESTART_LEVEL`); before a ``next_run`` of
-    M > M0 steps, (M/M0)^q times that, at most hi (``run = (M0, q)``,
-    :data:`~nested_diffusion.defaults.PLAN_RESTART_RUN`).
+    ``level = (a, p, lo, hi)`` (:data:`~nested_diffusion.defaults.PLAN_RESTART_LEVEL`).
 
     A frame made with few NFEs is wrong at coarse scales too, so the next run restarts high enough to redo
-    them; the better the frame, the lower the restart, where the next run's steps fix the fine detail; a
-    longer run affords a higher restart (measured on linear and cosine at 20, 30, 50 and 100 NFEs,
-    BENCHMARKS.md §12)."""
+    them; the better the frame, the lower the restart, where the next run's steps fix the fine detail
+    (measured on linear and cosine at 20, 30 and 50 NFEs, BENCHMARKS.md §12)."""
     a, p, lo, hi = level
     if isinstance(spent, bool) or not isinstance(spent, int) or spent < 1:
         raise ValueError(f"spent must be a positive number of NFEs, got {spent!r}")
-    sigma = min(hi, max(lo, a * spent ** -p))
-    if next_run is not None:
-        if isinstance(next_run, bool) or not isinstance(next_run, int) or next_run < 1:
-            raise ValueError(f"next_run must be a positive number of steps, got {next_run!r}")
-        m0, q = run
-        sigma = min(hi, sigma * max(1.0, next_run / m0) ** q)
-    return sigma
-
-
-def restart_levels(inner_steps: Sequence[int]) -> list[float]:
-    """The planned restarts' noise levels for runs of ``inner_steps``: before run k + 1,
-    :func:`restart_noise_level` of the NFEs spent by runs 1..k and of that run's length, and never above the
-    previous restart's (the outer times fall)."""
-    levels: list[float] = []
-    for spent, m in zip(itertools.accumulate(inner_steps[:-1]), inner_steps[1:]):
-        sigma = restart_noise_level(spent, next_run=m)
-        levels.append(min(sigma, levels[-1]) if levels else sigma)
-    return levels
+    return min(hi, max(lo, a * spent ** -p))
 
 
 def default_outer_sigmas(budget: int, schedule: Schedule | Any = None) -> tuple[float, ...]:
-    """The planned restart noise levels for ``budget``: :func:`restart_levels` of :func:`plan_frames`' runs
-    (one level per outer step after the first)."""
+    """The planned restart noise levels for ``budget``: :func:`restart_noise_level` after each frame of
+    :func:`plan_frames` but the last (one level per outer step after the first)."""
     _check_budget(budget)
     max_steps = None if schedule is None else as_schedule(schedule).max_steps
-    return tuple(restart_levels(plan_frames(budget, max_steps=max_steps)))
+    ends = list(itertools.accumulate(plan_frames(budget, max_steps=max_steps)))
+    return tuple(restart_noise_level(n) for n in ends[:-1])
 
 
 def _plan_spacings(schedule: Schedule, first: Time, inner: list[int]) -> tuple[str | None, ...] | None:
@@ -218,7 +197,7 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     (:func:`plan_frames`: 20 NFEs → runs of 2, 8, 10; 100 → 10, 10, 10, 20, 25, 25; ``min_run=1`` keeps every
     fraction); the first inner run starts at the top of the schedule (or ``start``, an edit's strength level),
     each later one from the previous frame re-noised (``outer_update="renoise"``) to the noise level
-    ``sigmas`` (default :func:`restart_levels`: falling with the NFEs spent, higher before longer runs), mapped to the schedule's own
+    ``sigmas`` (default :func:`restart_noise_level` of the NFEs spent so far), mapped to the schedule's own
     times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2); on a discrete VP schedule the
     first run's grid is uniform in log-SNR and the restarts' are Karras grids (:func:`_plan_spacings`).
     Measured in BENCHMARKS.md §12 (and §8 for the restarts' design).
@@ -227,7 +206,7 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     schedule = as_schedule(schedule)
     inner = plan_frames(budget, fractions, max_steps=schedule.max_steps, min_run=min_run)
     if sigmas is None:
-        sigmas = restart_levels(inner)
+        sigmas = [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])]
     outer = outer_timesteps_at_sigmas(schedule, list(sigmas)[:len(inner) - 1], start)
     inner = inner[:len(outer)]
     outer = _fit_runs(schedule, outer, inner)
