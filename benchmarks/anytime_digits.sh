@@ -8,7 +8,8 @@
 # 1,000 samples (§8.4: 15.9-17.0), added to the efficiency's 1.2x tolerance. Resumable (shards per batch).
 #   bash benchmarks/anytime_digits.sh [NUM_SAMPLES]       # BUDGETS="20 50" (default "20 50 100")
 # Cost per sample: the budget (the plan) + the sum of its frames' NFEs (the envelope) network calls with
-# guidance — 52 at budget 20, 183 at 50, 385 at 100; ~25 ms each on one busy CPU thread.
+# guidance — 52 at budget 20, 183 at 50, 385 at 100 (budget 20: 78 min for 1,000 samples on one thread of a
+# 2-core CPU running three other jobs).
 set -euo pipefail
 N=${1:-1000}
 ND=${ND:-nested-diffusion}
