@@ -60,12 +60,12 @@ def sets_table(root: Path, name: str) -> list[str]:
         sets = [result] + [load_results(folder) for folder in extra]
         frames = [n for n in _plan_frames(config) if any(r["method"] == method and r["nfe"] == n for r in result.rows)]
         cells, judged = [], []
-        means = {n: sum(s.value(method, n, "gmm-fd") for s in sets) / len(sets) for n in frames}
+        per_set = {n: [s.value(method, n, "gmm-fd") for s in sets] for n in frames}
+        means = {n: sum(values) / len(values) for n, values in per_set.items()}
         averaged = type(result)(rows=[r for r in result.rows if r["method"] != method]
                                 + [{**r, "value": means[r["nfe"]]} for r in result.rows
                                    if r["method"] == method and r["metric"] == "gmm-fd" and r["nfe"] in means])
-        for n in frames:
-            values = [s.value(method, n, "gmm-fd") for s in sets]
+        for n, values in per_set.items():
             eff = nfe_efficiency(averaged, method, "gmm-fd", n, "envelope-best", noise=noise)
             if n >= 0.2 * b:
                 judged.append(eff)

@@ -7,7 +7,7 @@ equal an earlier one's are not rerun.
 
     python benchmarks/anytime_restarts.py --schedules linear,cosine --budgets 30,50,100 [--variants …] [--sets 2] [--samples 10000]
 
-Variants: ``default`` (σ = 10·n^-0.75, ``restart_noise_level``), ``longer-runs`` (× (M/10)² before a run of
+Variants: ``default`` (σ = 10·n^-0.75: ``default_outer_sigmas``), ``longer-runs`` (× (M/10)² before a run of
 M > 10 steps, at most 4.5, never above the previous restart: better on linear and cosine, worse on the held-out
 flow schedules, so not adopted — BENCHMARKS.md §12), ``last-3m-sde`` (the default's levels, the last run
 DPM-Solver++(3M) SDE η 1 on its Karras grid).
@@ -16,30 +16,30 @@ DPM-Solver++(3M) SDE η 1 on its Karras grid).
 from __future__ import annotations
 
 import argparse
-import itertools
 
 import torch
 from tqdm import tqdm
 
 from nested_diffusion import nested_sample
 from nested_diffusion.evaluation import load_target
-from nested_diffusion.planner import plan_frames, plan_layout, restart_noise_level
+from nested_diffusion.planner import default_outer_sigmas, plan_frames, plan_layout
 from nested_diffusion.samplers import make_sampler
 
 
 
-def default_levels(inner: list[int]) -> list[float]:
-    """The plan's restart levels: 10·n^-0.75 after n NFEs (``restart_noise_level``)."""
-    return [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])]
-
-
-def longer_run_levels(inner: list[int], m0: int = 10, q: float = 2.0, hi: float = 4.5) -> list[float]:
+def longer_run_levels(budget: int, schedule, m0: int = 10, q: float = 2.0, hi: float = 4.5) -> list[float]:
     """The default's levels × (M/m0)^q before a run of M > m0 steps (at most ``hi``), never above the previous."""
+    inner = plan_frames(budget, max_steps=schedule.max_steps)
     levels: list[float] = []
-    for sigma, m in zip(default_levels(inner), inner[1:]):
+    for sigma, m in zip(default_outer_sigmas(budget, schedule), inner[1:]):
         sigma = min(hi, sigma * max(1.0, m / m0) ** q)
         levels.append(min(sigma, levels[-1]) if levels else sigma)
     return levels
+
+
+def default_levels(budget: int, schedule) -> list[float]:
+    """The plan's own restart levels (``default_outer_sigmas``: 10·n^-0.75 after n NFEs)."""
+    return list(default_outer_sigmas(budget, schedule))
 
 
 VARIANTS = {"default": default_levels, "longer-runs": longer_run_levels, "last-3m-sde": default_levels}
@@ -47,7 +47,7 @@ VARIANTS = {"default": default_levels, "longer-runs": longer_run_levels, "last-3
 
 def frames(target, budget: int, variant: str, samples: int, seed: int) -> list[tuple[int, float]]:
     """``[(NFEs, FD)]`` of one variant's frames on the sample set ``seed``."""
-    layout = plan_layout(budget, target.schedule, sigmas=VARIANTS[variant](plan_frames(budget)))
+    layout = plan_layout(budget, target.schedule, sigmas=VARIANTS[variant](budget, target.schedule))
     kwargs = layout.session_kwargs()
     if variant == "last-3m-sde":
         runs = len(layout.inner_steps)
@@ -75,9 +75,10 @@ def main() -> None:
     print("| schedule | budget | variant | levels σ/α | frames: FD on each set |")
     print("|---|---|---|---|---|")
     seen: dict[tuple, str] = {}
+    targets = {s: load_target(f"gmm:{s}") for s in dict.fromkeys(s for s, _, _ in jobs)}
     for schedule, budget, variant in tqdm(jobs, desc="variants"):
-        target = load_target(f"gmm:{schedule}")
-        levels = tuple(round(s, 3) for s in VARIANTS[variant](plan_frames(budget)))
+        target = targets[schedule]
+        levels = tuple(round(s, 3) for s in VARIANTS[variant](budget, target.schedule))
         key = (schedule, budget, levels, variant == "last-3m-sde")
         if key in seen:
             tqdm.write(f"| {schedule} | {budget} | {variant} | = {seen[key]} | |")

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Sequence
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
                        PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
-from .nested import nested_grids
+from .nested import _per_step, nested_grids
 from .schedules import DiscreteVP, Schedule, Time, as_schedule
 
 __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "plan_frames", "default_outer_sigmas",
@@ -130,8 +130,12 @@ def default_outer_sigmas(budget: int, schedule: Schedule | Any = None) -> tuple[
     :func:`plan_frames` but the last (one level per outer step after the first)."""
     _check_budget(budget)
     max_steps = None if schedule is None else as_schedule(schedule).max_steps
-    ends = list(itertools.accumulate(plan_frames(budget, max_steps=max_steps)))
-    return tuple(restart_noise_level(n) for n in ends[:-1])
+    return tuple(_restart_levels(plan_frames(budget, max_steps=max_steps)))
+
+
+def _restart_levels(inner: Sequence[int]) -> list[float]:
+    """The restart level before each run after the first: :func:`restart_noise_level` of the NFEs spent."""
+    return [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])]
 
 
 def _plan_spacings(schedule: Schedule, first: Time, inner: list[int]) -> tuple[str | None, ...] | None:
@@ -206,7 +210,7 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     schedule = as_schedule(schedule)
     inner = plan_frames(budget, fractions, max_steps=schedule.max_steps, min_run=min_run)
     if sigmas is None:
-        sigmas = [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])]
+        sigmas = _restart_levels(inner)
     outer = outer_timesteps_at_sigmas(schedule, list(sigmas)[:len(inner) - 1], start)
     inner = inner[:len(outer)]
     outer = _fit_runs(schedule, outer, inner)
@@ -295,8 +299,6 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
         sampler = DEFAULT_INNER_SAMPLER if inner_sampler is None else inner_sampler
         eta = (DEFAULT_INNER_ETA if inner_sampler is None else None) if inner_eta is None else inner_eta
     if inner_spacing is not None:
-        from .nested import _per_step
-
         spacing = tuple(_per_step(inner_spacing, len(outer)))
     else:
         spacing = None if plan is None else plan.inner_spacing
