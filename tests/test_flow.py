@@ -213,6 +213,59 @@ def test_flow_and_vp_change_of_variables(gmm, sampler, eta):
 
 
 # -- nested diffusion and its accounting ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["shift1", "shift3", "dynamic", "terminal"])
+@pytest.mark.parametrize("spacing", ["karras", "logsnr"])
+def test_noise_spaced_grids_on_flow(name, spacing):
+    """Karras / log-SNR grids on a flow schedule space σ/α = σ/(1-σ) from the start's level down to the smallest
+    training σ's, exactly (continuous times: no rounding); σ = 1 has no finite level, so they start lower."""
+    from nested_diffusion.schedules import noise_spaced_levels
+
+    base = CONFIGS[name][1]
+    schedule = base.replace(spacing=spacing)
+    assert schedule != base and schedule.level(400.0) == base.level(400.0)  # the same levels: only the grids differ
+    lowest = float(base._sigma(base._u_min))
+    for start in (999.0, 731.5, 350.0, 160.0):
+        for steps in (1, 2, 5, 13):
+            grid = schedule.inner_timesteps(start, steps)
+            assert grid[0] == start and len(grid) == steps and all(a > b > 0 for a, b in zip(grid, grid[1:]))
+            level = [(t / 1000) / (1 - t / 1000) for t in grid]
+            sigma = start / 1000
+            want = noise_spaced_levels(spacing, sigma / (1 - sigma), lowest / (1 - lowest), steps)
+            assert level == pytest.approx(want, rel=1e-9)
+            if steps > 1:
+                assert grid[-1] == pytest.approx(lowest * 1000, rel=1e-9)
+    if spacing == "karras":  # evenly spaced in (σ/α)^(1/ρ)
+        roots = [((t / 1000) / (1 - t / 1000)) ** (1 / 7) for t in schedule.inner_timesteps(600.0, 6)]
+        assert np.diff(roots) == pytest.approx([np.diff(roots)[0]] * 5, rel=1e-9)
+        assert repr(schedule).endswith("spacing='karras', rho=7)") and schedule.replace(rho=3.0) != schedule
+    with pytest.raises(ValueError, match="infinite at σ = 1"):
+        schedule.inner_timesteps(1000.0, 5)
+    if base.top >= 1000.0:
+        with pytest.raises(ValueError, match="infinite at σ = 1"):
+            schedule.timesteps(5)
+    with pytest.raises(ValueError, match="smallest training σ"):
+        schedule.inner_timesteps(lowest * 1000, 3)
+    with pytest.raises(ValueError, match="power bends the trailing grid"):
+        schedule.inner_timesteps(500.0, 5, 2.0)
+    with pytest.raises(ValueError, match="rho must be a positive number"):
+        base.replace(spacing="karras", rho=0)
+
+
+def test_noise_spaced_inner_runs_on_flow(gmm, counting):
+    """A nested run whose restarts use Karras grids on a flow schedule: every NFE is counted, the restarts'
+    network times are their Karras grids, and the first run keeps the schedule's own grid."""
+    schedule = flow_matching(3.0)
+    model = counting(gmm.model(schedule))
+    session = nested_sample(model, schedule, noise(4), outer_timesteps=[1000.0, 600.0, 300.0], inner_steps=[4, 6, 6],
+                            outer_update="renoise", inner_sampler="unipc", generator=gen(),
+                            inner_spacing=["linspace", "karras", "karras"])
+    frames = list(session)
+    assert [f.nfe for f in frames] == [4, 10, 16] and model.calls == 16
+    karras = schedule.replace(spacing="karras")
+    want = schedule.inner_timesteps(1000.0, 4) + karras.inner_timesteps(600.0, 6) + karras.inner_timesteps(300.0, 6)
+    assert model.timesteps == pytest.approx(want, rel=1e-6)
+
+
 def test_nested_nfe_is_exact_on_continuous_grids(gmm, counting):
     """No min(M, τ+1) cap on a continuous grid: an inner run of M steps costs M NFEs from any restart."""
     schedule = flow_matching(3.0)

@@ -283,6 +283,19 @@ def log_snr_noise_levels(high: float, low: float, steps: int) -> list[float]:
     return [high] if steps == 1 else [math.exp(a + i / (steps - 1) * (b - a)) for i in range(steps)]
 
 
+def noise_spaced_levels(spacing: str, high: float, low: float, steps: int, rho: float = 7.0) -> list[float]:
+    """The ``"karras"`` (ρ = ``rho``) or ``"logsnr"`` grid of ``steps`` noise levels from ``high`` to ``low``."""
+    if spacing == "karras":
+        return karras_noise_levels(high, low, steps, rho)
+    return log_snr_noise_levels(high, low, steps)
+
+
+def _check_rho(rho: Any) -> float:
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0 or not math.isfinite(rho):
+        raise ValueError(f"rho must be a positive number, got {rho!r}")
+    return rho
+
+
 #: How a discrete VP schedule spaces its grids: "trailing" in t (diffusers' DDIM/DPM-Solver ``"trailing"``,
 #: the default), or in the noise level σ/α from the start's down to ᾱ_0's, as "karras" (ρ = ``rho``) or
 #: "logsnr" (uniform in log-SNR) — the noise levels rounded to the nearest timestep in log σ/α, as
@@ -305,8 +318,7 @@ class DiscreteVP(Schedule):
     def __init__(self, alphas_cumprod: Any, *, spacing: str = "trailing", rho: float = 7.0) -> None:
         if spacing not in VP_SPACINGS:
             raise ValueError(f"spacing must be one of {VP_SPACINGS}, got {spacing!r}")
-        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0 or not math.isfinite(rho):
-            raise ValueError(f"rho must be a positive number, got {rho!r}")
+        _check_rho(rho)
         a = self.alphas_cumprod = check_alphas_cumprod(alphas_cumprod)
         self.spacing, self.rho = spacing, float(rho)
         self.num_train_timesteps = len(a)
@@ -353,8 +365,7 @@ class DiscreteVP(Schedule):
         if math.isinf(high):
             raise ValueError(f"a {self.spacing!r} grid spaces σ/α from the start's noise level, which is infinite "
                              f"at t = {start} of this zero-terminal-SNR table: start lower or use spacing='trailing'")
-        levels = (karras_noise_levels(high, low, steps, self.rho) if self.spacing == "karras"
-                  else log_snr_noise_levels(high, low, steps))
+        levels = noise_spaced_levels(self.spacing, high, low, steps, self.rho)
         grid = [start] + [int(round(self._time_of(v))) for v in levels[1:]]
         for i in range(1, steps):  # strictly decreasing: top-down below the start, then bottom-up above 0
             grid[i] = min(grid[i], grid[i - 1] - 1)
@@ -431,7 +442,12 @@ def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: in
     return image_seq_len * m + b
 
 
-SPACINGS = ("linspace", "trailing", "dpmsolver")
+#: How a flow schedule spaces its grids: the vanilla grid as diffusers' schedulers and pipelines make it
+#: ("linspace", "trailing", "dpmsolver"; inner runs trailing in the unshifted time), or — as on a VP schedule
+#: (:data:`VP_SPACINGS`) — in the noise level σ/α = σ/(1-σ), "karras" (ρ = ``rho``) or "logsnr", from the
+#: start's down to the schedule's smallest training σ (runs that start below σ = 1: restarts, edits).
+SPACINGS = ("linspace", "trailing", "dpmsolver", "karras", "logsnr")
+NOISE_SPACINGS = ("karras", "logsnr")
 TIME_SHIFT_TYPES = ("exponential", "linear")
 
 
@@ -457,7 +473,8 @@ class FlowMatching(Schedule):
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, *, use_dynamic_shifting: bool = False,
                  base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,
                  max_image_seq_len: int = 4096, time_shift_type: str = "exponential",
-                 shift_terminal: float | None = None, mu: float | None = None, spacing: str = "linspace") -> None:
+                 shift_terminal: float | None = None, mu: float | None = None, spacing: str = "linspace",
+                 rho: float = 7.0) -> None:
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
         for name, value in (("shift", shift), ("base_shift", base_shift), ("max_shift", max_shift)):
@@ -479,8 +496,10 @@ class FlowMatching(Schedule):
             if isinstance(shift_terminal, bool) or not isinstance(shift_terminal, (int, float)) \
                     or not 0 < shift_terminal < 1:
                 raise ValueError(f"shift_terminal must lie in (0, 1), got {shift_terminal!r}")
-            if spacing != "linspace":
-                raise ValueError("shift_terminal stretches the grid to its last σ: it needs spacing='linspace'")
+            if spacing in ("trailing", "dpmsolver"):
+                raise ValueError("shift_terminal stretches the grid to its last σ: it needs spacing='linspace' "
+                                 "(or a noise-spaced grid, 'karras' or 'logsnr')")
+        self.rho = float(_check_rho(rho))
         self.num_train_timesteps = T = num_train_timesteps
         self.shift, self.use_dynamic_shifting, self.mu = float(shift), bool(use_dynamic_shifting), mu
         self.base_shift, self.max_shift = float(base_shift), float(max_shift)
@@ -500,14 +519,15 @@ class FlowMatching(Schedule):
     def __repr__(self) -> str:
         how = (f"dynamic {self.time_shift_type} shift, mu={self.mu}" if self.use_dynamic_shifting
                else f"shift={self.shift:g}")
-        return f"FlowMatching({how}, T={self.num_train_timesteps}, spacing={self.spacing!r})"
+        rho = f", rho={self.rho:g}" if self.spacing == "karras" else ""
+        return f"FlowMatching({how}, T={self.num_train_timesteps}, spacing={self.spacing!r}{rho})"
 
     def _config(self) -> dict[str, Any]:
         return dict(num_train_timesteps=self.num_train_timesteps, shift=self.shift,
                     use_dynamic_shifting=self.use_dynamic_shifting, base_shift=self.base_shift,
                     max_shift=self.max_shift, base_image_seq_len=self.base_image_seq_len,
                     max_image_seq_len=self.max_image_seq_len, time_shift_type=self.time_shift_type,
-                    shift_terminal=self.shift_terminal, mu=self.mu, spacing=self.spacing)
+                    shift_terminal=self.shift_terminal, mu=self.mu, spacing=self.spacing, rho=self.rho)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FlowMatching) and self._config() == other._config()
@@ -515,7 +535,8 @@ class FlowMatching(Schedule):
     __hash__ = None  # type: ignore[assignment]
 
     def replace(self, **changes: Any) -> "FlowMatching":
-        """A copy with some arguments changed, e.g. ``replace(spacing="trailing")`` or ``replace(mu=0.8)``."""
+        """A copy with some arguments changed, e.g. ``replace(spacing="trailing")``, ``replace(spacing="karras")``
+        or ``replace(mu=0.8)``."""
         return FlowMatching(**{**self._config(), **changes})
 
     def at_image_seq_len(self, image_seq_len: int) -> "FlowMatching":
@@ -587,6 +608,8 @@ class FlowMatching(Schedule):
         model times."""
         _check_positive(steps, "steps")
         T = self.num_train_timesteps
+        if self.spacing in NOISE_SPACINGS:
+            return self._noise_spaced(self.top, steps)
         if self.spacing == "linspace":  # diffusers: timesteps linspace(σ_max·T, σ_min·T, N), σ = t/T, shifted
             u = np.linspace(self._u_max * T, self._u_min * T, steps) / T
             return self._times(self._sigma(u))
@@ -603,6 +626,10 @@ class FlowMatching(Schedule):
         M-th of the way from the clean end, never on the vanilla "linspace" grid's tiny last interval, which
         multistep solvers extrapolate badly). From the top of a ``"trailing"`` schedule it is the vanilla grid."""
         _check_positive(steps, "steps")
+        if self.spacing in NOISE_SPACINGS:
+            if power != 1.0:
+                raise ValueError(f"power bends the trailing grid; a {self.spacing!r} grid has its own spacing (power 1)")
+            return self._noise_spaced(start, steps)
         if not power >= 1.0:
             raise ValueError(f"power must be >= 1 (1: evenly spaced), got {power}")
         if float(start) == self.top and power == 1.0 and self.spacing == "trailing":
@@ -610,6 +637,21 @@ class FlowMatching(Schedule):
         u0 = self._unshifted(float(start) / self.num_train_timesteps)
         u = [u0 * ((steps - i) / steps) ** power for i in range(1, steps)]
         return [float(start)] + [float(self._sigma(v)) * self.num_train_timesteps for v in u]
+
+    def _noise_spaced(self, start: Time, steps: int) -> list[float]:
+        """A Karras or log-SNR grid of ``steps`` model times from ``start`` down to the smallest training σ,
+        spaced in σ/α = σ/(1-σ) (:func:`karras_noise_levels`, :func:`log_snr_noise_levels`)."""
+        T = self.num_train_timesteps
+        sigma, lowest = float(start) / T, float(self._sigma(self._u_min))
+        if sigma >= 1.0:
+            raise ValueError(f"a {self.spacing!r} grid spaces σ/α from the start's noise level, which is infinite "
+                             f"at σ = 1: start lower (a restart or an edit) or use spacing='trailing'")
+        if not sigma > lowest:
+            raise ValueError(f"a {self.spacing!r} grid runs from the start down to the smallest training σ "
+                             f"({lowest:.4g}): start must be above σ·T = {lowest * T:.4g}, got {float(start):g}")
+        high, low = sigma / (1.0 - sigma), lowest / (1.0 - lowest)
+        levels = noise_spaced_levels(self.spacing, high, low, steps, self.rho)
+        return [float(start)] + [v / (1.0 + v) * T for v in levels[1:]]
 
     def capacity(self, start: Time) -> float:
         return math.inf
@@ -644,14 +686,14 @@ def flow_matching(shift: float = 1.0, *, num_train_timesteps: int = 1000, use_dy
                   mu: float | None = None, base_shift: float = 0.5, max_shift: float = 1.15,
                   base_image_seq_len: int = 256, max_image_seq_len: int = 4096,
                   time_shift_type: str = "exponential", shift_terminal: float | None = None,
-                  spacing: str = "linspace") -> FlowMatching:
+                  spacing: str = "linspace", rho: float = 7.0) -> FlowMatching:
     """A rectified-flow schedule (see :class:`FlowMatching`), e.g. ``flow_matching(3.0)`` for SD3 or
     ``flow_matching(use_dynamic_shifting=True, spacing="trailing").at_image_seq_len(4096)`` for Flux at
     1024²; models on it predict ``prediction_type="flow"`` (v = ε - x0) by default."""
     return FlowMatching(num_train_timesteps, shift, use_dynamic_shifting=use_dynamic_shifting, base_shift=base_shift,
                         max_shift=max_shift, base_image_seq_len=base_image_seq_len,
                         max_image_seq_len=max_image_seq_len, time_shift_type=time_shift_type,
-                        shift_terminal=shift_terminal, mu=mu, spacing=spacing)
+                        shift_terminal=shift_terminal, mu=mu, spacing=spacing, rho=rho)
 
 
 def _check_positive(value: Any, name: str) -> int:

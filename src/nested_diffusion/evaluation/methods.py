@@ -16,7 +16,8 @@ Spec strings, as the command line takes them::
 Any spec may end in ``~GRID``: the runs use the model's schedule with that grid spacing
 (``schedule.replace(spacing=GRID)``) — on a discrete VP schedule ``karras`` (ρ = 7) or ``logsnr``
 (uniform in log-SNR) instead of ``trailing``, e.g. ``envelope unipc~karras``; on a flow schedule
-``trailing`` or ``linspace``. A nested spec takes one grid for every inner run or one per outer step
+``trailing`` or ``linspace``, or ``karras`` / ``logsnr`` for runs that start below σ = 1 (the restarts of a
+nested spec: ``~linspace/karras/karras``). A nested spec takes one grid for every inner run or one per outer step
 (``nested 3x2/4/4:unipc:0:renoise@999/300/60~trailing/logsnr/logsnr``; ``plan~logsnr`` re-grids the plan).
 
 On a flow schedule the sampler ``ddim`` with η = 0 is Euler on the velocity (``vanilla ddim:0`` are
