@@ -342,7 +342,7 @@ def test_cli_digits_planned_default(tmp_path):
     assert run_eval("--num-samples", 2, "--batch-size", 2, "--budget", 20, "--checkpoints", "2,10,20", "--no-vanilla",
                     "--no-envelope", "--quiet", "--out", out) == 0
     rows = read_csv(out / "results.csv")
-    assert {r["method"] for r in rows} == {"nested-3x2.8.10-unipc-renoise-at999.547.372-trailing.karras.karras"}
+    assert {r["method"] for r in rows} == {"nested-3x2.8.10-unipc-renoise-at999.640.372-trailing.logsnr.karras"}
     assert sorted({int(r["nfe"]) for r in rows}) == [2, 10, 20]
 
 

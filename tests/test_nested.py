@@ -383,7 +383,8 @@ def test_bad_outer_arguments(gmm, linear, kwargs, error, match):
 
 # -- the planned layout --------------------------------------------------------------------------
 def test_plan_layout_follows_the_schedule(gmm, counting):
-    from nested_diffusion.planner import outer_timesteps_at_sigmas, plan_layout, restart_noise_level
+    from nested_diffusion.defaults import PLAN_FIRST_RESTART_LEVEL
+    from nested_diffusion.planner import default_outer_sigmas, outer_timesteps_at_sigmas, plan_layout, restart_noise_level
 
     for schedule in ("linear", "scaled_linear", "cosine"):
         ac = make_alphas_cumprod(schedule)
@@ -393,13 +394,18 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
             taus, inner = layout.outer_timesteps, layout.inner_steps
             assert taus[0] == 999 and all(x > y for x, y in zip(taus, taus[1:]))
             # each later outer timestep is the last one at or below the restart level of the NFEs spent so far
-            for tau, spent in zip(taus[1:], itertools.accumulate(inner)):
-                s = restart_noise_level(spent)
+            # (the first restart at least PLAN_FIRST_RESTART_LEVEL's)
+            levels = default_outer_sigmas(budget, ac)
+            for k, (tau, spent, s) in enumerate(zip(taus[1:], itertools.accumulate(inner), levels)):
+                assert s == (max(restart_noise_level(spent), restart_noise_level(spent, PLAN_FIRST_RESTART_LEVEL))
+                             if k == 0 else restart_noise_level(spent))
                 assert sigma[tau] <= s < sigma[tau + 1]
+            assert levels[0] == max(restart_noise_level(inner[0]), min(8.0, 200 * inner[0] ** -2.0)) > levels[1]
             assert (layout.inner_sampler, layout.inner_eta, layout.outer_update) == ("unipc", None, "renoise")
-            # the first run on a log-SNR grid where the top is not too noisy and it has 3+ steps; Karras restarts
+            # the first run on a log-SNR grid where the top is not too noisy and it has 3+ steps; restarts on
+            # log-SNR grids from σ/α >= 2.5, Karras grids below
             head = "logsnr" if inner[0] >= 3 and schedule != "cosine" else "trailing"
-            assert layout.inner_spacing == (head,) + ("karras",) * (len(inner) - 1)
+            assert layout.inner_spacing == (head,) + tuple("logsnr" if sigma[t] >= 2.5 else "karras" for t in taus[1:])
         model = counting(gmm.model(ac))
         session = nested_sample(model, ac, noise(2), generator=gen(), **layout.session_kwargs())
         assert session.run().nfe == model.calls == layout.nfe == 100
@@ -410,8 +416,8 @@ def test_plan_layout_follows_the_schedule(gmm, counting):
     # the measured grids (BENCHMARKS.md §12)
     linear = make_alphas_cumprod("linear")
     assert [plan_layout(b, linear).outer_timesteps for b in (20, 30, 50, 100)] == [
-        [999, 547, 372], [999, 543, 311], [999, 473, 311, 237, 183], [999, 372, 268, 212, 152, 114]]
-    assert plan_layout(100, make_alphas_cumprod("cosine")).outer_timesteps == [999, 670, 512, 416, 304, 231]
+        [999, 640, 372], [999, 640, 311], [999, 640, 311, 237, 183], [999, 395, 268, 212, 152, 114]]
+    assert plan_layout(100, make_alphas_cumprod("cosine")).outer_timesteps == [999, 701, 512, 416, 304, 231]
     # a short schedule gives fewer, still decreasing outer steps
     short = plan_layout(10, make_alphas_cumprod("linear", 4))
     assert short.outer_timesteps[0] == 3 and short.nfe <= 10
@@ -441,7 +447,8 @@ def test_plan_frames_and_restart_levels_follow_the_budget():
     assert restart_noise_level(1) == hi and restart_noise_level(10 ** 6) == lo
     levels = [restart_noise_level(n) for n in range(1, 2000)]
     assert all(x >= y for x, y in zip(levels, levels[1:]))
-    assert default_outer_sigmas(20) == (restart_noise_level(2), restart_noise_level(10))
+    assert default_outer_sigmas(20) == (8.0, restart_noise_level(10))  # the first restart redoes coarse scales
+    assert default_outer_sigmas(50)[0] == 8.0 and default_outer_sigmas(100)[0] == 2.0  # above 10·10^-0.75 = 1.78
     assert len(default_outer_sigmas(100)) == 5 and default_outer_sigmas(1) == ()
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="spent"):

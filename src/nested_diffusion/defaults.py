@@ -32,8 +32,17 @@ PLAN_MIN_RUN_BUDGET = 20
 PLAN_LOGSNR_MAX_NOISE = 1000.0
 #: … each later one from the previous frame re-noised to a noise level σ/α (√((1-ᾱ)/ᾱ) on VP, σ/(1-σ) on
 #: flow) that falls with n, the NFEs spent before it: σ = a · n^(-p), clipped to [lo, hi]
-#: (planner.restart_noise_level), mapped to the model's own times, on a Karras (ρ = 7) grid on VP schedules …
+#: (planner.restart_noise_level), mapped to the model's own times …
 PLAN_RESTART_LEVEL = (10.0, 0.75, 0.14, 4.5)
+#: … except the first restart after a short first run, which redoes the coarse scales that run got wrong
+#: (its error falls about as n^-3): at least a · n^(-p) clipped to [lo, hi] of this — 8 after 2-5 NFEs (budgets
+#: 20-50), 4.1 after 7, 2.0 after 10 (budget 100, where 10·n^-0.75 gives 1.78: a higher one measured worse) …
+PLAN_FIRST_RESTART_LEVEL = (200.0, 2.0, 0.14, 8.0)
+#: … on a grid uniform in log-SNR where the restart's level is at least this (from σ/α = 4.5, 8 UniPC steps
+#: from exact samples score the floor on it, 3.5× the floor on a Karras grid), otherwise the schedule's
+#: ``restart_spacing`` (Karras, ρ = 7, on VP: as good or a little better from low levels, and better in the
+#: chain of restarts; a flow schedule's own grid) …
+PLAN_LOGSNR_MIN_RESTART = 2.5
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
 #: than the paper's DDIM posterior step.
 DEFAULT_OUTER_UPDATE = "renoise"

@@ -15,9 +15,10 @@ from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
-                       PLAN_LOGSNR_MAX_NOISE, PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
+                       PLAN_FIRST_RESTART_LEVEL, PLAN_LOGSNR_MAX_NOISE, PLAN_LOGSNR_MIN_RESTART, PLAN_MIN_RUN,
+                       PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
 from .nested import _per_step, nested_grids
-from .schedules import DiscreteVP, Schedule, Time, as_schedule
+from .schedules import Schedule, Time, as_schedule
 
 __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "plan_frames", "default_outer_sigmas",
            "restart_noise_level", "outer_timesteps_at_sigmas", "vanilla_baseline", "DEFAULT_FRAME_FRACTIONS"]
@@ -116,9 +117,9 @@ def restart_noise_level(spent: int, level: Sequence[float] = PLAN_RESTART_LEVEL)
     """The planned restart's noise level σ/α after ``spent`` NFEs: σ = a · spent^(-p) clipped to [lo, hi],
     ``level = (a, p, lo, hi)`` (:data:`~nested_diffusion.defaults.PLAN_RESTART_LEVEL`).
 
-    A frame made with few NFEs is wrong at coarse scales too, so the next run restarts high enough to redo
-    them; the better the frame, the lower the restart, where the next run's steps fix the fine detail
-    (measured on linear and cosine at 20, 30 and 50 NFEs, BENCHMARKS.md §12)."""
+    A restart at σ redoes every scale below σ and keeps the frame's coarser ones: the better the frame, the
+    lower the restart, where the next run's steps fix the fine detail (BENCHMARKS.md §12; the plan's first
+    restart goes higher, :func:`_restart_levels`)."""
     a, p, lo, hi = level
     if isinstance(spent, bool) or not isinstance(spent, int) or spent < 1:
         raise ValueError(f"spent must be a positive number of NFEs, got {spent!r}")
@@ -134,19 +135,26 @@ def default_outer_sigmas(budget: int, schedule: Schedule | Any = None) -> tuple[
 
 
 def _restart_levels(inner: Sequence[int]) -> list[float]:
-    """The restart level before each run after the first: :func:`restart_noise_level` of the NFEs spent."""
-    return [restart_noise_level(n) for n in itertools.accumulate(inner[:-1])]
+    """The restart level before each run after the first: :func:`restart_noise_level` of the NFEs spent, the
+    first at least ``restart_noise_level(n, PLAN_FIRST_RESTART_LEVEL)``: a first frame made with a few NFEs is
+    wrong at coarse scales that a low restart keeps (8 after 2-5 NFEs instead of 4.5-3; 2.0 after 10)."""
+    spent = list(itertools.accumulate(inner[:-1]))
+    levels = [restart_noise_level(n) for n in spent]
+    if levels:
+        levels[0] = max(levels[0], restart_noise_level(spent[0], PLAN_FIRST_RESTART_LEVEL))
+    return levels
 
 
-def _plan_spacings(schedule: Schedule, first: Time, inner: list[int]) -> tuple[str | None, ...] | None:
-    """The grids of the planned runs: on a discrete VP schedule the first run uniform in log-SNR (where its
-    start's noise level is at most :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MAX_NOISE` and it has 3 steps
-    or more; otherwise trailing), the restarts on Karras grids (ρ = 7); on other schedules their own grid."""
-    if not isinstance(schedule, DiscreteVP):
-        return None
-    noise = schedule.level(first).noise
-    head = "logsnr" if inner[0] >= 3 and noise <= PLAN_LOGSNR_MAX_NOISE else "trailing"
-    return (head,) + ("karras",) * (len(inner) - 1)
+def _plan_spacings(schedule: Schedule, outer: Sequence[Time], inner: list[int]) -> tuple[str, ...]:
+    """The grids of the planned runs, on any schedule: the first run uniform in log-SNR where its start's
+    noise level is at most :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MAX_NOISE` and it has 3 steps or
+    more, otherwise the schedule's own grid (trailing on VP; a flow schedule's top, σ = 1, has no finite
+    level); a restart uniform in log-SNR from a level of at least
+    :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MIN_RESTART`, else on the schedule's ``restart_spacing``
+    (Karras, ρ = 7, on VP; the flow schedule's own grid)."""
+    noise = [schedule.level(t).noise for t in outer]
+    head = "logsnr" if inner[0] >= 3 and noise[0] <= PLAN_LOGSNR_MAX_NOISE else schedule.spacing
+    return (head,) + tuple("logsnr" if s >= PLAN_LOGSNR_MIN_RESTART else schedule.restart_spacing for s in noise[1:])
 
 
 def outer_timesteps_at_sigmas(schedule: Schedule | Any, sigmas: Sequence[float],
@@ -202,8 +210,9 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     fraction); the first inner run starts at the top of the schedule (or ``start``, an edit's strength level),
     each later one from the previous frame re-noised (``outer_update="renoise"``) to the noise level
     ``sigmas`` (default :func:`restart_noise_level` of the NFEs spent so far), mapped to the schedule's own
-    times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2); on a discrete VP schedule the
-    first run's grid is uniform in log-SNR and the restarts' are Karras grids (:func:`_plan_spacings`).
+    times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2), on a grid uniform in log-SNR
+    where its start allows and for high restarts, else the schedule's own (the first run) or its
+    ``restart_spacing`` (Karras on VP; :func:`_plan_spacings`).
     Measured in BENCHMARKS.md §12 (and §8 for the restarts' design).
     """
     _check_budget(budget)
@@ -215,7 +224,7 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     inner = inner[:len(outer)]
     outer = _fit_runs(schedule, outer, inner)
     return _layout(schedule, outer, inner, PLAN_INNER_SAMPLER, None, DEFAULT_OUTER_UPDATE, None,
-                   _plan_spacings(schedule, outer[0], inner))
+                   _plan_spacings(schedule, outer, inner))
 
 
 def _layout(schedule: Schedule, outer: list[Time], inner: list[int], inner_sampler: str, inner_eta: Any,

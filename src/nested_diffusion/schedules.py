@@ -132,6 +132,10 @@ class Schedule:
     """
 
     num_train_timesteps: int
+    #: how the grids are spaced (``replace(spacing=...)`` re-grids the same levels; "karras" and "logsnr" space
+    #: the noise level σ/α on every schedule); ``restart_spacing``: the grid for runs restarted at low noise
+    spacing: str
+    restart_spacing: str
     #: the prediction type of a model trained on this kind of schedule, when none is given
     default_prediction_type: str = "epsilon"
 
@@ -315,6 +319,12 @@ class DiscreteVP(Schedule):
 
     default_prediction_type = "epsilon"
 
+    @property
+    def restart_spacing(self) -> str:
+        """The grid for a run restarted at a low noise level: Karras (the trailing grid spends its steps at
+        the noisy end of a DDPM table)."""
+        return "karras"
+
     def __init__(self, alphas_cumprod: Any, *, spacing: str = "trailing", rho: float = 7.0) -> None:
         if spacing not in VP_SPACINGS:
             raise ValueError(f"spacing must be one of {VP_SPACINGS}, got {spacing!r}")
@@ -469,6 +479,12 @@ class FlowMatching(Schedule):
     """
 
     default_prediction_type = "flow"
+
+    @property
+    def restart_spacing(self) -> str:
+        """The grid for a run restarted at a low noise level: the schedule's own (trailing in the shifted
+        time; a Karras grid measured worse there on shift 1 and no better on shift 2, BENCHMARKS.md §12)."""
+        return self.spacing if self.spacing not in NOISE_SPACINGS else "trailing"
 
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, *, use_dynamic_shifting: bool = False,
                  base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,

@@ -126,6 +126,8 @@ class Method:
             return schedule
         try:
             spaced = {g: schedule.replace(spacing=g) for g in self.grid.split("/")}
+            if self.kind != "nested":  # a vanilla run starts at the top, where some grids have no finite level
+                spaced[self.grid].timesteps(2)
         except (AttributeError, ValueError) as e:
             raise ValueError(f"{self.name}: grid {self.grid!r} does not apply to {schedule!r}: {e}") from None
         return schedule if self.kind == "nested" else spaced[self.grid]
