@@ -290,10 +290,10 @@ def test_plan_layout_on_flow(name):
         assert layout.nfe == budget and layout.outer_timesteps[0] == schedule.top
         assert all(a > b > 0 for a, b in zip(layout.outer_timesteps, layout.outer_timesteps[1:]))
     layout = plan_layout(100, schedule)
-    levels = [2.0] + [restart_noise_level(n) for n in (20, 30, 50, 75)]  # the first restart: 200·10^-2
+    levels = [restart_noise_level(n) for n in (10, 20, 30, 50, 75)]  # the first restart too: 175·10^-2 is lower
     assert layout.outer_timesteps == pytest.approx([1000.0] + [1000 * s / (1 + s) for s in levels])
     # the first run on the schedule's own grid (σ = 1 has no finite log-SNR), restarts this low too (its
-    # restart_spacing; Karras on VP); the high first restart of budget 50 (σ/α = 8) uniform in log-SNR, as on VP
+    # restart_spacing; Karras on VP); the high first restart of budget 50 (σ/α = 7) uniform in log-SNR, as on VP
     assert schedule.restart_spacing == schedule.spacing and DiscreteVP(torch.ones(3) * 0.5).restart_spacing == "karras"
     assert layout.inner_spacing == (schedule.spacing,) * 6 and layout.inner_sampler == "unipc"
     assert plan_layout(50, schedule).inner_spacing == (schedule.spacing, "logsnr") + (schedule.spacing,) * 3

@@ -35,9 +35,9 @@ PLAN_LOGSNR_MAX_NOISE = 1000.0
 #: (planner.restart_noise_level), mapped to the model's own times …
 PLAN_RESTART_LEVEL = (10.0, 0.75, 0.14, 4.5)
 #: … except the first restart after a short first run, which redoes the coarse scales that run got wrong
-#: (its error falls about as n^-3): at least a · n^(-p) clipped to [lo, hi] of this — 8 after 2-5 NFEs (budgets
-#: 20-50), 4.1 after 7, 2.0 after 10 (budget 100, where 10·n^-0.75 gives 1.78: a higher one measured worse) …
-PLAN_FIRST_RESTART_LEVEL = (200.0, 2.0, 0.14, 8.0)
+#: (its error falls about as n^-3): at least a · n^(-p) clipped to [lo, hi] of this — 8 after 2-4 NFEs, 7 after
+#: 5 (budgets 20-50), 3.6 after 7, nothing from 10 on (budget 100 keeps 10·n^-0.75 = 1.78: 5.7 measured worse) …
+PLAN_FIRST_RESTART_LEVEL = (175.0, 2.0, 0.14, 8.0)
 #: … on a grid uniform in log-SNR where the restart's level is at least this (from σ/α = 4.5, 8 UniPC steps
 #: from exact samples score the floor on it, 3.5× the floor on a Karras grid), otherwise the schedule's
 #: ``restart_spacing`` (Karras, ρ = 7, on VP: as good or a little better from low levels, and better in the

@@ -137,7 +137,8 @@ def default_outer_sigmas(budget: int, schedule: Schedule | Any = None) -> tuple[
 def _restart_levels(inner: Sequence[int]) -> list[float]:
     """The restart level before each run after the first: :func:`restart_noise_level` of the NFEs spent, the
     first at least ``restart_noise_level(n, PLAN_FIRST_RESTART_LEVEL)``: a first frame made with a few NFEs is
-    wrong at coarse scales that a low restart keeps (8 after 2-5 NFEs instead of 4.5-3; 2.0 after 10)."""
+    wrong at coarse scales that a low restart keeps (8 after 2-4 NFEs instead of 4.5, 7 after 5 instead of 3;
+    from 10 NFEs on the plain level)."""
     spent = list(itertools.accumulate(inner[:-1]))
     levels = [restart_noise_level(n) for n in spent]
     if levels:
