@@ -216,14 +216,17 @@ def test_flow_and_vp_change_of_variables(gmm, sampler, eta):
 @pytest.mark.parametrize("name", ["shift1", "shift3", "dynamic", "terminal"])
 @pytest.mark.parametrize("spacing", ["karras", "logsnr"])
 def test_noise_spaced_grids_on_flow(name, spacing):
-    """Karras / log-SNR grids on a flow schedule space σ/α = σ/(1-σ) from the start's level down to the smallest
-    training σ's, exactly (continuous times: no rounding); σ = 1 has no finite level, so they start lower."""
-    from nested_diffusion.schedules import noise_spaced_levels
+    """Karras / log-SNR grids on a flow schedule space σ/α = σ/(1-σ) from the start's level down to
+    FLOW_NOISE_GRID_END's (σ/α = 0.03), exactly (continuous times: no rounding); σ = 1 has no finite level, so
+    they start lower."""
+    from nested_diffusion.schedules import FLOW_NOISE_GRID_END, noise_spaced_levels
 
     base = CONFIGS[name][1]
     schedule = base.replace(spacing=spacing)
     assert schedule != base and schedule.level(400.0) == base.level(400.0)  # the same levels: only the grids differ
-    lowest = float(base._sigma(base._u_min))
+    lowest = max(float(base._sigma(base._u_min)), FLOW_NOISE_GRID_END / (1 + FLOW_NOISE_GRID_END))
+    # above the smallest training σ (0.001-0.009) but a terminal shift's (σ = 0.1)
+    assert lowest == pytest.approx(0.1 if name == "terminal" else 0.03 / 1.03)
     for start in (999.0, 731.5, 350.0, 160.0):
         for steps in (1, 2, 5, 13):
             grid = schedule.inner_timesteps(start, steps)
@@ -243,7 +246,7 @@ def test_noise_spaced_grids_on_flow(name, spacing):
     if base.top >= 1000.0:
         with pytest.raises(ValueError, match="infinite at σ = 1"):
             schedule.timesteps(5)
-    with pytest.raises(ValueError, match="smallest training σ"):
+    with pytest.raises(ValueError, match="start must be above"):
         schedule.inner_timesteps(lowest * 1000, 3)
     with pytest.raises(ValueError, match="power bends the trailing grid"):
         schedule.inner_timesteps(500.0, 5, 2.0)
@@ -292,11 +295,10 @@ def test_plan_layout_on_flow(name):
     layout = plan_layout(100, schedule)
     levels = [restart_noise_level(n) for n in (10, 20, 30, 50, 75)]  # the first restart too: 175·10^-2 is lower
     assert layout.outer_timesteps == pytest.approx([1000.0] + [1000 * s / (1 + s) for s in levels])
-    # the first run on the schedule's own grid (σ = 1 has no finite log-SNR), restarts this low too (its
-    # restart_spacing; Karras on VP); the high first restart of budget 50 (σ/α = 7) uniform in log-SNR, as on VP
-    assert schedule.restart_spacing == schedule.spacing and DiscreteVP(torch.ones(3) * 0.5).restart_spacing == "karras"
-    assert layout.inner_spacing == (schedule.spacing,) * 6 and layout.inner_sampler == "unipc"
-    assert plan_layout(50, schedule).inner_spacing == (schedule.spacing, "logsnr") + (schedule.spacing,) * 3
+    # the first run on the schedule's own grid (σ = 1 has no finite log-SNR), restarts this low on Karras grids
+    # and the high first restart of budget 50 (σ/α = 7) uniform in log-SNR — the same rule as on VP
+    assert layout.inner_spacing == (schedule.spacing,) + ("karras",) * 5 and layout.inner_sampler == "unipc"
+    assert plan_layout(50, schedule).inner_spacing == (schedule.spacing, "logsnr") + ("karras",) * 3
     assert resolve_layout(schedule) == layout and layout.outer_update == "renoise"
     # a size-dependent shift: the plan needs μ, and follows it only through the inner grids
     flux = flow_matching(use_dynamic_shifting=True, spacing="trailing")

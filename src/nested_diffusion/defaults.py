@@ -39,9 +39,8 @@ PLAN_RESTART_LEVEL = (10.0, 0.75, 0.14, 4.5)
 #: 5 (budgets 20-50), 3.6 after 7, nothing from 10 on (budget 100 keeps 10·n^-0.75 = 1.78: 5.7 measured worse) …
 PLAN_FIRST_RESTART_LEVEL = (175.0, 2.0, 0.14, 8.0)
 #: … on a grid uniform in log-SNR where the restart's level is at least this (from σ/α = 4.5, 8 UniPC steps
-#: from exact samples score the floor on it, 3.5× the floor on a Karras grid), otherwise the schedule's
-#: ``restart_spacing`` (Karras, ρ = 7, on VP: as good or a little better from low levels, and better in the
-#: chain of restarts; a flow schedule's own grid) …
+#: from exact samples score the floor on it, 3.5× the floor on a Karras grid), otherwise a Karras (ρ = 7) grid
+#: (as good or a little better from low levels, and better in the chain of restarts), on VP and flow alike …
 PLAN_LOGSNR_MIN_RESTART = 2.5
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
 #: than the paper's DDIM posterior step.

@@ -151,11 +151,10 @@ def _plan_spacings(schedule: Schedule, outer: Sequence[Time], inner: list[int]) 
     noise level is at most :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MAX_NOISE` and it has 3 steps or
     more, otherwise the schedule's own grid (trailing on VP; a flow schedule's top, σ = 1, has no finite
     level); a restart uniform in log-SNR from a level of at least
-    :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MIN_RESTART`, else on the schedule's ``restart_spacing``
-    (Karras, ρ = 7, on VP; the flow schedule's own grid)."""
+    :data:`~nested_diffusion.defaults.PLAN_LOGSNR_MIN_RESTART`, else on a Karras grid (ρ = 7)."""
     noise = [schedule.level(t).noise for t in outer]
     head = "logsnr" if inner[0] >= 3 and noise[0] <= PLAN_LOGSNR_MAX_NOISE else schedule.spacing
-    return (head,) + tuple("logsnr" if s >= PLAN_LOGSNR_MIN_RESTART else schedule.restart_spacing for s in noise[1:])
+    return (head,) + tuple("logsnr" if s >= PLAN_LOGSNR_MIN_RESTART else "karras" for s in noise[1:])
 
 
 def outer_timesteps_at_sigmas(schedule: Schedule | Any, sigmas: Sequence[float],
@@ -212,8 +211,8 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     each later one from the previous frame re-noised (``outer_update="renoise"``) to the noise level
     ``sigmas`` (default :func:`restart_noise_level` of the NFEs spent so far), mapped to the schedule's own
     times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2), on a grid uniform in log-SNR
-    where its start allows and for high restarts, else the schedule's own (the first run) or its
-    ``restart_spacing`` (Karras on VP; :func:`_plan_spacings`).
+    where its start allows and for high restarts, else the schedule's own (the first run) or Karras
+    (:func:`_plan_spacings`).
     Measured in BENCHMARKS.md §12 (and §8 for the restarts' design).
     """
     _check_budget(budget)

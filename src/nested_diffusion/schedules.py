@@ -133,9 +133,8 @@ class Schedule:
 
     num_train_timesteps: int
     #: how the grids are spaced (``replace(spacing=...)`` re-grids the same levels; "karras" and "logsnr" space
-    #: the noise level σ/α on every schedule); ``restart_spacing``: the grid for runs restarted at low noise
+    #: the noise level σ/α on every schedule)
     spacing: str
-    restart_spacing: str
     #: the prediction type of a model trained on this kind of schedule, when none is given
     default_prediction_type: str = "epsilon"
 
@@ -319,12 +318,6 @@ class DiscreteVP(Schedule):
 
     default_prediction_type = "epsilon"
 
-    @property
-    def restart_spacing(self) -> str:
-        """The grid for a run restarted at a low noise level: Karras (the trailing grid spends its steps at
-        the noisy end of a DDPM table)."""
-        return "karras"
-
     def __init__(self, alphas_cumprod: Any, *, spacing: str = "trailing", rho: float = 7.0) -> None:
         if spacing not in VP_SPACINGS:
             raise ValueError(f"spacing must be one of {VP_SPACINGS}, got {spacing!r}")
@@ -455,9 +448,14 @@ def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: in
 #: How a flow schedule spaces its grids: the vanilla grid as diffusers' schedulers and pipelines make it
 #: ("linspace", "trailing", "dpmsolver"; inner runs trailing in the unshifted time), or — as on a VP schedule
 #: (:data:`VP_SPACINGS`) — in the noise level σ/α = σ/(1-σ), "karras" (ρ = ``rho``) or "logsnr", from the
-#: start's down to the schedule's smallest training σ (runs that start below σ = 1: restarts, edits).
+#: start's down to :data:`FLOW_NOISE_GRID_END` (runs that start below σ = 1: restarts, edits).
 SPACINGS = ("linspace", "trailing", "dpmsolver", "karras", "logsnr")
 NOISE_SPACINGS = ("karras", "logsnr")
+#: Where a flow schedule's Karras and log-SNR grids end: σ/α = 0.03 (Stable Diffusion's t = 0 level, where
+#: diffusers' Karras grids for SD end), or the smallest training σ if that is higher. A flow schedule's own
+#: smallest σ (0.001 at shift 1, 0.009 at shift 3) spends a grid's last steps where nothing is left to denoise:
+#: on flow shift 2 a budget-50 plan's frames went from 0.016-0.020 to the floor, 0.015 (BENCHMARKS.md §12).
+FLOW_NOISE_GRID_END = 0.03
 TIME_SHIFT_TYPES = ("exponential", "linear")
 
 
@@ -479,12 +477,6 @@ class FlowMatching(Schedule):
     """
 
     default_prediction_type = "flow"
-
-    @property
-    def restart_spacing(self) -> str:
-        """The grid for a run restarted at a low noise level: the schedule's own (trailing in the shifted
-        time; a Karras grid measured worse there on shift 1 and no better on shift 2, BENCHMARKS.md §12)."""
-        return self.spacing if self.spacing not in NOISE_SPACINGS else "trailing"
 
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0, *, use_dynamic_shifting: bool = False,
                  base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,
@@ -655,16 +647,18 @@ class FlowMatching(Schedule):
         return [float(start)] + [float(self._sigma(v)) * self.num_train_timesteps for v in u]
 
     def _noise_spaced(self, start: Time, steps: int) -> list[float]:
-        """A Karras or log-SNR grid of ``steps`` model times from ``start`` down to the smallest training σ,
-        spaced in σ/α = σ/(1-σ) (:func:`karras_noise_levels`, :func:`log_snr_noise_levels`)."""
+        """A Karras or log-SNR grid of ``steps`` model times from ``start`` down to σ/α =
+        :data:`FLOW_NOISE_GRID_END` (or the smallest training σ's level, if higher), spaced in σ/α = σ/(1-σ)
+        (:func:`karras_noise_levels`, :func:`log_snr_noise_levels`)."""
         T = self.num_train_timesteps
-        sigma, lowest = float(start) / T, float(self._sigma(self._u_min))
+        end = FLOW_NOISE_GRID_END / (1.0 + FLOW_NOISE_GRID_END)
+        sigma, lowest = float(start) / T, max(float(self._sigma(self._u_min)), end)
         if sigma >= 1.0:
             raise ValueError(f"a {self.spacing!r} grid spaces σ/α from the start's noise level, which is infinite "
                              f"at σ = 1: start lower (a restart or an edit) or use spacing='trailing'")
         if not sigma > lowest:
-            raise ValueError(f"a {self.spacing!r} grid runs from the start down to the smallest training σ "
-                             f"({lowest:.4g}): start must be above σ·T = {lowest * T:.4g}, got {float(start):g}")
+            raise ValueError(f"a {self.spacing!r} grid runs from the start down to σ = {lowest:.4g}: start must be "
+                             f"above σ·T = {lowest * T:.4g}, got {float(start):g}")
         high, low = sigma / (1.0 - sigma), lowest / (1.0 - lowest)
         levels = noise_spaced_levels(self.spacing, high, low, steps, self.rho)
         return [float(start)] + [v / (1.0 + v) * T for v in levels[1:]]
