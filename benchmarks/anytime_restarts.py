@@ -50,7 +50,7 @@ def longer_run_levels(budget: int, schedule, m0: int = 10, q: float = 2.0, hi: f
 
 def default_levels(budget: int, schedule) -> list[float]:
     """The plan's own restart levels (``default_outer_sigmas``: 10·n^-0.75 after n NFEs, the first at least
-    200·n^-2 capped at 8)."""
+    175·n^-2 capped at 8)."""
     return list(default_outer_sigmas(budget, schedule))
 
 

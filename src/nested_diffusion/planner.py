@@ -209,7 +209,8 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     (:func:`plan_frames`: 20 NFEs → runs of 2, 8, 10; 100 → 10, 10, 10, 20, 25, 25; ``min_run=1`` keeps every
     fraction); the first inner run starts at the top of the schedule (or ``start``, an edit's strength level),
     each later one from the previous frame re-noised (``outer_update="renoise"``) to the noise level
-    ``sigmas`` (default :func:`restart_noise_level` of the NFEs spent so far), mapped to the schedule's own
+    ``sigmas`` (default :func:`restart_noise_level` of the NFEs spent so far, the first restart higher after a
+    short first run: :func:`_restart_levels`), mapped to the schedule's own
     times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2), on a grid uniform in log-SNR
     where its start allows and for high restarts, else the schedule's own (the first run) or Karras
     (:func:`_plan_spacings`).
