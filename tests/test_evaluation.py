@@ -49,6 +49,30 @@ def test_method_specs_and_names(linear):
     assert frame_at([20, 40, 60], 10) is None and frame_at([20, 40, 60], 59) == 1 and frame_at([20, 40, 60], 60) == 2
 
 
+def test_grid_end_specs(linear):
+    """~GRID:END ends a method's Karras / log-SNR grids at σ/α = END: a vanilla or envelope run on
+    schedule.replace(spacing=GRID, grid_end=END), a nested one through inner_grid_end (the plan's: PLAN_GRID_END);
+    names and cache keys say it, and methods without an end keep their old keys."""
+    from nested_diffusion.defaults import PLAN_GRID_END
+    from nested_diffusion.schedules import DiscreteVP
+
+    vp = DiscreteVP(linear)
+    e = parse_method("envelope", "unipc~logsnr:0.03")
+    assert (e.grid, e.grid_end, e.name) == ("logsnr", 0.03, "envelope-unipc-logsnr-end0.03")
+    assert e.on(vp) == vp.replace(spacing="logsnr", grid_end=0.03) and e.on(vp).timesteps(10)[-1] == 5
+    assert e.to_dict()["grid_end"] == 0.03 and "grid_end" not in parse_method("envelope", "unipc~logsnr").to_dict()
+    n = parse_method("nested", "2x4:unipc:0:renoise@999/250~logsnr/karras:0.03")
+    assert n.on(vp) is vp and n.session_kwargs()["inner_grid_end"] == 0.03
+    assert n.frame_nfes(vp) == [4, 8] and n.name.endswith("-logsnr.karras-end0.03")
+    plan = parse_method("nested", "plan", budget=20, schedule=vp)
+    assert plan.grid_end == PLAN_GRID_END and plan.session_kwargs()["inner_grid_end"] == PLAN_GRID_END
+    assert parse_method("nested", "plan~karras", budget=20, schedule=vp).grid_end == PLAN_GRID_END
+    for bad, words in (("unipc~logsnr:", "expected ~GRID"), ("unipc~logsnr:x", "END must be a positive"),
+                       ("unipc~logsnr:0", "END must be a positive"), ("unipc~logsnr:-1", "END must be a positive")):
+        with pytest.raises(ValueError, match=words):
+            parse_method("envelope", bad)
+
+
 def test_outer_grid_renoise_and_per_step_eta_specs(linear):
     from nested_diffusion.planner import plan_layout
 
@@ -342,7 +366,7 @@ def test_cli_digits_planned_default(tmp_path):
     assert run_eval("--num-samples", 2, "--batch-size", 2, "--budget", 20, "--checkpoints", "2,10,20", "--no-vanilla",
                     "--no-envelope", "--quiet", "--out", out) == 0
     rows = read_csv(out / "results.csv")
-    assert {r["method"] for r in rows} == {"nested-3x2.8.10-unipc-renoise-at999.640.372-trailing.logsnr.karras"}
+    assert {r["method"] for r in rows} == {"nested-3x2.8.10-unipc-renoise-at999.640.372-trailing.logsnr.karras-end0.03"}
     assert sorted({int(r["nfe"]) for r in rows}) == [2, 10, 20]
 
 

@@ -552,3 +552,39 @@ def test_inner_spacing_grids_each_run(gmm, linear, counting):
         nested_sample(gmm.model(linear), linear, noise(4), outer_steps=2, inner_steps=4, inner_spacing="leading")
     with pytest.raises(ValueError, match="one entry per outer step"):
         nested_sample(gmm.model(linear), linear, noise(4), outer_steps=2, inner_steps=4, inner_spacing=["logsnr"])
+
+
+def test_inner_grid_end_ends_each_noise_spaced_run(gmm, linear, counting):
+    """inner_grid_end ends the Karras and log-SNR inner grids at that noise level (schedule.replace(grid_end=...)),
+    trailing runs as they were; the NFEs are the grids' lengths; the plan sets PLAN_GRID_END and every entry point
+    replays it; a bad end is refused by name."""
+    from nested_diffusion.defaults import PLAN_GRID_END
+    from nested_diffusion.planner import plan_layout, resolve_layout
+    from nested_diffusion.schedules import DiscreteVP
+
+    vp = DiscreteVP(linear)
+    model = counting(gmm.model(linear))
+    spacing, outer, inner = ["trailing", "logsnr", "karras"], [999, 250, 60], [3, 4, 5]
+    session = nested_sample(model, linear, noise(8), outer_timesteps=outer, inner_steps=inner, inner_sampler="unipc",
+                            outer_update="renoise", inner_spacing=spacing, inner_grid_end=0.03, generator=gen())
+    assert session._inner_grids == [vp.replace(spacing=sp, grid_end=0.03).inner_timesteps(t, m)
+                                    for t, m, sp in zip(outer, inner, spacing)]
+    assert session._inner_grids[0] == vp.inner_timesteps(999, 3) and [g[-1] for g in session._inner_grids] == [332, 5, 5]
+    assert session.run().nfe == model.calls == 12
+    # the plan: its runs end at PLAN_GRID_END, on VP as on flow
+    assert PLAN_GRID_END == 0.03
+    for budget in (20, 50, 100):
+        layout = plan_layout(budget, linear)
+        assert layout.inner_grid_end == PLAN_GRID_END and layout.session_kwargs()["inner_grid_end"] == PLAN_GRID_END
+        planned = nested_sample(gmm.model(linear), linear, noise(2), generator=gen(), **layout.session_kwargs())
+        for grid, tau, m, sp in zip(planned._inner_grids, layout.outer_timesteps, layout.inner_steps,
+                                    layout.inner_spacing):
+            assert grid == (vp.inner_timesteps(tau, m) if sp == "trailing" else
+                            vp.replace(spacing=sp, grid_end=0.03).inner_timesteps(tau, m)) and grid[-1] != 0
+        assert layout.checkpoints(linear)[-1] == layout.nfe == budget
+    assert resolve_layout(linear).inner_grid_end == PLAN_GRID_END
+    assert resolve_layout(linear, inner_spacing="karras").inner_grid_end == PLAN_GRID_END
+    assert resolve_layout(linear, inner_grid_end=0.1).inner_grid_end == 0.1
+    assert resolve_layout(linear, outer_steps=4, inner_steps=5).inner_grid_end is None
+    with pytest.raises(ValueError, match="inner_grid_end must be a positive noise level"):
+        nested_sample(gmm.model(linear), linear, noise(4), outer_steps=2, inner_steps=4, inner_grid_end=-1.0)

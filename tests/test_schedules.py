@@ -130,3 +130,44 @@ def test_noise_spaced_inner_grids(spacing, linear):
         DiscreteVP(linear, spacing="leading")
     with pytest.raises(ValueError, match="infinite"):  # zero terminal SNR: no finite σ/α at T-1
         DiscreteVP(torch.cat([linear[:-1], torch.zeros(1, dtype=linear.dtype)]), spacing=spacing).timesteps(5)
+
+
+@pytest.mark.parametrize("spacing", ["karras", "logsnr"])
+def test_grid_end_ends_noise_spaced_grids(spacing, linear):
+    """grid_end = e: a Karras or log-SNR grid from τ runs down to the timestep nearest e in log σ/α instead of
+    t = 0, its levels the named spacing from τ's to e (to the rounding); grid_end below t = 0's level or at/above
+    the start's changes nothing; trailing grids ignore it; bad values are refused by name."""
+    import math
+
+    from nested_diffusion.schedules import DiscreteVP, FlowMatching, karras_noise_levels, log_snr_noise_levels
+
+    vp, ended = DiscreteVP(linear, spacing=spacing), DiscreteVP(linear, spacing=spacing, grid_end=0.03)
+    noise = lambda t: vp.level(t).noise  # noqa: E731
+    end = min(range(1000), key=lambda t: abs(math.log(noise(t) / 0.03)) if t else math.inf)
+    assert end == 5 and noise(4) < 0.03 < noise(6)
+    for start, steps in ((999, 10), (372, 10), (152, 25), (40, 8)):
+        grid = ended.inner_timesteps(start, steps)
+        assert grid[0] == start and grid[-1] == end and len(grid) == steps and all(a > b for a, b in zip(grid, grid[1:]))
+        want = (karras_noise_levels if spacing == "karras" else log_snr_noise_levels)(noise(start), 0.03, steps)
+        for t, v in zip(grid, want):  # each timestep the nearest one in log σ/α, as without the end
+            assert min(abs(math.log(noise(u) / v)) for u in (t - 1, t, t + 1) if u < 1000) == pytest.approx(
+                abs(math.log(noise(t) / v)))
+        assert vp.inner_timesteps(start, steps)[-1] == 0
+    assert ended.timesteps(10)[-1] == end and vp.timesteps(10)[-1] == 0
+    assert DiscreteVP(linear, spacing=spacing, grid_end=1e-4).timesteps(10) == vp.timesteps(10)  # below t = 0's 0.01
+    assert ended.inner_timesteps(3, 8) == vp.inner_timesteps(3, 8) == [3, 2, 1, 0]  # a start below the end: as before
+    assert DiscreteVP(linear, spacing=spacing, grid_end=50.0).inner_timesteps(194, 8) == vp.inner_timesteps(194, 8)
+    assert DiscreteVP(linear, grid_end=0.03).timesteps(10) == DiscreteVP(linear).timesteps(10)  # trailing
+    assert vp.replace(grid_end=0.03) == ended != vp and "grid_end=0.03" in repr(ended)
+    assert ended.replace(spacing="trailing").grid_end == 0.03
+    for bad in (0, -1.0, math.inf, math.nan, "0.03", True):
+        with pytest.raises(ValueError, match="grid_end must be a positive noise level"):
+            DiscreteVP(linear, spacing=spacing, grid_end=bad)
+    # flow: exactly e (continuous times), by default FLOW_NOISE_GRID_END
+    flow = FlowMatching(shift=3.0, spacing=spacing)
+    sigma = flow.inner_timesteps(600.0, 8)
+    assert flow.replace(grid_end=0.03).inner_timesteps(600.0, 8) == sigma
+    grid = flow.replace(grid_end=0.1).inner_timesteps(600.0, 8)
+    assert grid[0] == 600.0 and grid[-1] / (1000 - grid[-1]) == pytest.approx(0.1, rel=1e-12)
+    with pytest.raises(ValueError, match="grid_end must be a positive noise level"):
+        flow.replace(grid_end=-0.1)

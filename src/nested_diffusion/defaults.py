@@ -42,6 +42,10 @@ PLAN_FIRST_RESTART_LEVEL = (175.0, 2.0, 0.14, 8.0)
 #: from exact samples score the floor on it, 3.5× the floor on a Karras grid), otherwise a Karras (ρ = 7) grid
 #: (as good or a little better from low levels, and better in the chain of restarts), on VP and flow alike …
 PLAN_LOGSNR_MIN_RESTART = 2.5
+#: … those Karras and log-SNR grids ending at σ/α = this (Stable Diffusion's t = 0 level; flow schedules' grids
+#: end there by default too), not at a VP table's t = 0 (linear 0.010, cosine 0.0064), where a short run spends
+#: its last steps on what is left of nothing: linear budget 50 frames 0.016-0.020 → 0.015 (BENCHMARKS.md §12) …
+PLAN_GRID_END = 0.03
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
 #: than the paper's DDIM posterior step.
 DEFAULT_OUTER_UPDATE = "renoise"

@@ -17,16 +17,19 @@ __all__ = ["NestedSession", "nested_sample", "nested_grids", "renoise", "OUTER_U
            "DEFAULT_OUTER_ETA"]
 
 def nested_grids(schedule: Schedule | Any, inner_steps: Sequence[int], outer_timesteps: Sequence[Time] | None = None,
-                 inner_power: float = 1.0, inner_spacing: str | Sequence[str | None] | None = None
-                 ) -> tuple[list[Time], list[list[Time]]]:
+                 inner_power: float = 1.0, inner_spacing: str | Sequence[str | None] | None = None,
+                 inner_grid_end: float | None = None) -> tuple[list[Time], list[list[Time]]]:
     """Outer times (``outer_timesteps`` or, by default, the schedule's vanilla grid with one point per
     entry of ``inner_steps``) and, per outer step, the inner grid ``schedule.inner_timesteps(τ, M,
     inner_power)`` — on ``schedule.replace(spacing=...)`` where ``inner_spacing`` names a spacing (one for
-    every run, or one per outer step; ``None``: the schedule's own). An inner run from τ costs its length:
-    min(M, τ+1) on a discrete VP schedule, M on a continuous one."""
+    every run, or one per outer step; ``None``: the schedule's own), and ``replace(grid_end=...)`` where
+    ``inner_grid_end`` is given (the σ/α where Karras and log-SNR inner grids end). An inner run from τ costs
+    its length: min(M, τ+1) on a discrete VP schedule, M on a continuous one."""
     schedule = as_schedule(schedule)
     outer = list(outer_timesteps) if outer_timesteps is not None else schedule.timesteps(len(inner_steps))
     spacings = _per_step(inner_spacing, len(outer))
+    if inner_grid_end is not None:
+        schedule = schedule.replace(grid_end=inner_grid_end)
     schedules = {sp: schedule if sp is None else schedule.replace(spacing=sp) for sp in set(spacings)}
     return outer, [schedules[sp].inner_timesteps(tau, m, inner_power) for tau, m, sp in zip(outer, inner_steps, spacings)]
 
@@ -120,7 +123,8 @@ class NestedSession(Session):
     ``inner_steps``, ``inner_eta`` and ``inner_spacing`` are one value or one per outer step;
     ``inner_sampler`` is a name, a sampler object or a list of them (one per outer step); ``inner_spacing``
     names the grid of an inner run (``schedule.replace(spacing=...)``, e.g. ``"logsnr"`` or ``"karras"`` on a
-    discrete VP schedule; ``None``: the schedule's own) — samplers never see it. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
+    discrete VP schedule; ``None``: the schedule's own) and ``inner_grid_end`` the noise level σ/α where those
+    two grids end (``replace(grid_end=...)``; ``None``: the schedule's own end) — samplers never see either. With ``inner_steps=1`` and the default grid this is exactly the vanilla sampler
     DDIM with ``outer_steps`` steps and η = ``outer_eta`` (Euler for η = 0 on a flow schedule).
     ``inner_eta``/``outer_eta`` default to :data:`DEFAULT_INNER_ETA` / :data:`DEFAULT_OUTER_ETA`;
     ``start`` maps the initial noise to the state at the first outer level (default: the noise itself).
@@ -133,7 +137,8 @@ class NestedSession(Session):
                  outer_timesteps: Sequence[Time] | None = None, outer_update: str | Sampler = "ddim",
                  inner_power: float = 1.0, start: Callable[[torch.Tensor, Level], torch.Tensor] | None = None,
                  generator: Generator = None, model_kwargs: dict[str, Any] | None = None,
-                 inner_spacing: str | Sequence[str | None] | None = None) -> None:
+                 inner_spacing: str | Sequence[str | None] | None = None,
+                 inner_grid_end: float | None = None) -> None:
         super().__init__(model, schedule, noise, prediction_type=prediction_type, generator=generator,
                          model_kwargs=model_kwargs)
         schedule = self.schedule
@@ -160,11 +165,14 @@ class NestedSession(Session):
         self._inner_power = inner_power
         try:
             self.outer_timesteps, self._inner_grids = nested_grids(schedule, self.inner_steps, outer_timesteps,
-                                                                   inner_power, inner_spacing)
+                                                                   inner_power, inner_spacing, inner_grid_end)
         except ValueError as e:
+            if "grid_end" in str(e):
+                raise ValueError(f"inner_{e}") from None
             if "spacing" not in str(e):
                 raise
             raise ValueError(f"inner_spacing: {e}") from None
+        self.inner_grid_end = inner_grid_end
         self.inner_spacing = _per_step(inner_spacing, self.num_steps)
         if start is not None:
             self.state = {"x": start(self.x, schedule.level(self.outer_timesteps[0]))}
@@ -203,7 +211,7 @@ class NestedSession(Session):
         self.inner_steps = self.inner_steps[:k] + inner
         spacing = self.inner_spacing[-1]  # the remaining runs on the last run's grid, as with its sampler
         self._inner_grids = self._inner_grids[:k] + nested_grids(self.schedule, inner, outer, self._inner_power,
-                                                                 spacing)[1]
+                                                                 spacing, self.inner_grid_end)[1]
         self.inner_spacing = self.inner_spacing[:k] + [spacing] * len(outer)
         self.samplers = {**self.samplers, "inner": self.samplers["inner"][:k] + [self.samplers["inner"][-1]] * len(outer)}
         self.num_steps = k + len(outer)
@@ -238,7 +246,8 @@ def nested_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *
                   outer_eta: float | None = None, outer_timesteps: Sequence[Time] | None = None,
                   outer_update: str | Sampler = "ddim", inner_power: float = 1.0,
                   generator: Generator = None, model_kwargs: dict[str, Any] | None = None,
-                  inner_spacing: str | Sequence[str | None] | None = None) -> NestedSession:
+                  inner_spacing: str | Sequence[str | None] | None = None,
+                  inner_grid_end: float | None = None) -> NestedSession:
     """Nested diffusion sampling; iterate the result for one :class:`Frame` per outer step.
 
     ``model(x_t, t, **model_kwargs)`` returns the network output (``t``: the schedule's model time,
@@ -251,4 +260,4 @@ def nested_sample(model: Model, schedule: Schedule | Any, noise: torch.Tensor, *
                          outer_steps=outer_steps, inner_steps=inner_steps, inner_sampler=inner_sampler,
                          inner_eta=inner_eta, outer_eta=outer_eta, outer_timesteps=outer_timesteps,
                          outer_update=outer_update, inner_power=inner_power, generator=generator,
-                         model_kwargs=model_kwargs, inner_spacing=inner_spacing)
+                         model_kwargs=model_kwargs, inner_spacing=inner_spacing, inner_grid_end=inner_grid_end)

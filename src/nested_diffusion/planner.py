@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
-                       PLAN_FIRST_RESTART_LEVEL, PLAN_LOGSNR_MAX_NOISE, PLAN_LOGSNR_MIN_RESTART, PLAN_MIN_RUN,
+                       PLAN_FIRST_RESTART_LEVEL, PLAN_GRID_END, PLAN_LOGSNR_MAX_NOISE, PLAN_LOGSNR_MIN_RESTART, PLAN_MIN_RUN,
                        PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
 from .nested import _per_step, nested_grids
 from .schedules import Schedule, Time, as_schedule
@@ -27,7 +27,8 @@ __all__ = ["Layout", "plan_layout", "resolve_layout", "plan_schedule", "plan_fra
 class Layout(NamedTuple):
     """A complete nested layout: the keyword arguments of :func:`~nested_diffusion.nested_sample`, and the
     NFEs it spends (``nfe``: each inner run costs the length of its grid on the schedule it was made for).
-    ``inner_spacing``: the grid spacing of each inner run (``None``: the schedule's own)."""
+    ``inner_spacing``: the grid spacing of each inner run (``None``: the schedule's own); ``inner_grid_end``: the
+    noise level σ/α where their Karras and log-SNR grids end (``None``: the schedule's own end)."""
 
     outer_timesteps: list[Time]
     inner_steps: list[int]
@@ -37,6 +38,7 @@ class Layout(NamedTuple):
     outer_eta: float | None
     nfe: int
     inner_spacing: tuple[str | None, ...] | None = None
+    inner_grid_end: float | None = None
 
     def session_kwargs(self) -> dict[str, Any]:
         kwargs = dict(outer_timesteps=list(self.outer_timesteps), inner_steps=list(self.inner_steps),
@@ -47,11 +49,14 @@ class Layout(NamedTuple):
             kwargs["outer_eta"] = self.outer_eta
         if self.inner_spacing is not None:
             kwargs["inner_spacing"] = list(self.inner_spacing)
+        if self.inner_grid_end is not None:
+            kwargs["inner_grid_end"] = self.inner_grid_end
         return kwargs
 
     def checkpoints(self, schedule: Schedule | Any) -> list[int]:
         """Cumulative NFEs after each frame on ``schedule``."""
-        _, grids = nested_grids(schedule, self.inner_steps, self.outer_timesteps, inner_spacing=self.inner_spacing)
+        _, grids = nested_grids(schedule, self.inner_steps, self.outer_timesteps, inner_spacing=self.inner_spacing,
+                                inner_grid_end=self.inner_grid_end)
         return list(itertools.accumulate(len(grid) for grid in grids))
 
 
@@ -213,7 +218,7 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     short first run: :func:`_restart_levels`), mapped to the schedule's own
     times by :func:`outer_timesteps_at_sigmas`. Every inner run is UniPC (bh2), on a grid uniform in log-SNR
     where its start allows and for high restarts, else the schedule's own (the first run) or Karras
-    (:func:`_plan_spacings`).
+    (:func:`_plan_spacings`); those grids end at σ/α = :data:`~nested_diffusion.defaults.PLAN_GRID_END`.
     Measured in BENCHMARKS.md §12 (and §8 for the restarts' design).
     """
     _check_budget(budget)
@@ -225,15 +230,17 @@ def plan_layout(budget: int, schedule: Schedule | Any, *, fractions: Sequence[fl
     inner = inner[:len(outer)]
     outer = _fit_runs(schedule, outer, inner)
     return _layout(schedule, outer, inner, PLAN_INNER_SAMPLER, None, DEFAULT_OUTER_UPDATE, None,
-                   _plan_spacings(schedule, outer, inner))
+                   _plan_spacings(schedule, outer, inner), PLAN_GRID_END)
 
 
 def _layout(schedule: Schedule, outer: list[Time], inner: list[int], inner_sampler: str, inner_eta: Any,
-            outer_update: str, outer_eta: float | None, spacing: tuple[str | None, ...] | None = None) -> Layout:
+            outer_update: str, outer_eta: float | None, spacing: tuple[str | None, ...] | None = None,
+            grid_end: float | None = None) -> Layout:
     eta = tuple(inner_eta) if isinstance(inner_eta, (list, tuple)) else inner_eta
     spacing = None if spacing is None else tuple(spacing)
-    nfe = sum(len(grid) for grid in nested_grids(schedule, inner, outer, inner_spacing=spacing)[1])
-    return Layout(list(outer), list(inner), inner_sampler, eta, outer_update, outer_eta, nfe, spacing)
+    grids = nested_grids(schedule, inner, outer, inner_spacing=spacing, inner_grid_end=grid_end)[1]
+    nfe = sum(len(grid) for grid in grids)
+    return Layout(list(outer), list(inner), inner_sampler, eta, outer_update, outer_eta, nfe, spacing, grid_end)
 
 
 def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer_steps: int | None = None,
@@ -241,7 +248,8 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
                    inner_sampler: str | None = None, inner_eta: float | Sequence[float] | None = None,
                    outer_update: str | None = None, outer_eta: float | None = None,
                    start: Time | None = None,
-                   inner_spacing: str | Sequence[str | None] | None = None) -> Layout:
+                   inner_spacing: str | Sequence[str | None] | None = None,
+                   inner_grid_end: float | None = None) -> Layout:
     """The complete layout for what a user asked for on ``schedule`` — the one rule behind
     :class:`~nested_diffusion.NestedPipeline`, ``generate``, ``evaluate``, the studio and restoration.
 
@@ -264,7 +272,9 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
     ``outer_eta`` is the η of a DDIM outer step: with a renoising outer step (the plan's, or asked for) it
     is an error, not a silent switch — give ``outer_update="ddim"`` with it. ``inner_spacing`` (a spacing
     name, or one per outer step) grids the inner runs of any layout, the plan's included; by default the
-    plan's spacings (:func:`_plan_spacings`) or, for a layout given, the schedule's own grid.
+    plan's spacings (:func:`_plan_spacings`) or, for a layout given, the schedule's own grid. ``inner_grid_end``
+    (a noise level σ/α) ends their Karras and log-SNR grids; by default the plan's
+    (:data:`~nested_diffusion.defaults.PLAN_GRID_END`) or the schedule's own end.
     """
     schedule = as_schedule(schedule)
     if budget is not None:
@@ -312,7 +322,9 @@ def resolve_layout(schedule: Schedule | Any, *, budget: int | None = None, outer
         spacing = tuple(_per_step(inner_spacing, len(outer)))
     else:
         spacing = None if plan is None else plan.inner_spacing
-    return _layout(schedule, outer, inner, sampler, eta, update, outer_eta, spacing)
+    if inner_grid_end is None and plan is not None:
+        inner_grid_end = plan.inner_grid_end
+    return _layout(schedule, outer, inner, sampler, eta, update, outer_eta, spacing, inner_grid_end)
 
 
 def vanilla_baseline(schedule: Schedule | Any) -> tuple[str, float]:

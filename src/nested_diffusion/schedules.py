@@ -26,9 +26,11 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 import torch
 
+from .defaults import PLAN_GRID_END
+
 __all__ = [
     "PREDICTION_TYPES", "Level", "CLEAN", "Schedule", "DiscreteVP", "FlowMatching", "flow_matching",
-    "as_schedule", "from_scheduler", "check_alphas_cumprod", "spaced_timesteps", "make_alphas_cumprod",
+    "as_schedule", "from_scheduler", "check_alphas_cumprod", "check_grid_end", "spaced_timesteps", "make_alphas_cumprod",
     "to_denoised", "from_denoised", "calculate_shift", "Time", "VP_SPACINGS", "karras_noise_levels",
     "log_snr_noise_levels",
 ]
@@ -135,6 +137,9 @@ class Schedule:
     #: how the grids are spaced (``replace(spacing=...)`` re-grids the same levels; "karras" and "logsnr" space
     #: the noise level σ/α on every schedule)
     spacing: str
+    #: the noise level σ/α where "karras" and "logsnr" grids end (``None``: the schedule's own end; a level
+    #: below the schedule's lowest ends there); the other spacings ignore it
+    grid_end: float | None = None
     #: the prediction type of a model trained on this kind of schedule, when none is given
     default_prediction_type: str = "epsilon"
 
@@ -293,6 +298,22 @@ def noise_spaced_levels(spacing: str, high: float, low: float, steps: int, rho: 
     return log_snr_noise_levels(high, low, steps)
 
 
+def check_grid_end(grid_end: Any) -> float | None:
+    """``grid_end`` as a float, or ``None``; a ``ValueError`` unless it is a positive, finite noise level σ/α."""
+    if grid_end is None:
+        return None
+    if isinstance(grid_end, bool) or not isinstance(grid_end, (int, float)) or not 0 < grid_end < math.inf:
+        raise ValueError(f"grid_end must be a positive noise level σ/α (or None: the schedule's own end), "
+                         f"got {grid_end!r}")
+    return float(grid_end)
+
+
+def _check_unbent(spacing: str, power: float) -> None:
+    """A noise-spaced grid has its own spacing: ``power`` (which bends trailing grids) must be 1."""
+    if power != 1.0:
+        raise ValueError(f"power bends the trailing grid; a {spacing!r} grid has its own spacing (power 1)")
+
+
 def _check_rho(rho: Any) -> float:
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0 or not math.isfinite(rho):
         raise ValueError(f"rho must be a positive number, got {rho!r}")
@@ -302,7 +323,7 @@ def _check_rho(rho: Any) -> float:
 #: How a discrete VP schedule spaces its grids: "trailing" in t (diffusers' DDIM/DPM-Solver ``"trailing"``,
 #: the default), or in the noise level σ/α from the start's down to ᾱ_0's, as "karras" (ρ = ``rho``) or
 #: "logsnr" (uniform in log-SNR) — the noise levels rounded to the nearest timestep in log σ/α, as
-#: diffusers' ``_sigma_to_t``, and kept strictly decreasing.
+#: diffusers' ``_sigma_to_t``, and kept strictly decreasing; they end at ``grid_end`` if given.
 VP_SPACINGS = ("trailing", "karras", "logsnr")
 
 
@@ -313,17 +334,20 @@ class DiscreteVP(Schedule):
     (:func:`spaced_timesteps`), so the vanilla N-step grid equals ``DDIMScheduler(timestep_spacing=
     "trailing")``; ``"karras"`` (ρ = ``rho``) and ``"logsnr"`` space the noise level σ/α instead, from the
     start's (T-1's for the vanilla grid) to t = 0's, as diffusers' ``use_karras_sigmas`` / ``use_lu_lambdas``
-    timesteps. Any run started at τ has at most τ + 1 timesteps.
+    timesteps. ``grid_end`` (a noise level σ/α) ends those two grids higher, at the timestep nearest it in
+    log σ/α (the plan's inner runs: :data:`~nested_diffusion.defaults.PLAN_GRID_END`). Any run started at τ
+    has at most τ + 1 timesteps.
     """
 
     default_prediction_type = "epsilon"
 
-    def __init__(self, alphas_cumprod: Any, *, spacing: str = "trailing", rho: float = 7.0) -> None:
+    def __init__(self, alphas_cumprod: Any, *, spacing: str = "trailing", rho: float = 7.0,
+                 grid_end: float | None = None) -> None:
         if spacing not in VP_SPACINGS:
             raise ValueError(f"spacing must be one of {VP_SPACINGS}, got {spacing!r}")
         _check_rho(rho)
         a = self.alphas_cumprod = check_alphas_cumprod(alphas_cumprod)
-        self.spacing, self.rho = spacing, float(rho)
+        self.spacing, self.rho, self.grid_end = spacing, float(rho), check_grid_end(grid_end)
         self.num_train_timesteps = len(a)
         # IEEE square roots are correctly rounded: the same values as math.sqrt of each entry
         self._alpha, self._sigma = a.sqrt(), (1.0 - a).sqrt()
@@ -334,19 +358,21 @@ class DiscreteVP(Schedule):
     def __repr__(self) -> str:
         how = "" if self.spacing == "trailing" else f", spacing={self.spacing!r}" + (
             f", rho={self.rho:g}" if self.spacing == "karras" else "")
-        return f"DiscreteVP(T={self.num_train_timesteps}{how})"
+        end = "" if self.grid_end is None else f", grid_end={self.grid_end:g}"
+        return f"DiscreteVP(T={self.num_train_timesteps}{how}{end})"
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, DiscreteVP) and torch.equal(self.alphas_cumprod, other.alphas_cumprod)
-                and (self.spacing, self.rho) == (other.spacing, other.rho))
+                and (self.spacing, self.rho, self.grid_end) == (other.spacing, other.rho, other.grid_end))
 
     def replace(self, **changes: Any) -> "DiscreteVP":
-        """A copy with ``spacing`` and/or ``rho`` changed, e.g. ``replace(spacing="karras")`` (same table, same
-        levels: only the grids differ)."""
-        unknown = set(changes) - {"spacing", "rho"}
+        """A copy with ``spacing``, ``rho`` and/or ``grid_end`` changed, e.g. ``replace(spacing="karras")`` (same
+        table, same levels: only the grids differ)."""
+        unknown = set(changes) - {"spacing", "rho", "grid_end"}
         if unknown:
-            raise ValueError(f"a DiscreteVP schedule can replace spacing and rho, not {sorted(unknown)}")
-        return DiscreteVP(self.alphas_cumprod, **{"spacing": self.spacing, "rho": self.rho, **changes})
+            raise ValueError(f"a DiscreteVP schedule can replace spacing, rho and grid_end, not {sorted(unknown)}")
+        return DiscreteVP(self.alphas_cumprod, **{"spacing": self.spacing, "rho": self.rho,
+                                                  "grid_end": self.grid_end, **changes})
 
     def _time_of(self, noise: float) -> float:
         """The fractional timestep of noise level σ/α: linear in log σ/α between table entries (diffusers'
@@ -361,10 +387,13 @@ class DiscreteVP(Schedule):
         return i + (math.log(noise) - lo) / (hi - lo)
 
     def _noise_spaced(self, start: int, steps: int) -> list[int]:
-        """A Karras or log-SNR grid of ``steps`` timesteps from ``start`` down to t = 0."""
+        """A Karras or log-SNR grid of ``steps`` timesteps from ``start`` down to t = 0 (or ``grid_end``'s
+        level, where it is higher and below the start's)."""
         if steps > start:
             return list(range(start, -1, -1))
         high, low = self._noise[start], self._noise[0]
+        if self.grid_end is not None and low < self.grid_end < high:
+            low = self.grid_end
         if math.isinf(high):
             raise ValueError(f"a {self.spacing!r} grid spaces σ/α from the start's noise level, which is infinite "
                              f"at t = {start} of this zero-terminal-SNR table: start lower or use spacing='trailing'")
@@ -404,8 +433,7 @@ class DiscreteVP(Schedule):
         if self.spacing == "trailing":
             return spaced_timesteps(int(start), steps, power)
         _check_positive(steps, "steps")
-        if power != 1.0:
-            raise ValueError(f"power bends the trailing grid; a {self.spacing!r} grid has its own spacing (power 1)")
+        _check_unbent(self.spacing, power)
         if not 0 <= int(start) < self.num_train_timesteps:
             raise ValueError(f"start must be a timestep in [0, {self.num_train_timesteps - 1}], got {start}")
         return self._noise_spaced(int(start), steps)
@@ -448,14 +476,15 @@ def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: in
 #: How a flow schedule spaces its grids: the vanilla grid as diffusers' schedulers and pipelines make it
 #: ("linspace", "trailing", "dpmsolver"; inner runs trailing in the unshifted time), or — as on a VP schedule
 #: (:data:`VP_SPACINGS`) — in the noise level σ/α = σ/(1-σ), "karras" (ρ = ``rho``) or "logsnr", from the
-#: start's down to :data:`FLOW_NOISE_GRID_END` (runs that start below σ = 1: restarts, edits).
+#: start's down to ``grid_end`` (default :data:`FLOW_NOISE_GRID_END`; runs that start below σ = 1: restarts, edits).
 SPACINGS = ("linspace", "trailing", "dpmsolver", "karras", "logsnr")
 NOISE_SPACINGS = ("karras", "logsnr")
-#: Where a flow schedule's Karras and log-SNR grids end: σ/α = 0.03 (Stable Diffusion's t = 0 level, where
-#: diffusers' Karras grids for SD end), or the smallest training σ if that is higher. A flow schedule's own
-#: smallest σ (0.001 at shift 1, 0.009 at shift 3) spends a grid's last steps where nothing is left to denoise:
-#: on flow shift 2 a budget-50 plan's frames went from 0.016-0.020 to the floor, 0.015 (BENCHMARKS.md §12).
-FLOW_NOISE_GRID_END = 0.03
+#: Where a flow schedule's Karras and log-SNR grids end by default: σ/α = 0.03 (Stable Diffusion's t = 0 level,
+#: where diffusers' Karras grids for SD end; the plan's grid end, for the same reason), or the smallest training σ
+#: if that is higher. A flow schedule's own smallest σ (0.001 at shift 1, 0.009 at shift 3) spends a grid's last
+#: steps where nothing is left to denoise: on flow shift 2 a budget-50 plan's frames went from 0.016-0.020 to the
+#: floor, 0.015 (BENCHMARKS.md §12).
+FLOW_NOISE_GRID_END = PLAN_GRID_END
 TIME_SHIFT_TYPES = ("exponential", "linear")
 
 
@@ -482,7 +511,7 @@ class FlowMatching(Schedule):
                  base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,
                  max_image_seq_len: int = 4096, time_shift_type: str = "exponential",
                  shift_terminal: float | None = None, mu: float | None = None, spacing: str = "linspace",
-                 rho: float = 7.0) -> None:
+                 rho: float = 7.0, grid_end: float | None = None) -> None:
         if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) or num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be an integer >= 2, got {num_train_timesteps!r}")
         for name, value in (("shift", shift), ("base_shift", base_shift), ("max_shift", max_shift)):
@@ -507,7 +536,7 @@ class FlowMatching(Schedule):
             if spacing in ("trailing", "dpmsolver"):
                 raise ValueError("shift_terminal stretches the grid to its last σ: it needs spacing='linspace' "
                                  "(or a noise-spaced grid, 'karras' or 'logsnr')")
-        self.rho = float(_check_rho(rho))
+        self.rho, self.grid_end = float(_check_rho(rho)), check_grid_end(grid_end)
         self.num_train_timesteps = T = num_train_timesteps
         self.shift, self.use_dynamic_shifting, self.mu = float(shift), bool(use_dynamic_shifting), mu
         self.base_shift, self.max_shift = float(base_shift), float(max_shift)
@@ -528,14 +557,16 @@ class FlowMatching(Schedule):
         how = (f"dynamic {self.time_shift_type} shift, mu={self.mu}" if self.use_dynamic_shifting
                else f"shift={self.shift:g}")
         rho = f", rho={self.rho:g}" if self.spacing == "karras" else ""
-        return f"FlowMatching({how}, T={self.num_train_timesteps}, spacing={self.spacing!r}{rho})"
+        end = "" if self.grid_end is None else f", grid_end={self.grid_end:g}"
+        return f"FlowMatching({how}, T={self.num_train_timesteps}, spacing={self.spacing!r}{rho}{end})"
 
     def _config(self) -> dict[str, Any]:
         return dict(num_train_timesteps=self.num_train_timesteps, shift=self.shift,
                     use_dynamic_shifting=self.use_dynamic_shifting, base_shift=self.base_shift,
                     max_shift=self.max_shift, base_image_seq_len=self.base_image_seq_len,
                     max_image_seq_len=self.max_image_seq_len, time_shift_type=self.time_shift_type,
-                    shift_terminal=self.shift_terminal, mu=self.mu, spacing=self.spacing, rho=self.rho)
+                    shift_terminal=self.shift_terminal, mu=self.mu, spacing=self.spacing, rho=self.rho,
+                    grid_end=self.grid_end)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FlowMatching) and self._config() == other._config()
@@ -635,8 +666,7 @@ class FlowMatching(Schedule):
         multistep solvers extrapolate badly). From the top of a ``"trailing"`` schedule it is the vanilla grid."""
         _check_positive(steps, "steps")
         if self.spacing in NOISE_SPACINGS:
-            if power != 1.0:
-                raise ValueError(f"power bends the trailing grid; a {self.spacing!r} grid has its own spacing (power 1)")
+            _check_unbent(self.spacing, power)
             return self._noise_spaced(start, steps)
         if not power >= 1.0:
             raise ValueError(f"power must be >= 1 (1: evenly spaced), got {power}")
@@ -647,11 +677,12 @@ class FlowMatching(Schedule):
         return [float(start)] + [float(self._sigma(v)) * self.num_train_timesteps for v in u]
 
     def _noise_spaced(self, start: Time, steps: int) -> list[float]:
-        """A Karras or log-SNR grid of ``steps`` model times from ``start`` down to σ/α =
-        :data:`FLOW_NOISE_GRID_END` (or the smallest training σ's level, if higher), spaced in σ/α = σ/(1-σ)
-        (:func:`karras_noise_levels`, :func:`log_snr_noise_levels`)."""
+        """A Karras or log-SNR grid of ``steps`` model times from ``start`` down to σ/α = ``grid_end``
+        (default :data:`FLOW_NOISE_GRID_END`; the smallest training σ's level, if higher), spaced in σ/α =
+        σ/(1-σ) (:func:`karras_noise_levels`, :func:`log_snr_noise_levels`)."""
         T = self.num_train_timesteps
-        end = FLOW_NOISE_GRID_END / (1.0 + FLOW_NOISE_GRID_END)
+        end_noise = FLOW_NOISE_GRID_END if self.grid_end is None else self.grid_end
+        end = end_noise / (1.0 + end_noise)
         sigma, lowest = float(start) / T, max(float(self._sigma(self._u_min)), end)
         if sigma >= 1.0:
             raise ValueError(f"a {self.spacing!r} grid spaces σ/α from the start's noise level, which is infinite "
@@ -696,14 +727,14 @@ def flow_matching(shift: float = 1.0, *, num_train_timesteps: int = 1000, use_dy
                   mu: float | None = None, base_shift: float = 0.5, max_shift: float = 1.15,
                   base_image_seq_len: int = 256, max_image_seq_len: int = 4096,
                   time_shift_type: str = "exponential", shift_terminal: float | None = None,
-                  spacing: str = "linspace", rho: float = 7.0) -> FlowMatching:
+                  spacing: str = "linspace", rho: float = 7.0, grid_end: float | None = None) -> FlowMatching:
     """A rectified-flow schedule (see :class:`FlowMatching`), e.g. ``flow_matching(3.0)`` for SD3 or
     ``flow_matching(use_dynamic_shifting=True, spacing="trailing").at_image_seq_len(4096)`` for Flux at
     1024²; models on it predict ``prediction_type="flow"`` (v = ε - x0) by default."""
     return FlowMatching(num_train_timesteps, shift, use_dynamic_shifting=use_dynamic_shifting, base_shift=base_shift,
                         max_shift=max_shift, base_image_seq_len=base_image_seq_len,
                         max_image_seq_len=max_image_seq_len, time_shift_type=time_shift_type,
-                        shift_terminal=shift_terminal, mu=mu, spacing=spacing, rho=rho)
+                        shift_terminal=shift_terminal, mu=mu, spacing=spacing, rho=rho, grid_end=grid_end)
 
 
 def _check_positive(value: Any, name: str) -> int:

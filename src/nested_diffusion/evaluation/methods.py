@@ -19,6 +19,8 @@ Any spec may end in ``~GRID``: the runs use the model's schedule with that grid 
 ``trailing`` or ``linspace``, or ``karras`` / ``logsnr`` for runs that start below σ = 1 (the restarts of a
 nested spec: ``~linspace/karras/karras``). A nested spec takes one grid for every inner run or one per outer step
 (``nested 3x2/4/4:unipc:0:renoise@999/300/60~trailing/logsnr/logsnr``; ``plan~logsnr`` re-grids the plan).
+``~GRID:END`` also ends the Karras and log-SNR grids at the noise level σ/α = END (``replace(grid_end=END)``),
+e.g. ``envelope unipc~logsnr:0.03`` (the plan's inner runs end at 0.03, ``PLAN_GRID_END``).
 
 On a flow schedule the sampler ``ddim`` with η = 0 is Euler on the velocity (``vanilla ddim:0`` are
 Euler's x̂0 previews).
@@ -43,7 +45,7 @@ from ..defaults import (DEFAULT_DDRM_ETA, DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA, 
                         DEFAULT_RESTORE_OUTER_ETA)
 from ..samplers import SAMPLERS, make_sampler
 from ..nested import OUTER_UPDATES, nested_grids
-from ..schedules import Time
+from ..schedules import Time, check_grid_end
 
 __all__ = ["Method", "parse_method", "plan_method", "KINDS", "frame_at", "DDRM"]
 
@@ -77,6 +79,7 @@ class Method:
     outer_update: str = "ddim"
     outer_timesteps: tuple[Time, ...] = ()
     grid: str = ""
+    grid_end: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -110,6 +113,7 @@ class Method:
         if len(grids) > 1 and (self.kind != "nested" or len(grids) != self.outer_steps):
             raise ValueError(f"one grid per outer step is for nested methods ({self.outer_steps} outer steps), "
                              f"got {self.grid!r}")
+        check_grid_end(self.grid_end)
 
     @property
     def inner_spacing(self) -> list[str] | None:
@@ -120,12 +124,14 @@ class Method:
         return grids * self.outer_steps if len(grids) == 1 else grids
 
     def on(self, schedule: Any) -> Any:
-        """The schedule this method runs on: the model's, or with its grid spacing (``~GRID``); a nested
-        method keeps the model's and grids its inner runs (``inner_spacing``). Checks that the grid applies."""
-        if not self.grid:
+        """The schedule this method runs on: the model's, or with its grid spacing (``~GRID``) and end
+        (``~GRID:END``); a nested method keeps the model's and grids its inner runs (``inner_spacing``,
+        ``inner_grid_end``). Checks that the grid applies."""
+        if not self.grid and self.grid_end is None:
             return schedule
         try:
-            spaced = {g: schedule.replace(spacing=g) for g in self.grid.split("/")}
+            ended = schedule if self.grid_end is None else schedule.replace(grid_end=self.grid_end)
+            spaced = {g: ended.replace(spacing=g) if g else ended for g in self.grid.split("/")}
             if self.kind != "nested":  # a vanilla run starts at the top, where some grids have no finite level
                 spaced[self.grid].timesteps(2)
         except (AttributeError, ValueError) as e:
@@ -155,7 +161,8 @@ class Method:
 
     @property
     def _grid_tail(self) -> str:
-        return f"-{self.grid.replace('/', '.')}" if self.grid else ""
+        end = "" if self.grid_end is None else f"-end{self.grid_end:g}"
+        return (f"-{self.grid.replace('/', '.')}" if self.grid else "") + end
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -167,6 +174,8 @@ class Method:
             del d["outer_update"], d["outer_timesteps"]
         if not self.grid:
             del d["grid"]
+        if self.grid_end is None:
+            del d["grid_end"]
         return {"name": self.name, **d}
 
     def session_kwargs(self) -> dict[str, Any]:
@@ -180,6 +189,8 @@ class Method:
             kwargs["outer_eta"] = self.outer_eta
         if self.inner_spacing is not None:
             kwargs["inner_spacing"] = self.inner_spacing
+        if self.grid_end is not None:
+            kwargs["inner_grid_end"] = self.grid_end
         return kwargs
 
     def frame_nfes(self, schedule: Any) -> list[int]:
@@ -187,7 +198,7 @@ class Method:
         min(M, τ+1) on a discrete VP schedule)."""
         if self.kind == "nested":
             _, grids = nested_grids(self.on(schedule), self.inner_steps, self.outer_timesteps or None,
-                                    inner_spacing=self.inner_spacing)
+                                    inner_spacing=self.inner_spacing, inner_grid_end=self.grid_end)
             return list(itertools.accumulate(len(grid) for grid in grids))
         if self.kind == "vanilla":
             return list(range(1, self.steps + 1))
@@ -265,7 +276,8 @@ def plan_method(budget: int, schedule: Any) -> Method:
     grid = "" if grids is None else (grids[0] if len(set(grids)) == 1 else "/".join(grids))
     return Method("nested", layout.inner_sampler, eta, len(layout.inner_steps), tuple(layout.inner_steps),
                   DEFAULT_OUTER_ETA if layout.outer_eta is None else layout.outer_eta,
-                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps), grid=grid)
+                  outer_update=layout.outer_update, outer_timesteps=tuple(layout.outer_timesteps), grid=grid,
+                  grid_end=layout.inner_grid_end)
 
 
 def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: Any = None) -> Method:
@@ -274,11 +286,21 @@ def parse_method(kind: str, spec: str, *, budget: int | None = None, schedule: A
     if kind not in KINDS:
         raise ValueError(f"method kind must be one of {KINDS}, got {kind!r}")
     spec, _, grid = spec.strip().partition("~")
-    if "~" in grid or (grid and not all(g.isidentifier() for g in grid.split("/"))) or (_ and not grid):
-        raise ValueError(f"{kind} spec {spec + _ + grid!r}: expected ~GRID at the end, a spacing like ~karras or "
-                         "~logsnr (nested: or one per outer step, ~trailing/logsnr/...)")
+    grid, colon, end_text = grid.partition(":")
+    if "~" in grid or (grid and not all(g.isidentifier() for g in grid.split("/"))) or (_ and not grid) \
+            or (colon and not end_text):
+        raise ValueError(f"{kind} spec {spec + _ + grid + colon + end_text!r}: expected ~GRID[:END] at the end, a "
+                         "spacing like ~karras or ~logsnr (nested: or one per outer step, ~trailing/logsnr/...), "
+                         "END a noise level σ/α where Karras and log-SNR grids end (~logsnr:0.03)")
     if grid:
-        return dataclasses.replace(parse_method(kind, spec, budget=budget, schedule=schedule), grid=grid)
+        method = dataclasses.replace(parse_method(kind, spec, budget=budget, schedule=schedule), grid=grid)
+        if colon:
+            try:
+                method = dataclasses.replace(method, grid_end=float(end_text))
+            except ValueError:
+                raise ValueError(f"{kind} spec {spec}~{grid}:{end_text}: END must be a positive noise level σ/α, "
+                                 f"got {end_text!r}") from None
+        return method
     if kind == "nested" and spec.strip() == "plan":
         if budget is None or schedule is None:
             raise ValueError("the nested spec 'plan' needs the budget and the model's noise schedule")

@@ -120,7 +120,8 @@ class NestedPipeline:
                 generator: Any = None, height: int | None = None, width: int | None = None,
                 output_type: str = "pil", decode_every: int = 1,
                 latents: torch.Tensor | None = None, image: Any = None, strength: float | None = None,
-                mask_image: Any = None, inner_spacing: str | Sequence[str | None] | None = None) -> PipelineSession:
+                mask_image: Any = None, inner_spacing: str | Sequence[str | None] | None = None,
+                inner_grid_end: float | None = None) -> PipelineSession:
         """A resumable session: ``method="nested"`` (frames = inner-run samples) or ``"vanilla"``
         (frames = one-step x̂0 previews of a ``num_inference_steps`` sampler).
 
@@ -143,7 +144,8 @@ class NestedPipeline:
         ``budget`` NFEs (default 100) and this model's noise schedule; give ``outer_steps=10,
         inner_steps=10, inner_sampler="ddim"`` for the paper's layout. The rules for partial layouts
         are :func:`~nested_diffusion.planner.resolve_layout`'s; ``inner_spacing`` (e.g. ``"karras"``, or one name per
-        outer step) grids the inner runs, so ``plan_layout(...).session_kwargs()`` replays the plan exactly.
+        outer step) grids the inner runs and ``inner_grid_end`` (a noise level σ/α) ends their Karras and log-SNR grids,
+        so ``plan_layout(...).session_kwargs()`` replays the plan exactly.
 
         ``latents`` (optional) is the initial noise x_T, like diffusers' ``latents=``; by default it
         is drawn from ``generator`` (one ``torch.Generator``, or a list with one per image, as in
@@ -186,7 +188,7 @@ class NestedPipeline:
             layout = resolve_layout(schedule, outer_steps=outer_steps, inner_steps=inner_steps, budget=budget,
                                     inner_sampler=inner_sampler, inner_eta=inner_eta, outer_eta=outer_eta,
                                     outer_timesteps=outer_timesteps, outer_update=outer_update, start=start,
-                                    inner_spacing=inner_spacing)
+                                    inner_spacing=inner_spacing, inner_grid_end=inner_grid_end)
             kwargs = layout.session_kwargs()
             if edit is not None:
                 kwargs.update(_edit_samplers(edit, kwargs, len(layout.inner_steps)), start=edit.start)
