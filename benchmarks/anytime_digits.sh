@@ -3,13 +3,14 @@
 # envelope, scored by FID against MNIST-5k (standard InceptionV3), 1,000 samples by default.
 #
 # Per budget one `evaluate` run: the plan's frames and, at exactly those NFE counts, the envelope — UniPC on
-# the log-SNR grid, the linear oracle's leader (§12; the digit model is linear DDPM). NFE efficiency between
+# the log-SNR grid, the linear oracle's leader (§12; the digit model is linear DDPM), ending at the table's t = 0
+# and, as the plan's inner runs do, at σ/α = 0.03 (the oracle's leader at 6-20 steps). NFE efficiency between
 # two measured counts is interpolated (log-log). --floor-noise fid=0.5: the spread of real-data FIDs at
 # 1,000 samples (§8.4: 15.9-17.0), added to the efficiency's 1.2x tolerance. Resumable (shards per batch).
 #   bash benchmarks/anytime_digits.sh [NUM_SAMPLES]       # BUDGETS="20 50" (default "20 50 100")
-# Cost per sample: the budget (the plan) + the sum of its frames' NFEs (the envelope) network calls with
-# guidance — 52 at budget 20, 183 at 50, 385 at 100 (budget 20: 78 min for 1,000 samples on one thread of a
-# 2-core CPU running three other jobs).
+# Cost per sample: the budget (the plan) + the sum of its frames' NFEs per envelope member, network calls with
+# guidance — 20 + 2·32 = 84 at budget 20, 50 + 2·133 = 316 at 50, 100 + 2·285 = 670 at 100 (budget 20 with one
+# member, 52 calls: 78 min for 1,000 samples on one thread of a 2-core CPU running three other jobs).
 set -euo pipefail
 N=${1:-1000}
 ND=${ND:-nested-diffusion}
@@ -18,6 +19,6 @@ mkdir -p "$OUT"
 declare -A FRAMES=([20]=2,10,20 [30]=3,15,30 [50]=5,15,25,38,50 [100]=10,20,30,50,75,100)
 for b in ${BUDGETS:-20 50 100}; do
   $ND evaluate --num-samples "$N" --batch-size 100 --metric fid --floor-noise fid=0.5 --no-vanilla \
-    --envelope unipc~logsnr --budget "$b" --checkpoints "${FRAMES[$b]:?no frames listed for budget $b}" \
+    --envelope unipc~logsnr --envelope unipc~logsnr:0.03 --budget "$b" --checkpoints "${FRAMES[$b]:?no frames listed for budget $b}" \
     --out "$OUT/b$b" --quiet > "$OUT/b$b.log"
 done

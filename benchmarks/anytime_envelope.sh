@@ -6,7 +6,9 @@
 # (DDIM η 0/1, DPM-Solver++ 2M/3M η 0/1 and UniPC on the trailing, Karras ρ = 7 and log-SNR grids; trailing
 # on flow) was screened at 2,000 samples (benchmarks/results/explore/envscreen.json); the two or three that
 # lead somewhere run here, at every checkpoint of the four budgets and between them (NFE efficiency asks for
-# the smallest N at which the envelope is as good as a frame). One folder per schedule holds the envelope;
+# the smallest N at which the envelope is as good as a frame). Members ending ":0.03" run the same grid ending at
+# σ/α = 0.03 (grid_end), where the plan's inner runs end: on linear and cosine that beats the table's t = 0 end at
+# 10-20 steps too, so the envelope gets it (scaled-linear's t = 0 is already σ/α 0.029). One folder per schedule holds the envelope;
 # each budget's run starts from a hard-linked copy of it, so only the planned default is sampled there
 # (the shards are a cache keyed by target, method, seed and sample indices).
 #   bash benchmarks/anytime_envelope.sh [SCHEDULE[@SAMPLES]...]   # e.g. linear cosine@2000
@@ -21,8 +23,8 @@ OUT=${OUT:-benchmarks/results/b19}
 mkdir -p "$OUT"
 DENSE=2,3,4,5,6,8,9,10,12,15,20,22,25,30,38,50,75,100
 declare -A MEMBERS=(
-  [linear]="unipc~logsnr dpmpp-2m:0~logsnr"
-  [cosine]="unipc unipc~logsnr dpmpp-2m:0~logsnr"
+  [linear]="unipc~logsnr dpmpp-2m:0~logsnr unipc~logsnr:0.03 dpmpp-2m:0~logsnr:0.03"
+  [cosine]="unipc unipc~logsnr dpmpp-2m:0~logsnr unipc~logsnr:0.03 dpmpp-2m:0~logsnr:0.03"
   [scaled_linear]="unipc~logsnr dpmpp-3m:1~karras"
   [flow]="unipc~trailing dpmpp-3m:0~trailing"
   [flow:3]="unipc~trailing dpmpp-3m:0~trailing"
