@@ -5,7 +5,7 @@ efficiency — read from each run's efficiency.csv), the exact-sample floor, and
 each NFE count (the envelope folder's results). Frames are the plan's own (``Method.frame_nfes``); the other
 ladder checkpoints only repeat the frame a user holds there.
 
-    python benchmarks/anytime_report.py [--out benchmarks/results/b19] [FOLDER_NAME...]
+    python benchmarks/anytime_report.py [--out benchmarks/results/b19] [--winners | --summary | --before OLD_TREE] [FOLDER_NAME...]
 """
 
 from __future__ import annotations
@@ -74,6 +74,78 @@ def sets_table(root: Path, name: str) -> list[str]:
     return lines
 
 
+#: row labels of the summary table: which schedules tuned the plan and which are held out of its search
+LABELS = {"linear": "linear (tuned)", "cosine": "cosine (tuned)", "scaled_linear": "scaled-linear (held out)",
+          "flow": "flow shift 1 (held out)", "flow3": "flow shift 3 (held out)"}
+
+
+def summary_table(root: Path, names: list[str]) -> list[str]:
+    """BENCHMARKS.md §12's table: per schedule and budget, the plan's frames on evaluate's set (FD /
+    envelope-best / ratio / efficiency), the verdict columns over frames >= 20 % of the budget, and the 3-set
+    means with their efficiency (from :func:`sets_table`)."""
+    lines = ["| schedule | budget | frames (NFE: FD / envelope-best / ratio / **efficiency**) | min efficiency | "
+             "max ratio | 3 sets: NFE: mean FD / **efficiency** | min (3 sets) |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        sets = {int(line.split("|")[1]): line for line in sets_table(root, name)}
+        for b in BUDGETS:
+            folder = root / f"{name}-b{b}"
+            if not (folder / "efficiency.csv").is_file():
+                continue
+            frames = _plan_frames(json.loads((folder / "results.json").read_text())["config"])
+            rows = {int(r["nfe"]): r for r in csv.DictReader((folder / "efficiency.csv").open()) if r["kind"] == "nested"}
+            cells, judged, worst = [], [], []
+            for n in frames:
+                value, ratio, eff = (float(rows[n][k]) for k in ("value", "ratio", "efficiency"))
+                cells.append(f"{n}: {value:.3g} / {value / ratio:.3g} / {ratio:.2f} / **{eff:.2f}**")
+                if n >= 0.2 * b:
+                    judged.append(eff)
+                    worst.append(ratio)
+            means, smin = "–", "–"
+            if b in sets:
+                parts = sets[b].split("|")
+                kept = [(c.split(":")[0].strip(), c.split("→")[1].strip()) for c in parts[2].split("<br>")]
+                means = "; ".join(f"{n}: {c}" for n, c in kept if int(n) >= 0.2 * b)
+                smin = parts[3].strip()
+            lines.append(f"| {LABELS.get(name, name)} | {b} | {'; '.join(cells)} | **{min(judged):.2f}** | "
+                         f"{max(worst):.2f} | {means} | **{smin}** |")
+    return lines
+
+
+def before_after(root: Path, before: Path, names: list[str]) -> list[str]:
+    """The plan of ``before`` (an older result tree, same layout of folders) and of ``root``, both against
+    ``root``'s envelope: min NFE efficiency over frames >= 20 % of the budget on evaluate's set and for the 3-set
+    mean, and the 3-set mean FD of those frames."""
+    from nested_diffusion.evaluation import nfe_efficiency
+
+    lines = ["| schedule | budget | before: min efficiency (evaluate's set / 3 sets) | after | 3-set mean FD, "
+             "frames ≥ 20 %: before → after |", "|---|---|---|---|---|"]
+    for name in names:
+        for b in BUDGETS:
+            now = root / f"{name}-b{b}"
+            if not (now / "results.json").is_file() or not (before / now.name / "results.json").is_file():
+                continue
+            reference = load_results(now)
+            envelope = [r for r in reference.rows if r["kind"] == "envelope"]
+            noise = json.loads((now / "results.json").read_text())["config"].get("floor", {}).get("gmm-fd", {}).get("sd", 0.0)
+            frames = [n for n in _plan_frames(json.loads((now / "results.json").read_text())["config"]) if n >= 0.2 * b]
+            cells, means = [], []
+            for base in (before, root):
+                sets = [load_results(folder) for folder in [base / now.name] + sorted(base.glob(f"{now.name}-s*"))]
+                method = next(r["method"] for r in sets[0].rows if r["kind"] == "nested")
+                mean = {n: sum(s.value(method, n, "gmm-fd") for s in sets) / len(sets) for n in frames}
+                effs = []
+                for values in ({n: sets[0].value(method, n, "gmm-fd") for n in frames}, mean):
+                    result = type(reference)(rows=envelope + [dict(method=method, kind="nested", nfe=n, metric="gmm-fd",
+                                                                   value=v) for n, v in values.items()])
+                    effs.append(min(nfe_efficiency(result, method, "gmm-fd", n, "envelope-best", noise=noise)
+                                    for n in frames))
+                cells.append(f"{effs[0]:.2f} / {effs[1]:.2f}")
+                means.append(mean)
+            fds = "; ".join(f"{n}: {means[0][n]:.4f} → {means[1][n]:.4f}" for n in frames)
+            lines.append(f"| {LABELS.get(name, name)} | {b} | {cells[0]} | **{cells[1]}** | {fds} |")
+    return lines
+
+
 def _plan_frames(config: dict) -> list[int]:
     """The NFEs after each frame of the run's nested method (its plan)."""
     method = next(Method(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items() if k != "name"})
@@ -105,10 +177,18 @@ def main() -> None:
     p.add_argument("names", nargs="*", default=["linear", "cosine", "cosine-n2000", "scaled_linear", "flow",
                                                 "flow-n2000", "flow3", "flow3-n2000"])
     p.add_argument("--winners", action="store_true", help="one table of envelope winners across the schedules")
+    p.add_argument("--summary", action="store_true", help="one table of the plan's frames across the schedules")
+    p.add_argument("--before", type=Path, help="an older result tree: its plan against this tree's envelope")
     args = p.parse_args()
     present = [n for n in args.names if (args.out / n / "results.json").is_file()]
     if args.winners:
         print("\n".join(winners_across(args.out, present)))
+        return
+    if args.before:
+        print("\n".join(before_after(args.out, args.before, [n for n in args.names if (args.before / f"{n}-b20").is_dir()])))
+        return
+    if args.summary:
+        print("\n".join(summary_table(args.out, present)))
         return
     for name in args.names:
         if not (args.out / name / "results.json").is_file():
