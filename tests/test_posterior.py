@@ -93,3 +93,18 @@ def test_posterior_bad_input(gmm):
         gmm.posterior(Dense(torch.randn(3, 10)), torch.zeros(3), 0.1)
     with pytest.raises(ValueError, match="divisible|d = 64"):
         gmm.posterior(SuperResolution(2), torch.zeros(1, 3, 3), 0.1)
+
+
+def test_components_is_the_most_likely_component():
+    """components(x) = argmax_k log w_k + log N(x; μ_k, Σ_k): equal to brute force (torch.distributions densities) in 2-d and, on the
+    digit mixture, each exact sample's own component (the classes are well separated)."""
+    means = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    covs = torch.stack([torch.eye(2), torch.tensor([[2.0, 0.5], [0.5, 1.0]]), 0.3 * torch.eye(2)]).double()
+    g = GaussianMixture(means, covs, torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64))
+    x = torch.randn(500, 2, generator=gen(0), dtype=torch.float64) * 2
+    density = torch.stack([g.weights[k] * torch.exp(torch.distributions.MultivariateNormal(means[k], covs[k]).log_prob(x))
+                           for k in range(3)])
+    assert torch.equal(g.components(x), density.argmax(0))
+    digits = GaussianMixture.from_digits()
+    samples, classes = digits.sample(2000, gen(1))
+    assert torch.equal(digits.components(samples.reshape(2000, 1, 8, 8)), classes)

@@ -90,6 +90,15 @@ class GaussianMixture:
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return self.means[classes] + torch.einsum("nij,nj->ni", self.chol[classes], z), classes
 
+    def components(self, samples: torch.Tensor) -> torch.Tensor:
+        """The most likely component of each sample (flattened to [N, d]): argmax_k log w_k + log N(x; μ_k, Σ_k)."""
+        x = torch.as_tensor(samples, dtype=torch.float64).reshape(len(samples), -1)
+        diff = x[None] - self.means[:, None]  # [K, N, d]
+        white = torch.linalg.solve_triangular(self.chol, diff.transpose(1, 2), upper=False)  # [K, d, N]
+        log_det = 2 * torch.log(torch.diagonal(self.chol, dim1=1, dim2=2)).sum(1)  # [K]
+        log_p = self.weights.log()[:, None] - 0.5 * (white ** 2).sum(1) - 0.5 * log_det[:, None]
+        return log_p.argmax(0)
+
     def frechet_distance(self, samples: torch.Tensor, classes: torch.Tensor | int | None = None) -> float:
         """Fréchet distance between ``samples`` (flattened to [N, d]) and the true mixture (or,
         with ``classes`` an int, its component)."""
