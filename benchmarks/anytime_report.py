@@ -5,7 +5,8 @@ efficiency — read from each run's efficiency.csv), the exact-sample floor, and
 each NFE count (the envelope folder's results). Frames are the plan's own (``Method.frame_nfes``); the other
 ladder checkpoints only repeat the frame a user holds there.
 
-    python benchmarks/anytime_report.py [--out benchmarks/results/b19] [--winners | --summary | --before OLD_TREE] [FOLDER_NAME...]
+    python benchmarks/anytime_report.py [--out benchmarks/results/b19] [--winners | --summary | --before OLD_TREE]
+        [FOLDER_NAME...]
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def summary_table(root: Path, names: list[str]) -> list[str]:
             if not (folder / "efficiency.csv").is_file():
                 continue
             frames = _plan_frames(json.loads((folder / "results.json").read_text())["config"])
-            rows = {int(r["nfe"]): r for r in csv.DictReader((folder / "efficiency.csv").open()) if r["kind"] == "nested"}
+            rows = {int(r["nfe"]): r for r in csv.DictReader((folder / "efficiency.csv").open())
+                    if r["kind"] == "nested"}
             cells, judged, worst = [], [], []
             for n in frames:
                 value, ratio, eff = (float(rows[n][k]) for k in ("value", "ratio", "efficiency"))
@@ -126,8 +128,9 @@ def before_after(root: Path, before: Path, names: list[str]) -> list[str]:
                 continue
             reference = load_results(now)
             envelope = [r for r in reference.rows if r["kind"] == "envelope"]
-            noise = json.loads((now / "results.json").read_text())["config"].get("floor", {}).get("gmm-fd", {}).get("sd", 0.0)
-            frames = [n for n in _plan_frames(json.loads((now / "results.json").read_text())["config"]) if n >= 0.2 * b]
+            config = json.loads((now / "results.json").read_text())["config"]
+            noise = config.get("floor", {}).get("gmm-fd", {}).get("sd", 0.0)
+            frames = [n for n in _plan_frames(config) if n >= 0.2 * b]
             cells, means = [], []
             for base in (before, root):
                 sets = [load_results(folder) for folder in [base / now.name] + sorted(base.glob(f"{now.name}-s*"))]
@@ -185,7 +188,8 @@ def main() -> None:
         print("\n".join(winners_across(args.out, present)))
         return
     if args.before:
-        print("\n".join(before_after(args.out, args.before, [n for n in args.names if (args.before / f"{n}-b20").is_dir()])))
+        names = [n for n in args.names if (args.before / f"{n}-b20").is_dir()]
+        print("\n".join(before_after(args.out, args.before, names)))
         return
     if args.summary:
         print("\n".join(summary_table(args.out, present)))

@@ -1,4 +1,4 @@
-"""Does a frame you keep look like the final image? Continuity of the planned default's frames (BENCHMARKS §12).
+"""Does a frame you keep look like the final image? Continuity of the plan's frames (BENCHMARKS.md §12.2).
 
 Quality per frame is what §12 measures; this asks what a user who stops early, or picks a frame to keep, holds:
 for each frame of a nested run (and each x̂0 preview of a vanilla run) (read from an `evaluate` folder's cached shards — no sampling here) the fraction

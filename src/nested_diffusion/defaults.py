@@ -44,7 +44,8 @@ PLAN_FIRST_RESTART_LEVEL = (175.0, 2.0, 0.14, 8.0)
 PLAN_LOGSNR_MIN_RESTART = 2.5
 #: … those Karras and log-SNR grids ending at σ/α = this (Stable Diffusion's t = 0 level; flow schedules' grids
 #: end there by default too), not at a VP table's t = 0 (linear 0.010, cosine 0.0064), where a short run spends
-#: its last steps on what is left of nothing: linear budget 50 frames 0.016-0.020 → 0.015 (BENCHMARKS.md §12) …
+#: its last steps on what is left: linear budget 50, 3-set means 0.0175-0.0194 → 0.0161-0.0178
+#: (BENCHMARKS.md §12 (6)) …
 PLAN_GRID_END = 0.03
 #: … and an outer step that re-noises the frame to the next outer timestep (Restart-style) rather
 #: than the paper's DDIM posterior step.

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple, Sequence
 
 from .defaults import (DEFAULT_BUDGET, DEFAULT_FRAME_FRACTIONS, DEFAULT_INNER_ETA, DEFAULT_INNER_SAMPLER,
                        DEFAULT_OUTER_ETA, DEFAULT_OUTER_UPDATE, DEFAULT_STEPS, PLAN_INNER_SAMPLER,
-                       PLAN_FIRST_RESTART_LEVEL, PLAN_GRID_END, PLAN_LOGSNR_MAX_NOISE, PLAN_LOGSNR_MIN_RESTART, PLAN_MIN_RUN,
-                       PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
+                       PLAN_FIRST_RESTART_LEVEL, PLAN_GRID_END, PLAN_LOGSNR_MAX_NOISE, PLAN_LOGSNR_MIN_RESTART,
+                       PLAN_MIN_RUN, PLAN_MIN_RUN_BUDGET, PLAN_RESTART_LEVEL)
 from .nested import _per_step, nested_grids
 from .schedules import Schedule, Time, as_schedule
 

@@ -30,7 +30,8 @@ from .defaults import PLAN_GRID_END
 
 __all__ = [
     "PREDICTION_TYPES", "Level", "CLEAN", "Schedule", "DiscreteVP", "FlowMatching", "flow_matching",
-    "as_schedule", "from_scheduler", "check_alphas_cumprod", "check_grid_end", "spaced_timesteps", "make_alphas_cumprod",
+    "as_schedule", "from_scheduler", "check_alphas_cumprod", "check_grid_end", "spaced_timesteps",
+    "make_alphas_cumprod",
     "to_denoised", "from_denoised", "calculate_shift", "Time", "VP_SPACINGS", "karras_noise_levels",
     "log_snr_noise_levels",
 ]
