@@ -8,6 +8,8 @@
 # two measured counts is interpolated (log-log). --floor-noise fid=0.5: the spread of real-data FIDs at
 # 1,000 samples (§8.4: 15.9-17.0), added to the efficiency's 1.2x tolerance. Resumable (shards per batch).
 #   bash benchmarks/anytime_digits.sh [NUM_SAMPLES]       # BUDGETS="20 50" (default "20 50 100")
+# ENVELOPES="unipc~logsnr" keeps only the first member (the :0.03 one lost at 2, 10 and 20 steps on this model,
+# §12.1): half the envelope's cost at budgets 50 and 100.
 # Cost per sample: the budget (the plan) + the sum of its frames' NFEs per envelope member, network calls with
 # guidance — 20 + 2·32 = 84 at budget 20, 50 + 2·133 = 316 at 50, 100 + 2·285 = 670 at 100 (budget 20 with one
 # member, 52 calls: 78 min for 1,000 samples on one thread of a 2-core CPU running three other jobs).
@@ -19,6 +21,6 @@ mkdir -p "$OUT"
 declare -A FRAMES=([20]=2,10,20 [30]=3,15,30 [50]=5,15,25,38,50 [100]=10,20,30,50,75,100)
 for b in ${BUDGETS:-20 50 100}; do
   $ND evaluate --num-samples "$N" --batch-size 100 --metric fid --floor-noise fid=0.5 --no-vanilla \
-    --envelope unipc~logsnr --envelope unipc~logsnr:0.03 --budget "$b" --checkpoints "${FRAMES[$b]:?no frames listed for budget $b}" \
+    $(for m in ${ENVELOPES:-unipc~logsnr unipc~logsnr:0.03}; do echo --envelope "$m"; done) --budget "$b" --checkpoints "${FRAMES[$b]:?no frames listed for budget $b}" \
     --out "$OUT/b$b" --quiet > "$OUT/b$b.log"
 done
