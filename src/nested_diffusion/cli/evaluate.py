@@ -86,11 +86,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nested", action="append", default=None, metavar="SPEC",
                    help="nested config OUTERxINNER[:SAMPLER[:ETA[:OUTER]]][@TAUS], repeatable, e.g. 10x10, "
                         "20x5:dpmpp-2m, 4x40/30/20/10, 2x10/20:dpmpp-2m:0/0.85:renoise@999/300, or 'plan': the "
-                        "project layout for the budget and the model's noise schedule (the default)")
+                        "project layout for the budget and the model's noise schedule (the default); any spec may end "
+                        "in ~GRID[:END], a grid spacing (karras, logsnr, trailing; nested: one per outer step, "
+                        "a/b/c) and the noise level σ/α where Karras and log-SNR grids end, e.g. plan~karras, "
+                        "unipc~logsnr:0.03")
     p.add_argument("--vanilla", action="append", default=None, metavar="SPEC",
-                   help="vanilla sampler SAMPLER[:ETA] with --budget steps, repeatable (default: ddim:1)")
+                   help="vanilla sampler SAMPLER[:ETA][~GRID[:END]] with --budget steps, repeatable (default: ddim:1)")
     p.add_argument("--envelope", action="append", default=None, metavar="SPEC",
-                   help="envelope sampler SAMPLER[:ETA], repeatable (default: ddim:1 and dpmpp-2m:0)")
+                   help="envelope sampler SAMPLER[:ETA][~GRID[:END]], repeatable (default: ddim:1 and dpmpp-2m:0)")
     p.add_argument("--no-nested", action="store_true", help="skip the default nested configuration")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla previews")
     p.add_argument("--no-envelope", action="store_true", help="skip the envelope")
