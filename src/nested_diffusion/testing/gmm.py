@@ -91,13 +91,10 @@ class GaussianMixture:
         return self.means[classes] + torch.einsum("nij,nj->ni", self.chol[classes], z), classes
 
     def components(self, samples: torch.Tensor) -> torch.Tensor:
-        """The most likely component of each sample (flattened to [N, d]): argmax_k log w_k + log N(x; μ_k, Σ_k)."""
+        """The most likely component of each sample (flattened to [N, d]): argmax_k log w_k + log N(x; μ_k, Σ_k),
+        the denoiser's p(k | x_t) at the clean level (α = 1, σ = 0)."""
         x = torch.as_tensor(samples, dtype=torch.float64).reshape(len(samples), -1)
-        diff = x[None] - self.means[:, None]  # [K, N, d]
-        white = torch.linalg.solve_triangular(self.chol, diff.transpose(1, 2), upper=False)  # [K, d, N]
-        log_det = 2 * torch.log(torch.diagonal(self.chol, dim1=1, dim2=2)).sum(1)  # [K]
-        log_p = self.weights.log()[:, None] - 0.5 * (white ** 2).sum(1) - 0.5 * log_det[:, None]
-        return log_p.argmax(0)
+        return self._component_log_p(x, 1.0, 0.0)[2].argmax(1)
 
     def frechet_distance(self, samples: torch.Tensor, classes: torch.Tensor | int | None = None) -> float:
         """Fréchet distance between ``samples`` (flattened to [N, d]) and the true mixture (or,
@@ -166,16 +163,23 @@ class GaussianMixture:
             out[rows] = self._denoise_at(x[rows], a, s, None if labels is None else labels[rows])
         return out.reshape(shape).to(dtype)
 
-    def _denoise_at(self, x: torch.Tensor, a: float, s: float, labels: torch.Tensor | None) -> torch.Tensor:
-        dev = x.device
-        U, UT, mU, means, lam = self._basis(dev)
+    def _component_log_p(self, x: torch.Tensor, a: float, s: float) -> tuple[torch.Tensor, ...]:
+        """x_t - α μ_k in each component's eigenbasis [N, K, d], the variances of x_t | k there [K, d], and
+        log w_k + log N(x_t; α μ_k, α² Σ_k + σ² I) up to a constant [N, K]."""
+        U, _, mU, _, lam = self._basis(x.device)
         K, d = self.num_components, self.dim
         var = a * a * lam + s * s  # [K, d]: variances of x_t | k in the eigenbasis
         z = (x @ U).view(len(x), K, d)  # x in each component's eigenbasis, [N, K, d]
         z -= a * mU  # minus α μ_k (projected)
         blocks = torch.block_diag(*(1 / var)[:, :, None])  # [K·d, K]: 1/var_k in column k
         quad = (z * z).view(len(x), K * d) @ blocks  # Σ_e z²/var per component, [N, K]
-        log_p = (torch.log(self.weights.to(dev)) - 0.5 * torch.log(var).sum(-1))[None] - 0.5 * quad
+        log_p = (torch.log(self.weights.to(x.device)) - 0.5 * torch.log(var).sum(-1))[None] - 0.5 * quad
+        return z, var, log_p
+
+    def _denoise_at(self, x: torch.Tensor, a: float, s: float, labels: torch.Tensor | None) -> torch.Tensor:
+        _, UT, _, means, lam = self._basis(x.device)
+        K, d = self.num_components, self.dim
+        z, var, log_p = self._component_log_p(x, a, s)
         if labels is not None:
             mask = torch.nn.functional.one_hot(labels, self.num_components + 1)[:, : self.num_components].bool()
             log_p = torch.where(mask.any(1, keepdim=True), log_p.masked_fill(~mask, -math.inf), log_p)
