@@ -43,35 +43,51 @@ def frames_table(root: Path, name: str) -> list[str]:
     return lines
 
 
+def _sets(base: Path, folder: str, frames: list[int] | None = None) -> tuple[str, dict[int, list[float]]]:
+    """The nested method of ``base/folder`` and its FD at ``frames`` (default: the plan's, where scored) on
+    every sample set: that folder, then its ``-s<seed>`` siblings (the same plan, other noise)."""
+    main = load_results(base / folder)
+    method = next(r["method"] for r in main.rows if r["kind"] == "nested")
+    if frames is None:
+        config = json.loads((base / folder / "results.json").read_text())["config"]
+        frames = [n for n in _plan_frames(config) if any(r["method"] == method and r["nfe"] == n for r in main.rows)]
+    sets = [main] + [load_results(f) for f in sorted(base.glob(f"{folder}-s*"))]
+    return method, {n: [s.value(method, n, "gmm-fd") for s in sets] for n in frames}
+
+
+def _efficiency(reference: Path, method: str, values: dict[int, float]) -> dict[int, float]:
+    """NFE efficiency of ``values`` ({NFE: FD} of ``method``) against the envelope of the run in ``reference``,
+    with that run's floor noise."""
+    from nested_diffusion.evaluation import nfe_efficiency
+
+    result = load_results(reference)
+    noise = json.loads((reference / "results.json").read_text())["config"].get("floor", {}).get("gmm-fd", {}).get(
+        "sd", 0.0)
+    rows = [r for r in result.rows if r["kind"] == "envelope"] + [
+        dict(method=method, kind="nested", nfe=n, metric="gmm-fd", value=v) for n, v in values.items()]
+    combined = type(result)(rows=rows)
+    return {n: nfe_efficiency(combined, method, "gmm-fd", n, "envelope-best", noise=noise) for n in values}
+
+
+def _mean(per_set: dict[int, list[float]]) -> dict[int, float]:
+    return {n: sum(values) / len(values) for n, values in per_set.items()}
+
+
 def sets_table(root: Path, name: str) -> list[str]:
     """Frames on every sample set (``-s<seed>`` folders next to a budget's: the same plan, other noise), their
     mean, and the mean's NFE efficiency against the envelope of the main set."""
-    from nested_diffusion.evaluation import nfe_efficiency
-
     lines = []
     for b in BUDGETS:
-        main = root / f"{name}-b{b}"
-        extra = sorted(main.parent.glob(f"{main.name}-s*"))
-        if not (main / "results.json").is_file() or not extra:
+        folder = f"{name}-b{b}"
+        if not (root / folder / "results.json").is_file() or not list(root.glob(f"{folder}-s*")):
             continue
-        result = load_results(main)
-        config = json.loads((main / "results.json").read_text())["config"]
-        noise = config.get("floor", {}).get("gmm-fd", {}).get("sd", 0.0)
-        method = next(r["method"] for r in result.rows if r["kind"] == "nested")
-        sets = [result] + [load_results(folder) for folder in extra]
-        frames = [n for n in _plan_frames(config) if any(r["method"] == method and r["nfe"] == n for r in result.rows)]
-        cells, judged = [], []
-        per_set = {n: [s.value(method, n, "gmm-fd") for s in sets] for n in frames}
-        means = {n: sum(values) / len(values) for n, values in per_set.items()}
-        averaged = type(result)(rows=[r for r in result.rows if r["method"] != method]
-                                + [{**r, "value": means[r["nfe"]]} for r in result.rows
-                                   if r["method"] == method and r["metric"] == "gmm-fd" and r["nfe"] in means])
-        for n, values in per_set.items():
-            eff = nfe_efficiency(averaged, method, "gmm-fd", n, "envelope-best", noise=noise)
-            if n >= 0.2 * b:
-                judged.append(eff)
-            cells.append(f"{n}: {' / '.join(f'{v:.4f}' for v in values)} → {means[n]:.4f} / **{eff:.2f}**")
-        lines.append(f"| {b} | {'<br>'.join(cells)} | {min(judged):.2f} | {len(sets)} |")
+        method, per_set = _sets(root, folder)
+        means = _mean(per_set)
+        effs = _efficiency(root / folder, method, means)
+        cells = [f"{n}: {' / '.join(f'{v:.4f}' for v in values)} → {means[n]:.4f} / **{effs[n]:.2f}**"
+                 for n, values in per_set.items()]
+        judged = min(e for n, e in effs.items() if n >= 0.2 * b)
+        lines.append(f"| {b} | {'<br>'.join(cells)} | {judged:.2f} | {len(next(iter(per_set.values())))} |")
     return lines
 
 
@@ -83,11 +99,10 @@ LABELS = {"linear": "linear (tuned)", "cosine": "cosine (tuned)", "scaled_linear
 def summary_table(root: Path, names: list[str]) -> list[str]:
     """BENCHMARKS.md §12's table: per schedule and budget, the plan's frames on evaluate's set (FD /
     envelope-best / ratio / efficiency), the verdict columns over frames >= 20 % of the budget, and the 3-set
-    means with their efficiency (from :func:`sets_table`)."""
+    means with their efficiency."""
     lines = ["| schedule | budget | frames (NFE: FD / envelope-best / ratio / **efficiency**) | min efficiency | "
              "max ratio | 3 sets: NFE: mean FD / **efficiency** | min (3 sets) |", "|---|---|---|---|---|---|---|"]
     for name in names:
-        sets = {int(line.split("|")[1]): line for line in sets_table(root, name)}
         for b in BUDGETS:
             folder = root / f"{name}-b{b}"
             if not (folder / "efficiency.csv").is_file():
@@ -103,11 +118,12 @@ def summary_table(root: Path, names: list[str]) -> list[str]:
                     judged.append(eff)
                     worst.append(ratio)
             means, smin = "–", "–"
-            if b in sets:
-                parts = sets[b].split("|")
-                kept = [(c.split(":")[0].strip(), c.split("→")[1].strip()) for c in parts[2].split("<br>")]
-                means = "; ".join(f"{n}: {c}" for n, c in kept if int(n) >= 0.2 * b)
-                smin = parts[3].strip()
+            if list(root.glob(f"{folder.name}-s*")):
+                method, per_set = _sets(root, folder.name, [n for n in frames if n >= 0.2 * b])
+                mean = _mean(per_set)
+                effs = _efficiency(folder, method, mean)
+                means = "; ".join(f"{n}: {mean[n]:.4f} / **{effs[n]:.2f}**" for n in mean)
+                smin = f"{min(effs.values()):.2f}"
             lines.append(f"| {LABELS.get(name, name)} | {b} | {'; '.join(cells)} | **{min(judged):.2f}** | "
                          f"{max(worst):.2f} | {means} | **{smin}** |")
     return lines
@@ -117,31 +133,21 @@ def before_after(root: Path, before: Path, names: list[str]) -> list[str]:
     """The plan of ``before`` (an older result tree, same layout of folders) and of ``root``, both against
     ``root``'s envelope: min NFE efficiency over frames >= 20 % of the budget on evaluate's set and for the 3-set
     mean, and the 3-set mean FD of those frames."""
-    from nested_diffusion.evaluation import nfe_efficiency
-
     lines = ["| schedule | budget | before: min efficiency (evaluate's set / 3 sets) | after | 3-set mean FD, "
              "frames ≥ 20 %: before → after |", "|---|---|---|---|---|"]
     for name in names:
         for b in BUDGETS:
-            now = root / f"{name}-b{b}"
-            if not (now / "results.json").is_file() or not (before / now.name / "results.json").is_file():
+            folder = f"{name}-b{b}"
+            if not (root / folder / "results.json").is_file() or not (before / folder / "results.json").is_file():
                 continue
-            reference = load_results(now)
-            envelope = [r for r in reference.rows if r["kind"] == "envelope"]
-            config = json.loads((now / "results.json").read_text())["config"]
-            noise = config.get("floor", {}).get("gmm-fd", {}).get("sd", 0.0)
+            config = json.loads((root / folder / "results.json").read_text())["config"]
             frames = [n for n in _plan_frames(config) if n >= 0.2 * b]
             cells, means = [], []
             for base in (before, root):
-                sets = [load_results(folder) for folder in [base / now.name] + sorted(base.glob(f"{now.name}-s*"))]
-                method = next(r["method"] for r in sets[0].rows if r["kind"] == "nested")
-                mean = {n: sum(s.value(method, n, "gmm-fd") for s in sets) / len(sets) for n in frames}
-                effs = []
-                for values in ({n: sets[0].value(method, n, "gmm-fd") for n in frames}, mean):
-                    result = type(reference)(rows=envelope + [dict(method=method, kind="nested", nfe=n, metric="gmm-fd",
-                                                                   value=v) for n, v in values.items()])
-                    effs.append(min(nfe_efficiency(result, method, "gmm-fd", n, "envelope-best", noise=noise)
-                                    for n in frames))
+                method, per_set = _sets(base, folder, frames)
+                mean = _mean(per_set)
+                first = {n: values[0] for n, values in per_set.items()}
+                effs = [min(_efficiency(root / folder, method, values).values()) for values in (first, mean)]
                 cells.append(f"{effs[0]:.2f} / {effs[1]:.2f}")
                 means.append(mean)
             fds = "; ".join(f"{n}: {means[0][n]:.4f} → {means[1][n]:.4f}" for n in frames)
