@@ -157,8 +157,7 @@ def before_after(root: Path, before: Path, names: list[str]) -> list[str]:
 
 def _plan_frames(config: dict) -> list[int]:
     """The NFEs after each frame of the run's nested method (its plan)."""
-    method = next(Method(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items() if k != "name"})
-                  for m in config["methods"] if m["kind"] == "nested")
+    method = next(Method.from_dict(m) for m in config["methods"] if m["kind"] == "nested")
     return method.frame_nfes(load_target(config["model"]).schedule)
 
 

@@ -34,7 +34,7 @@ def frames_of(folder: Path) -> dict[str, dict[int, torch.Tensor]]:
     for spec in config["methods"]:
         if spec["kind"] == "envelope":
             continue
-        method = Method(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "name"})
+        method = Method.from_dict(spec)
         shards = sorted((folder / "shards" / method.name).glob("*.safetensors"))
         if not shards:
             continue

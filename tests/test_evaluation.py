@@ -24,6 +24,7 @@ from nested_diffusion.evaluation import (EvalConfig, evaluate, frame_at, load_ta
                                          sample_generators, sample_seed)
 from nested_diffusion.samplers import randn_like
 from nested_diffusion.evaluation import runner as runner_module
+from nested_diffusion.evaluation.methods import Method
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -67,6 +68,8 @@ def test_grid_end_specs(linear):
     plan = parse_method("nested", "plan", budget=20, schedule=vp)
     assert plan.grid_end == PLAN_GRID_END and plan.session_kwargs()["inner_grid_end"] == PLAN_GRID_END
     assert parse_method("nested", "plan~karras", budget=20, schedule=vp).grid_end == PLAN_GRID_END
+    for m in (e, n, plan, parse_method("nested", "10x10"), parse_method("vanilla", "ddpm", budget=50)):
+        assert Method.from_dict(m.to_dict()) == m  # what results.json records reads back
     for bad, words in (("unipc~logsnr:", "expected ~GRID"), ("unipc~logsnr:x", "END must be a positive"),
                        ("unipc~logsnr:0", "END must be a positive"), ("unipc~logsnr:-1", "END must be a positive")):
         with pytest.raises(ValueError, match=words):

@@ -178,6 +178,12 @@ class Method:
             del d["grid_end"]
         return {"name": self.name, **d}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Method":
+        """The method :meth:`to_dict` wrote (as ``results.json`` records it): lists back to tuples, the name
+        dropped (it follows from the fields)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "name"})
+
     def session_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~nested_diffusion.nested_sample` (and ``NestedPipeline.anytime``)."""
         if self.kind != "nested":
