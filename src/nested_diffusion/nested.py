@@ -10,7 +10,7 @@ import torch
 from .defaults import DEFAULT_INNER_ETA, DEFAULT_OUTER_ETA, DEFAULT_STEPS, OUTER_UPDATES
 from .samplers import SAMPLERS, DDIM, Renoise, Sampler, iterate, make_sampler
 from .samplers.noise import Generator
-from .schedules import CLEAN, Level, Schedule, Time, as_schedule
+from .schedules import CLEAN, Level, Schedule, Time, as_schedule, check_grid_end
 from .session import Model, Session, check_steps
 
 __all__ = ["NestedSession", "nested_sample", "nested_grids", "renoise", "OUTER_UPDATES", "DEFAULT_INNER_ETA",
@@ -163,12 +163,11 @@ class NestedSession(Session):
         if not isinstance(inner_power, (int, float)) or isinstance(inner_power, bool) or not inner_power >= 1:
             raise ValueError(f"inner_power must be a number >= 1 (1: evenly spaced inner grids), got {inner_power!r}")
         self._inner_power = inner_power
+        inner_grid_end = check_grid_end(inner_grid_end, "inner_grid_end")
         try:
             self.outer_timesteps, self._inner_grids = nested_grids(schedule, self.inner_steps, outer_timesteps,
                                                                    inner_power, inner_spacing, inner_grid_end)
         except ValueError as e:
-            if "grid_end" in str(e):
-                raise ValueError(f"inner_{e}") from None
             if "spacing" not in str(e):
                 raise
             raise ValueError(f"inner_spacing: {e}") from None

@@ -299,12 +299,13 @@ def noise_spaced_levels(spacing: str, high: float, low: float, steps: int, rho: 
     return log_snr_noise_levels(high, low, steps)
 
 
-def check_grid_end(grid_end: Any) -> float | None:
-    """``grid_end`` as a float, or ``None``; a ``ValueError`` unless it is a positive, finite noise level σ/α."""
+def check_grid_end(grid_end: Any, name: str = "grid_end") -> float | None:
+    """``grid_end`` as a float, or ``None``; a ``ValueError`` naming ``name`` unless it is a positive, finite
+    noise level σ/α."""
     if grid_end is None:
         return None
     if isinstance(grid_end, bool) or not isinstance(grid_end, (int, float)) or not 0 < grid_end < math.inf:
-        raise ValueError(f"grid_end must be a positive noise level σ/α (or None: the schedule's own end), "
+        raise ValueError(f"{name} must be a positive noise level σ/α (or None: the schedule's own end), "
                          f"got {grid_end!r}")
     return float(grid_end)
 
